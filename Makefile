@@ -1,0 +1,36 @@
+# tvlars — run `make help` for the targets. Every target creates .venv on first use.
+PY      ?= python3
+VENV    ?= .venv
+PYTHON  := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+
+.PHONY: help install test test-fast lint bench train clean
+
+help:  ## list targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(PYTHON) || $(PY) -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --upgrade pip
+	$(PYTHON) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install tvlars with its dev tools
+
+test: $(STAMP)  ## run the whole test suite (the CI command)
+	$(PYTHON) -m pytest -q
+
+test-fast: $(STAMP)  ## skip the slow end-to-end tests
+	$(PYTHON) -m pytest -q -m "not slow"
+
+lint: $(STAMP)  ## ruff
+	$(VENV)/bin/ruff check tvlars tests scripts
+
+bench: $(STAMP)  ## throughput of the loop vs a bare PyTorch loop, and optimizer step costs (CPU or GPU)
+	$(PYTHON) scripts/bench.py
+
+train: $(STAMP)  ## one run; pass Hydra overrides with ARGS="dataset=cifar10 optimizer=lars ..."
+	$(PYTHON) -m tvlars.train $(ARGS)
+
+clean:  ## remove caches (keeps .venv, runs/ and data/)
+	rm -rf .pytest_cache .ruff_cache **/__pycache__

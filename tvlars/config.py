@@ -1,0 +1,175 @@
+"""The structured top-level config, its cross-field validation, and `_target_` instantiation with clear errors.
+
+Hydra checks types and unknown keys at composition time (the schema below plus struct mode for the group
+YAMLs); :func:`validate` checks what types cannot (ranges, divisibility, that every ``_target_`` accepts
+its keys) and raises :class:`~tvlars.errors.UserError` before anything is built.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from hydra.utils import get_object, instantiate
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from tvlars.errors import UserError
+
+
+class Precision(str, Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
+class LrScaling(str, Enum):
+    none = "none"  # lr as given
+    linear = "linear"  # lr × batch_size / base_batch_size (Goyal et al. 2017; the paper's warm-up baselines)
+    sqrt = "sqrt"  # lr × sqrt(batch_size / base_batch_size) (common for LAMB)
+
+
+class Progress(str, Enum):
+    auto = "auto"  # a bar when stderr is a terminal, log lines otherwise
+    bar = "bar"
+    lines = "lines"
+
+
+@dataclass
+class Config:
+    """Top-level settings; the groups (dataset, model, task, optimizer, schedule, logger) come from YAML."""
+
+    dataset: Any = MISSING
+    model: Any = MISSING
+    task: Any = MISSING
+    optimizer: Any = MISSING
+    schedule: Any = MISSING
+    logger: Any = MISSING
+    batch_size: int = 512  # GLOBAL batch size; each of the world_size processes gets batch_size / world_size
+    epochs: int = 10
+    seed: int = 0
+    lr_scaling: LrScaling = LrScaling.none
+    base_batch_size: int = 256
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: Precision = Precision.fp32
+    channels_last: bool = False
+    compile: bool = False
+    num_workers: int = -1  # DataLoader workers per process; -1 = 0 on CPU, min(8, cores per process) on CUDA
+    eval_batch_size: int = 1024  # global batch for evaluation (no effect on results)
+    eval_every: int = 1  # epochs; the last epoch is always evaluated
+    checkpoint_every: int = 1  # epochs; 0 disables checkpoints (and resume)
+    log_every: int = 50  # steps between progress updates / divergence checks (the only host syncs)
+    log_trust_every: int = 100  # steps between trust-ratio snapshots (optimizers that expose trust_stats)
+    progress: Progress = Progress.auto
+    data_root: str = "${oc.env:TVLARS_DATA,data}"
+    out_dir: str = "runs"
+    run_dir: Any = None  # default: <out_dir>/<readable name>-<run id>
+    name: Any = None  # readable prefix of the default run_dir
+
+
+ConfigStore.instance().store(name="tvlars_schema", node=Config)
+
+# Keys that do not change what is computed: they are left out of the run identity (the run id).
+_NON_SEMANTIC = {"logger", "out_dir", "run_dir", "name", "progress", "data_root", "num_workers",
+                 "log_every", "checkpoint_every", "eval_batch_size"}
+_NON_SEMANTIC_DATASET = {"root", "download", "verify_checksums"}
+
+
+def _positive(cfg: DictConfig, key: str, minimum: int = 1) -> None:
+    value = OmegaConf.select(cfg, key)
+    if value is None or value < minimum:
+        raise UserError(f"{key} must be >= {minimum} (got {value}); pass e.g. {key}={max(minimum, 1)}")
+
+
+def check_target(node: DictConfig, key: str, provided: tuple[str, ...] = (), skip: tuple[str, ...] = ()) -> None:
+    """Check that ``node._target_`` imports and accepts every key of ``node`` except ``skip``.
+
+    ``provided`` names arguments the loop passes itself; they are left out of the hint.
+    """
+    if not isinstance(node, DictConfig) or "_target_" not in node:
+        raise UserError(f"{key} must be a config node with a _target_ (got {node!r})")
+    try:
+        target = get_object(node._target_)
+    except Exception as exc:  # noqa: BLE001 - any import failure is a config error here
+        raise UserError(f"{key}._target_={node._target_!r} cannot be imported ({exc})") from None
+    params = inspect.signature(target).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = [k for k in node if not k.startswith("_") and k not in params and k not in skip]
+    if unknown:
+        allowed = sorted(k for k in params if k not in provided and k not in ("self", "params"))
+        raise UserError(f"{key}.{unknown[0]} is not an option of {node._target_} (options: {', '.join(allowed)})")
+
+
+def instantiate_node(node: DictConfig, key: str, skip: tuple[str, ...] = (), **offered: Any) -> Any:
+    """``instantiate(node)`` minus ``skip`` keys, passing each ``offered`` kwarg only if the target takes it.
+
+    Offered values are facts the loop knows (``num_classes``, ``steps_per_epoch``...); a ``ValueError`` or
+    ``TypeError`` from the constructor becomes a :class:`UserError` naming ``key``.
+    """
+    params = inspect.signature(get_object(node._target_)).parameters
+    takes_all = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    kwargs = {k: v for k, v in offered.items() if takes_all or k in params}
+    resolved = OmegaConf.to_container(node, resolve=True)
+    assert isinstance(resolved, dict)
+    body = {k: v for k, v in resolved.items() if k not in skip}
+    try:
+        return instantiate(body, **kwargs, _convert_="all")
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - Hydra wraps constructor errors in InstantiationException
+        cause = exc.__cause__ or exc
+        if isinstance(cause, UserError):
+            raise cause from None
+        message = str(cause)
+        raise UserError(message if message.startswith(f"{key}.") else f"{key}: {message}") from None
+
+
+def validate(cfg: DictConfig, world_size: int = 1) -> None:
+    """Cross-field checks, each failing with one line that names the key and the fix."""
+    for key in ("batch_size", "epochs", "base_batch_size", "eval_batch_size", "eval_every", "log_every",
+                "log_trust_every"):
+        _positive(cfg, key)
+    _positive(cfg, "checkpoint_every", minimum=0)
+    if cfg.batch_size % world_size:
+        raise UserError(
+            f"batch_size={cfg.batch_size} is not divisible by the world size {world_size}; "
+            f"choose a multiple of {world_size} (per-process batch = batch_size / world_size)")
+    if cfg.eval_batch_size % world_size:
+        raise UserError(f"eval_batch_size={cfg.eval_batch_size} is not divisible by the world size {world_size}")
+    lr = cfg.optimizer.get("lr")
+    if lr is None or lr < 0:
+        raise UserError(f"optimizer.lr must be >= 0 (got {lr}); pass e.g. optimizer.lr=0.1")
+    if cfg.optimizer.get("weight_decay", 0.0) < 0:
+        raise UserError(f"optimizer.weight_decay must be >= 0 (got {cfg.optimizer.weight_decay})")
+    check_target(cfg.dataset, "dataset", skip=("augment",))
+    check_target(cfg.model, "model", provided=("num_classes", "in_channels", "image_size"))
+    check_target(cfg.task, "task")
+    check_target(cfg.optimizer, "optimizer", provided=("steps_per_epoch", "total_steps"))
+    check_target(cfg.schedule, "schedule", provided=("base_lr", "steps_per_epoch", "total_steps"))
+    check_target(cfg.logger, "logger", provided=("run_dir",))
+
+
+def resolved_lr(cfg: DictConfig) -> float:
+    """``optimizer.lr`` scaled by ``lr_scaling`` with respect to ``base_batch_size``."""
+    ratio = cfg.batch_size / cfg.base_batch_size
+    factor = {"none": 1.0, "linear": ratio, "sqrt": ratio**0.5}[LrScaling(cfg.lr_scaling).value]
+    return float(cfg.optimizer.lr) * factor
+
+
+def semantic_config(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config without keys that do not change results (paths, logging, run naming)."""
+    container = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    assert isinstance(container, dict)
+    out = {k: v for k, v in container.items() if k not in _NON_SEMANTIC and k != "hydra"}
+    out["dataset"] = {k: v for k, v in out["dataset"].items() if k not in _NON_SEMANTIC_DATASET}
+    return out
+
+
+def run_id(cfg: DictConfig) -> str:
+    """A short stable hash of :func:`semantic_config`: equal ids ⇔ the same experiment."""
+    blob = json.dumps(semantic_config(cfg), sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:10]

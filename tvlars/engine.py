@@ -1,0 +1,272 @@
+"""The training loop: epochs and steps, precision, closures, divergence, evaluation, checkpoints, progress.
+
+The engine owns the global step. Schedules are pure functions of it, and every epoch's randomness is
+re-seeded from ``(seed, rank, epoch)``, so a run resumed from a checkpoint repeats an uninterrupted run
+exactly. Host synchronisation happens only every ``log_every`` steps and at epoch ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from tvlars import distributed
+from tvlars.distributed import DistInfo
+from tvlars.loggers import NullLogger
+from tvlars.records import RunRecords
+from tvlars.schedules import Schedule
+from tvlars.tasks import Sums, Task
+
+log = logging.getLogger("tvlars")
+
+
+def seed_all(seed: int, rank: int = 0, epoch: int = 0) -> None:
+    """Seed Python, NumPy and torch (all devices) from ``(seed, rank, epoch)``."""
+    value = (seed * 1_000_003 + rank * 10_007 + epoch) % 2**63
+    random.seed(value)
+    np.random.seed(value % 2**32)
+    torch.manual_seed(value)
+
+
+@dataclass
+class TrainState:
+    """Everything besides model/optimizer/schedule state that a resumed run needs."""
+
+    step: int = 0  # optimizer steps taken
+    epoch: int = 0  # epochs completed
+    wall_time_s: float = 0.0  # cumulative over resumes
+    train_time_s: float = 0.0
+    train_images: int = 0
+    logger_id: str | None = None
+
+
+@dataclass
+class EngineOptions:
+    epochs: int
+    seed: int
+    run_id: str = ""  # stored in checkpoints so a resume never mixes two experiments
+    precision: str = "fp32"
+    channels_last: bool = False
+    eval_every: int = 1
+    checkpoint_every: int = 1
+    log_every: int = 50
+    log_trust_every: int = 100
+    progress_bar: bool = False
+
+
+def _add(total: Sums | None, new: Sums) -> Sums:
+    if total is None:
+        return {k: v.detach().clone() for k, v in new.items()}
+    for k, v in new.items():
+        total[k] += v.detach()
+    return total
+
+
+def reduce_means(sums: Sums, prefix: str) -> dict[str, float]:
+    """All-reduce epoch sums and return ``{prefix_key: sum_key / count}`` as Python floats (one sync)."""
+    keys = sorted(sums)
+    packed = distributed.all_reduce_sum(torch.stack([sums[k].float() for k in keys])).tolist()
+    values = dict(zip(keys, packed, strict=True))
+    count = max(values.pop("count"), 1.0)
+    return {f"{prefix}_{k}": v / count for k, v in values.items()}
+
+
+class Engine:
+    """Runs a task's training and evaluation for a number of epochs; rank 0 writes records and logs."""
+
+    def __init__(self, opts: EngineOptions, dist: DistInfo, task: Task, model: nn.Module, train_model: nn.Module,
+                 optimizer: torch.optim.Optimizer, schedule: Schedule, train_loader: DataLoader,
+                 test_loader: DataLoader, records: RunRecords | None, logger: NullLogger) -> None:
+        self.opts, self.dist, self.task = opts, dist, task
+        self.model = model  # the bare module (checkpoints, evaluation)
+        self.train_model = train_model  # possibly compiled and/or DDP-wrapped
+        self.optimizer, self.schedule = optimizer, schedule
+        self.train_loader, self.test_loader = train_loader, test_loader
+        self.records, self.logger = records, logger
+        self.device = dist.device
+        self.amp = contextlib.nullcontext
+        if opts.precision == "bf16":
+            self.amp = lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)
+        self.needs_closure = bool(getattr(optimizer, "needs_closure", False))
+        self.layer_names = [n for g in optimizer.param_groups for n in g.get("names", [""] * len(g["params"]))]
+
+    # ----------------------------------------------------------------------------------------- state
+    def state_dict(self, state: TrainState) -> dict[str, Any]:
+        return {"run_id": self.opts.run_id, "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
+                "train_state": asdict(state)}
+
+    def load_state_dict(self, ckpt: dict[str, Any]) -> TrainState:
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.schedule.load_state_dict(ckpt["schedule"])
+        return TrainState(**ckpt["train_state"])
+
+    # ----------------------------------------------------------------------------------------- steps
+    def _to_device(self, batch: Any) -> Any:
+        x, *rest = batch
+        x = x.to(self.device, non_blocking=True)
+        if self.opts.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return (x, *(r.to(self.device, non_blocking=True) for r in rest))
+
+    def _train_step(self, batch: Any) -> tuple[Tensor, Sums]:
+        """One optimizer step; returns the detached loss and the task's sums."""
+        if not self.needs_closure:
+            with self.amp():
+                loss, sums = self.task.training_step(self.train_model, batch)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            return loss.detach(), sums
+
+        captured: dict[str, Any] = {}
+
+        def closure(create_graph: bool = False) -> Tensor:
+            self.optimizer.zero_grad(set_to_none=True)
+            with self.amp():
+                loss, sums = self.task.training_step(self.train_model, batch)
+            loss.backward(create_graph=create_graph)
+            captured.setdefault("first", (loss.detach(), sums))
+            return loss
+
+        self.optimizer.step(closure)
+        return captured["first"]
+
+    def _set_lr(self, step: int) -> float:
+        lr = self.schedule.lr(step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr * group.get("lr_mult", 1.0)
+        return lr
+
+    def _trust_snapshot(self, step: int, epoch: int) -> dict[str, Any] | None:
+        stats = getattr(self.optimizer, "trust_stats", None)
+        if stats is None:
+            return None
+        values = stats()
+        return {"step": step, "epoch": epoch, **{k: v.detach().float().clone() for k, v in values.items()}} \
+            if values else None
+
+    # ----------------------------------------------------------------------------------------- epochs
+    def evaluate(self) -> dict[str, float]:
+        self.model.eval()
+        sums: Sums | None = None
+        with torch.no_grad(), self.amp():
+            for batch in self.test_loader:
+                sums = _add(sums, self.task.eval_step(self.model, self._to_device(batch)))
+        self.model.train()
+        assert sums is not None, "empty test loader"
+        return reduce_means(sums, "test")
+
+    def train_epoch(self, state: TrainState, epoch: int) -> tuple[dict[str, float], bool, list[dict[str, Any]]]:
+        """Train one epoch; returns (train metrics, diverged?, trust snapshots on device)."""
+        opts = self.opts
+        sampler = getattr(self.train_loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+        self.train_model.train()
+        nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
+        sums: Sums | None = None
+        snapshots: list[dict[str, Any]] = []
+        bar = tqdm(total=len(self.train_loader), desc=f"epoch {epoch + 1}/{opts.epochs}", leave=False,
+                   disable=not opts.progress_bar, file=sys.stderr, dynamic_ncols=True)
+        diverged = False
+        for i, batch in enumerate(self.train_loader):
+            lr = self._set_lr(state.step)
+            loss, step_sums = self._train_step(self._to_device(batch))
+            self.schedule.observe(state.step, loss)
+            nonfinite |= ~torch.isfinite(loss)
+            sums = _add(sums, step_sums)
+            state.step += 1
+            if state.step % opts.log_trust_every == 0 and self.dist.is_main:
+                snap = self._trust_snapshot(state.step, epoch + 1)
+                if snap:
+                    snapshots.append(snap)
+            bar.update(1)
+            if state.step % opts.log_every == 0 or i + 1 == len(self.train_loader):
+                if distributed.all_reduce_max(nonfinite.float()).item() > 0:
+                    diverged = True
+                    break
+                bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.4g}")
+                self.logger.log({"train/loss": loss.item(), "train/lr": lr}, step=state.step)
+        bar.close()
+        assert sums is not None, "empty training loader"
+        return reduce_means(sums, "train"), diverged, snapshots
+
+    def _write_trust(self, snapshots: list[dict[str, Any]]) -> None:
+        if not snapshots or self.records is None:
+            return
+        if not self.records.trust.exists():
+            self.records.append_jsonl(self.records.trust, [{"layers": self.layer_names}])
+        rows = []
+        for snap in snapshots:
+            row: dict[str, Any] = {"step": snap["step"], "epoch": snap["epoch"]}
+            summary: dict[str, float] = {}
+            for key, value in snap.items():
+                if key in ("step", "epoch"):
+                    continue
+                values = value.cpu()
+                row[key] = values.tolist()
+                if values.ndim == 1:
+                    finite = values[torch.isfinite(values)]
+                    if finite.numel():
+                        summary |= {f"trust/{key}_min": finite.min().item(),
+                                    f"trust/{key}_median": finite.median().item(),
+                                    f"trust/{key}_max": finite.max().item()}
+                else:
+                    summary[f"trust/{key}"] = values.item()
+            rows.append(row)
+            self.logger.log(summary, step=snap["step"])
+        self.records.append_jsonl(self.records.trust, rows)
+
+    def fit(self, state: TrainState) -> str:
+        """Train from ``state`` to ``opts.epochs``; returns the final status (``completed`` or ``diverged``)."""
+        opts = self.opts
+        for epoch in range(state.epoch, opts.epochs):
+            seed_all(opts.seed, self.dist.rank, epoch + 1)
+            start = time.perf_counter()
+            train_metrics, diverged, snapshots = self.train_epoch(state, epoch)
+            train_time = time.perf_counter() - start
+            if diverged:
+                log.warning("non-finite training loss at step %d (epoch %d): run diverged", state.step, epoch + 1)
+                return "diverged"
+            images = len(self.train_loader) * self.train_loader.batch_size * self.dist.world_size
+            state.train_images += images
+            state.train_time_s += train_time
+            row: dict[str, Any] = {"epoch": epoch + 1, "step": state.step, "lr": self.schedule.lr(state.step - 1),
+                                   **train_metrics, "epoch_time_s": train_time, "train_images_per_s": images / train_time}
+            if (epoch + 1) % opts.eval_every == 0 or epoch + 1 == opts.epochs:
+                row |= self.evaluate()
+            state.epoch = epoch + 1
+            state.wall_time_s += time.perf_counter() - start
+            self._end_epoch(state, row, snapshots)
+            if not all(math.isfinite(v) for v in row.values() if isinstance(v, float)):
+                log.warning("non-finite metrics after epoch %d: run diverged", epoch + 1)
+                return "diverged"
+        return "completed"
+
+    def _end_epoch(self, state: TrainState, row: dict[str, Any], snapshots: list[dict[str, Any]]) -> None:
+        if not self.dist.is_main:
+            return
+        self.logger.log({f"epoch/{k}": v for k, v in row.items()}, step=state.step)
+        msg = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
+        log.info("epoch %d/%d %s", state.epoch, self.opts.epochs, msg)
+        if self.records is None:
+            return
+        self._write_trust(snapshots)
+        self.records.append_jsonl(self.records.metrics, [row])
+        every = self.opts.checkpoint_every
+        if every and (state.epoch % every == 0 or state.epoch == self.opts.epochs):
+            self.records.save_checkpoint(self.state_dict(state))

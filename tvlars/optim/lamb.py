@@ -1,0 +1,113 @@
+"""LAMB: layer-wise adaptive moments for large-batch training (You et al. 2019/2020)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from tvlars.optim._trust import ParamsT, TrustRatioOptimizer, batched_norms, check_range
+
+
+def as_betas(betas: Sequence[float]) -> tuple[float, float]:
+    """``betas`` as a tuple of two floats (accepts lists and OmegaConf ``ListConfig``)."""
+    try:
+        beta1, beta2 = betas
+    except (TypeError, ValueError):
+        raise ValueError(f"betas must be a pair (beta1, beta2), each in [0, 1) (got {betas!r})") from None
+    return float(beta1), float(beta2)
+
+
+class LAMB(TrustRatioOptimizer):
+    r"""LAMB: Adam's direction, rescaled per tensor by the trust ratio ``‖w‖ / ‖u‖``.
+
+    Source: Y. You, J. Li, S. Reddi, J. Hseu, S. Kumar, S. Bhojanapalli, X. Song, J. Demmel, K. Keutzer,
+    C.-J. Hsieh, "Large Batch Optimization for Deep Learning: Training BERT in 76 minutes", ICLR 2020
+    (arXiv 1904.00962), Algorithm 2 with ``φ(z) = z`` (optionally clamped). For every tensor ``w`` with
+    gradient ``g`` at step ``t`` (``t = 1`` first; the group's ``"step"`` entry)::
+
+        m_t = β1 · m_{t-1} + (1 − β1) · g_t ;   v_t = β2 · v_{t-1} + (1 − β2) · g_t²     (m_0 = v_0 = 0)
+        m̂_t = m_t / (1 − β1^t) ;   v̂_t = v_t / (1 − β2^t)         (only if bias_correction; else m̂=m, v̂=v)
+        u_t = m̂_t / (√v̂_t + ε) + wd · w_t                           (L2 inside the update, before the norm)
+        τ_t = min(‖w_t‖, c) / ‖u_t‖   if the group adapts and both norms > 0,   else 1
+        w_{t+1} = w_t − lr · τ_t · u_t
+
+    ``c = weight_norm_clamp`` (``None``: no clamp). The TVLARS paper's released code (adapted from
+    ``cybertronai/pytorch-lamb``) is ``bias_correction=False, weight_norm_clamp=10`` (the
+    ``lamb_official`` preset); unlike that code, tensors of a group with ``adapt=False`` (1-D tensors
+    under :func:`tvlars.optim.param_groups`) get ``τ = 1`` and that group's decay (0 there), i.e. an
+    Adam step with the base LR. Gradients are not modified.
+
+    Implementation: multi-tensor kernels, batched norms, the step count and bias corrections as device
+    tensors; no host synchronisation (``torch.compile(fullgraph=True)`` traces ``step``).
+
+    Observables (:meth:`trust_stats`): ``trust_ratio`` = ``τ_t`` actually applied to ``u_t`` (1 for
+    the fallback and non-adapting groups); ``update_norm`` = ``‖u_t‖`` before scaling;
+    ``weight_norm`` = unclamped ``‖w_t‖``.
+
+    Args:
+        params: tensors or param groups (keys ``weight_decay``, ``adapt``, ``lr`` ... override defaults).
+        lr: learning rate (≥ 0), read from each group at every step.
+        betas: ``(β1, β2)``, each in [0, 1).
+        eps: ``ε`` (≥ 0), added to ``√v̂``.
+        weight_decay: ``wd`` (≥ 0).
+        bias_correction: divide the moments by ``1 − β^t``.
+        weight_norm_clamp: ``c`` (> 0) bounding ``‖w‖`` in the ratio, or ``None``.
+    """
+
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float,
+        betas: Sequence[float] = (0.9, 0.999),
+        eps: float = 1e-6,
+        weight_decay: float = 0.0,
+        bias_correction: bool = True,
+        weight_norm_clamp: float | None = None,
+    ) -> None:
+        defaults = dict(
+            lr=lr,
+            betas=as_betas(betas),
+            eps=eps,
+            weight_decay=weight_decay,
+            bias_correction=bias_correction,
+            weight_norm_clamp=weight_norm_clamp,
+        )
+        super().__init__(params, defaults)
+
+    def _check_hyperparameters(self, hp: Any) -> None:
+        super()._check_hyperparameters(hp)
+        beta1, beta2 = as_betas(hp["betas"])
+        check_range("betas[0]", beta1, 0.0, 1.0, high_open=True)
+        check_range("betas[1]", beta2, 0.0, 1.0, high_open=True)
+        check_range("eps", hp["eps"], 0.0)
+        check_range("weight_norm_clamp", hp["weight_norm_clamp"], 0.0, low_open=True, optional=True)
+
+    def _trust_options(self, group: dict[str, Any], like: Tensor) -> dict[str, Any]:
+        return {"weight_norm_max": group["weight_norm_clamp"]}
+
+    def _update_group(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]) -> Tensor:
+        lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
+        beta1, beta2 = group["betas"]
+        exp_avgs, exp_avg_sqs = self._buffers(params, "exp_avg"), self._buffers(params, "exp_avg_sq")
+        torch._foreach_lerp_(exp_avgs, grads, 1.0 - beta1)
+        torch._foreach_mul_(exp_avg_sqs, beta2)
+        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1.0 - beta2)
+        denom = torch._foreach_sqrt(exp_avg_sqs)
+        if group["bias_correction"]:
+            step = self._next_step(group, params[0])
+            torch._foreach_div_(denom, (1.0 - beta2**step).sqrt())
+            torch._foreach_add_(denom, eps)
+            updates = torch._foreach_div(exp_avgs, denom)
+            torch._foreach_div_(updates, 1.0 - beta1**step)
+        else:
+            torch._foreach_add_(denom, eps)
+            updates = torch._foreach_div(exp_avgs, denom)
+        if wd != 0:
+            torch._foreach_add_(updates, params, alpha=wd)
+        weight_norm, update_norm = batched_norms(params), batched_norms(updates)
+        trust = self._trust(group, weight_norm, update_norm)
+        torch._foreach_addcmul_(params, updates, trust.unbind(), value=-lr)
+        return torch.stack([trust, weight_norm, update_norm])

@@ -1,0 +1,94 @@
+"""LARS: layer-wise adaptive rate scaling with momentum (You, Gitman, Ginsburg 2017)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from tvlars.optim._trust import ParamsT, TrustRatioOptimizer, batched_norms, check_range
+
+
+class LARS(TrustRatioOptimizer):
+    r"""LARS in the convention of the FAIR Barlow Twins code, which the TVLARS paper's code adapts.
+
+    Source: Y. You, I. Gitman, B. Ginsburg, "Large Batch Training of Convolutional Networks",
+    arXiv 1708.03888 (2017); update rule as in ``facebookresearch/barlowtwins`` ``LARS`` and the TVLARS
+    authors' ``opt/lars.py``. For every tensor ``w`` with gradient ``g`` (``t`` = step)::
+
+        u_t = g_t + wd · w_t                                  (decay only in groups with wd > 0)
+        r_t = η · ‖w_t‖ / ‖u_t‖   if the group adapts and ‖w_t‖ > 0 and ‖u_t‖ > 0,   else 1
+        b_t = m · b_{t-1} + r_t · u_t                          (b_0 = 0: no dampening)
+        w_{t+1} = w_t − lr · b_t                               (Nesterov: lr · (r_t·u_t + m·b_t))
+
+    The denominator is ``‖g + wd·w‖`` (FAIR / paper code), not ``‖g‖ + wd·‖w‖`` (Bolts, timm). Tensors
+    of a group with ``adapt=False`` (the paper's biases and normalisation weights, see
+    :func:`tvlars.optim.param_groups`) take the plain momentum step ``r = 1``. Zero-norm tensors in an
+    adapting group (a zero-initialised bias or BN γ) also get ``r = 1``, i.e. the raw base LR, as in
+    the paper's code. Gradients are not modified.
+
+    Implementation: multi-tensor (``torch._foreach_*``) kernels and one batched norm per group; no
+    host synchronisation, so ``step`` traces into one graph under ``torch.compile(fullgraph=True)``.
+
+    Observables (:meth:`trust_stats`): ``trust_ratio`` = ``r_t`` actually applied to ``u_t``;
+    ``update_norm`` = ``‖u_t‖`` (before scaling); ``weight_norm`` = ``‖w_t‖``.
+
+    Args:
+        params: tensors or param groups (keys ``weight_decay``, ``adapt``, ``lr`` ... override defaults).
+        lr: learning rate ``lr`` (≥ 0); read from each group at every step, so schedules may change it.
+        momentum: ``m`` in [0, 1).
+        weight_decay: L2 coefficient ``wd`` (≥ 0), added to the gradient before the norm.
+        trust_coefficient: ``η`` (> 0); 0.001 in the paper's code and FAIR's.
+        nesterov: use Nesterov momentum (needs ``momentum > 0``).
+    """
+
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        trust_coefficient: float = 0.001,
+        nesterov: bool = False,
+    ) -> None:
+        defaults = dict(
+            lr=lr,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            trust_coefficient=trust_coefficient,
+            nesterov=nesterov,
+        )
+        super().__init__(params, defaults)
+
+    def _check_hyperparameters(self, hp: Any) -> None:
+        super()._check_hyperparameters(hp)
+        check_range("momentum", hp["momentum"], 0.0, 1.0, high_open=True)
+        check_range("trust_coefficient", hp["trust_coefficient"], 0.0, low_open=True)
+        if hp["nesterov"] and hp["momentum"] == 0:
+            raise ValueError("nesterov=True needs momentum > 0 (got momentum=0)")
+
+    def _trust_options(self, group: dict[str, Any], like: Tensor) -> dict[str, Any]:
+        return {"coefficient": group["trust_coefficient"]}
+
+    def _update_group(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]) -> Tensor:
+        lr, momentum, wd = group["lr"], group["momentum"], group["weight_decay"]
+        updates = torch._foreach_add(grads, params, alpha=wd) if wd != 0 else grads
+        weight_norm, update_norm = batched_norms(params), batched_norms(updates)
+        ratio = self._trust(group, weight_norm, update_norm)
+        ratios = ratio.unbind()
+        if momentum == 0:
+            torch._foreach_addcmul_(params, updates, ratios, value=-lr)
+        elif group["nesterov"]:
+            bufs = self._buffers(params, "momentum_buffer")
+            scaled = torch._foreach_mul(updates, ratios)
+            torch._foreach_mul_(bufs, momentum)
+            torch._foreach_add_(bufs, scaled)
+            torch._foreach_add_(scaled, bufs, alpha=momentum)
+            torch._foreach_add_(params, scaled, alpha=-lr)
+        else:
+            bufs = self._buffers(params, "momentum_buffer")
+            torch._foreach_mul_(bufs, momentum)
+            torch._foreach_addcmul_(bufs, updates, ratios)
+            torch._foreach_add_(params, bufs, alpha=-lr)
+        return torch.stack([ratio, weight_norm, update_norm])

@@ -1,0 +1,6 @@
+"""Learning-rate schedules: pure functions of the global step (plus saved state)."""
+
+from tvlars.schedules.base import Constant, Schedule
+from tvlars.schedules.warmup_cosine import WarmupCosine
+
+__all__ = ["Constant", "Schedule", "WarmupCosine"]

@@ -1,0 +1,40 @@
+"""The schedule interface: the learning rate as a pure function of the global optimizer step."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor
+
+
+class Schedule:
+    """Maps the global step (0 for the first update) to a learning rate.
+
+    ``lr(step)`` must depend only on ``step`` and on state saved by ``state_dict`` so that resuming from a
+    checkpoint is exact. Schedules that adapt to training (an adaptive warm-up) also receive every step's
+    training loss through ``observe`` as a device tensor; they must not synchronise with the host there.
+    """
+
+    def __init__(self, base_lr: float, steps_per_epoch: int, total_steps: int) -> None:
+        self.base_lr = base_lr
+        self.steps_per_epoch = steps_per_epoch
+        self.total_steps = total_steps
+
+    def lr(self, step: int) -> float:
+        raise NotImplementedError
+
+    def observe(self, step: int, loss: Tensor) -> None:
+        """Called after every optimizer step with that step's (detached) training loss."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what ``state_dict`` returned."""
+
+
+class Constant(Schedule):
+    """``lr(t) = base_lr`` (the paper's setting for TVLARS and for the no-warm-up baselines)."""
+
+    def lr(self, step: int) -> float:
+        return self.base_lr

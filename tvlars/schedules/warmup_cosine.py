@@ -1,0 +1,40 @@
+"""Linear warm-up then cosine decay to a floor, updated every optimizer step (the paper's baseline schedule)."""
+
+from __future__ import annotations
+
+import math
+
+from tvlars.schedules.base import Schedule
+
+
+class WarmupCosine(Schedule):
+    """Warm-up for ``W = warmup_epochs · steps_per_epoch`` steps, then cosine to ``floor · base_lr``.
+
+    For step ``t`` (0-based) and ``T`` total steps::
+
+        t < W:   lr = base_lr · (t + 1) / W
+        t >= W:  q  = ½ (1 + cos(π (t − W) / (T − W)))
+                 lr = base_lr · (q + floor · (1 − q))
+
+    This is the released code's ``lars-warm`` schedule (20 warm-up epochs, floor 0.001) except that warm-up
+    starts at ``base_lr / W`` instead of exactly 0, so no step is wasted at LR 0. If the run is shorter than
+    the warm-up, ``W`` is capped at ``T`` (then the LR peaks on the last step).
+    """
+
+    def __init__(self, base_lr: float, steps_per_epoch: int, total_steps: int,
+                 warmup_epochs: float = 20.0, floor: float = 0.001) -> None:
+        super().__init__(base_lr, steps_per_epoch, total_steps)
+        if warmup_epochs < 0:
+            raise ValueError(f"warmup_epochs must be >= 0 (got {warmup_epochs})")
+        if not 0.0 <= floor <= 1.0:
+            raise ValueError(f"floor must be in [0, 1] (got {floor})")
+        self.warmup_steps = min(round(warmup_epochs * steps_per_epoch), total_steps)
+        self.floor = floor
+
+    def lr(self, step: int) -> float:
+        w, total = self.warmup_steps, self.total_steps
+        if step < w:
+            return self.base_lr * (step + 1) / w
+        progress = min(1.0, (step - w) / max(1, total - w))
+        q = 0.5 * (1.0 + math.cos(math.pi * progress))
+        return self.base_lr * (q + self.floor * (1.0 - q))

@@ -1,0 +1,34 @@
+"""The task interface: what one training step and one evaluation step compute. The engine does the rest."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from tvlars.data import DataBundle
+
+Sums = dict[str, Tensor]
+"""Per-batch sums of statistics (0-d device tensors), always including ``count``; the engine adds them up
+over an epoch and across processes and reports ``sum / count`` for every other key."""
+
+
+class Task:
+    """A task never knows which optimizer or schedule it runs with."""
+
+    def datasets(self, data: DataBundle, augment: dict[str, Any]) -> tuple[Dataset, Dataset]:
+        """The (train, test) datasets with this task's transforms attached."""
+        raise NotImplementedError
+
+    def build_model(self, backbone: nn.Module) -> nn.Module:
+        """The module that is trained (e.g. backbone plus heads); classification trains the backbone itself."""
+        return backbone
+
+    def training_step(self, model: nn.Module, batch: Any) -> tuple[Tensor, Sums]:
+        """The loss to minimise and the sums to report, without host synchronisation."""
+        raise NotImplementedError
+
+    def eval_step(self, model: nn.Module, batch: Any) -> Sums:
+        """Sums of evaluation statistics for one test batch (called under ``torch.no_grad``, eval mode)."""
+        raise NotImplementedError

@@ -1,0 +1,290 @@
+"""Hydra entry point: ``python -m tvlars.train [group=option ...] [key=value ...]`` (or under ``torchrun``).
+
+compose → validate → distributed set-up → build data, model, optimizer, schedule → resume or skip →
+:class:`~tvlars.engine.Engine` → ``summary.json``. Problems a user can fix end in one ``error:`` line and
+exit code 2 before training starts; a diverged run ends with status ``diverged`` and exit code 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+import torchvision
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
+
+import tvlars
+from tvlars import distributed
+from tvlars.config import LrScaling, Precision, Progress, instantiate_node, resolved_lr, run_id, validate
+from tvlars.data import DataBundle
+from tvlars.distributed import DistInfo
+from tvlars.engine import Engine, EngineOptions, TrainState, seed_all
+from tvlars.errors import UserError
+from tvlars.loggers import NullLogger
+from tvlars.optim import param_groups
+from tvlars.records import RunRecords, read_jsonl
+
+log = logging.getLogger("tvlars")
+CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
+
+
+class ShardSampler(Sampler[int]):
+    """Evaluation sharding without padding: rank ``r`` gets indices ``r, r + W, r + 2W, …``."""
+
+    def __init__(self, size: int, rank: int, world_size: int) -> None:
+        self.indices = range(rank, size, world_size)
+
+    def __iter__(self):  # type: ignore[override]
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5, check=True)
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def group_choices() -> dict[str, str]:
+    """The config-group options chosen on the command line (empty when composed without @hydra.main)."""
+    try:
+        choices = HydraConfig.get().runtime.choices
+    except ValueError:
+        return {}
+    return {k: v for k, v in choices.items() if not k.startswith("hydra") and v is not None}
+
+
+def default_run_dir(cfg: DictConfig, rid: str) -> Path:
+    choices = group_choices()
+    parts = [cfg.name] if cfg.name else [choices.get(g, g) for g in ("task", "dataset", "model", "optimizer",
+                                                                     "schedule")]
+    return Path(cfg.out_dir) / "-".join([*parts, f"b{cfg.batch_size}", f"s{cfg.seed}", rid])
+
+
+def make_loaders(cfg: DictConfig, dist: DistInfo, train_set: Any, test_set: Any) -> tuple[DataLoader, DataLoader]:
+    per_device = cfg.batch_size // dist.world_size
+    workers = cfg.num_workers
+    if workers < 0:
+        workers = 0 if dist.device.type == "cpu" else min(8, (os.cpu_count() or 1) // max(1, dist.world_size))
+    common = {"num_workers": workers, "pin_memory": dist.device.type == "cuda",
+              "persistent_workers": workers > 0}
+    sampler = DistributedSampler(train_set, num_replicas=dist.world_size, rank=dist.rank, shuffle=True,
+                                 seed=cfg.seed, drop_last=True)
+    train = DataLoader(train_set, batch_size=per_device, sampler=sampler, drop_last=True, **common)
+    if len(train) == 0:
+        raise UserError(f"batch_size={cfg.batch_size} exceeds the training set ({len(train_set)} images); "
+                        "lower batch_size")
+    test = DataLoader(test_set, batch_size=cfg.eval_batch_size // dist.world_size,
+                      sampler=ShardSampler(len(test_set), dist.rank, dist.world_size), **common)
+    return train, test
+
+
+def environment(dist: DistInfo) -> dict[str, Any]:
+    device = torch.cuda.get_device_name(dist.device) if dist.device.type == "cuda" else platform.processor() or "cpu"
+    return {"git_commit": git_commit(), "device": str(dist.device), "device_name": device,
+            "world_size": dist.world_size, "hostname": platform.node(),
+            "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                         "torchvision": torchvision.__version__, "tvlars": tvlars.__version__}}
+
+
+def summarize(records: RunRecords) -> dict[str, Any]:
+    """Best and final metrics from ``metrics.jsonl`` (the single source of per-epoch truth)."""
+    rows = read_jsonl(records.metrics)
+    evaluated = [r for r in rows if "test_top1" in r]
+    out: dict[str, Any] = {"epochs_completed": rows[-1]["epoch"] if rows else 0}
+    if evaluated:
+        best = max(evaluated, key=lambda r: r["test_top1"])
+        final = evaluated[-1]
+        out |= {"best_test_top1": best["test_top1"], "best_test_top5": best.get("test_top5"),
+                "best_epoch": best["epoch"], "final_test_top1": final["test_top1"],
+                "final_test_top5": final.get("test_top5"), "final_test_loss": final.get("test_loss")}
+    if rows:
+        speeds = sorted(r["train_images_per_s"] for r in rows)
+        out |= {"final_train_loss": rows[-1].get("train_loss"), "images_per_s": speeds[len(speeds) // 2]}
+    return out
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Run one experiment described by a composed config; returns its summary (rank 0) or ``{}``."""
+    validate(cfg, distributed.world_size_from_env())
+    dist = distributed.init(cfg.device)
+    try:
+        return _run(cfg, dist)
+    finally:
+        distributed.shutdown()
+
+
+def _run(cfg: DictConfig, dist: DistInfo) -> dict[str, Any]:
+    rid = run_id(cfg)
+    run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg, rid)
+    records = RunRecords(run_dir)
+    previous = records.read_summary()
+    if previous is not None and previous.get("run_id") != rid:
+        raise UserError(f"{run_dir} holds a different run (run id {previous.get('run_id')} != {rid}); "
+                        "choose another run_dir or delete that directory")
+    if previous is not None and previous.get("status") in ("completed", "diverged"):
+        if dist.is_main:
+            log.info("run %s already %s; skipping (delete %s to rerun)", rid, previous["status"], run_dir)
+        return previous
+
+    # Data first: a missing dataset fails before any model is built.
+    data: DataBundle = instantiate_node(cfg.dataset, "dataset", skip=("augment",))
+    task = instantiate_node(cfg.task, "task")
+    train_set, test_set = task.datasets(data, dict(cfg.dataset.get("augment", {})))
+    train_loader, test_loader = make_loaders(cfg, dist, train_set, test_set)
+    steps_per_epoch = len(train_loader)
+    total_steps = steps_per_epoch * cfg.epochs
+
+    seed_all(cfg.seed)
+    info = data.info
+    backbone = instantiate_node(cfg.model, "model", num_classes=info.num_classes, in_channels=info.in_channels,
+                                image_size=info.image_size)
+    model = task.build_model(backbone).to(dist.device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    lr = resolved_lr(cfg)
+    groups = param_groups(model, float(cfg.optimizer.get("weight_decay", 0.0)))
+    optimizer = instantiate_node(cfg.optimizer, "optimizer", params=groups, lr=lr,
+                                 steps_per_epoch=steps_per_epoch, total_steps=total_steps)
+    schedule = instantiate_node(cfg.schedule, "schedule", base_lr=lr, steps_per_epoch=steps_per_epoch,
+                                total_steps=total_steps)
+
+    if dist.is_main:
+        records.prepare()
+    checkpoint = records.load_checkpoint() if cfg.checkpoint_every else None
+    train_model: torch.nn.Module = model
+    if dist.world_size > 1:
+        if dist.device.type == "cuda":
+            train_model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(train_model)
+        train_model = DistributedDataParallel(train_model, device_ids=[dist.device.index] if
+                                              dist.device.type == "cuda" else None)
+    if cfg.compile:
+        train_model = torch.compile(train_model)
+
+    logger = instantiate_node(cfg.logger, "logger", run_dir=str(run_dir)) if dist.is_main else NullLogger()
+    opts = EngineOptions(epochs=cfg.epochs, seed=cfg.seed, run_id=rid, precision=Precision(cfg.precision).value,
+                         channels_last=cfg.channels_last, eval_every=cfg.eval_every,
+                         checkpoint_every=cfg.checkpoint_every, log_every=cfg.log_every,
+                         log_trust_every=cfg.log_trust_every,
+                         progress_bar=dist.is_main and _progress_bar(Progress(cfg.progress).value))
+    engine = Engine(opts, dist, task, model, train_model, optimizer, schedule, train_loader, test_loader,
+                    records if dist.is_main else None, logger)
+    state = TrainState()
+    if checkpoint is not None:
+        if checkpoint.get("run_id") != rid:
+            raise UserError(f"checkpoint {records.checkpoint} belongs to run {checkpoint.get('run_id')}, not {rid}; "
+                            "delete it or choose another run_dir")
+        state = engine.load_state_dict(checkpoint)
+        if dist.is_main:
+            records.truncate_after(state.epoch)
+            log.info("resuming %s from epoch %d (step %d)", run_dir, state.epoch, state.step)
+    elif dist.is_main:
+        records.truncate_after(0)
+
+    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    base: dict[str, Any] = {"run_id": rid, "run_dir": str(run_dir), "seed": cfg.seed, "config": resolved,
+                            "lr": lr, "steps_per_epoch": steps_per_epoch, **environment(dist)}
+    if dist.is_main:
+        records.write_config(OmegaConf.to_yaml(cfg, resolve=True))
+        records.write_summary({**base, "status": "running"})
+        sizes = ", ".join(f"{len(g['params'])} tensors (wd={g['weight_decay']}, adapt={g['adapt']})"
+                          for g in optimizer.param_groups)
+        log.info("run %s: %s | lr %.5g (%s scaling) | global batch %d = %d x %d | %d steps/epoch | groups: %s",
+                 rid, run_dir, lr, LrScaling(cfg.lr_scaling).value,
+                 cfg.batch_size, dist.world_size, cfg.batch_size // dist.world_size, steps_per_epoch, sizes)
+        logger.start(resolved, state.logger_id)
+        state.logger_id = logger.run_id
+    status, error = "failed", None
+    try:
+        status = engine.fit(state)
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        summary = {**base, "status": status, "error": error, "wall_time_s": state.wall_time_s,
+                   "steps": state.step, "logger_id": state.logger_id}
+        if dist.is_main:
+            summary |= summarize(records)
+            records.write_summary(summary)
+            logger.log({f"summary/{k}": v for k, v in summary.items() if isinstance(v, int | float)}, step=state.step)
+            logger.finish(exit_code=0 if status != "failed" else 1)
+            log.info("%s: %s", status, {k: summary.get(k) for k in ("best_test_top1", "final_test_top1",
+                                                                    "images_per_s", "wall_time_s")})
+    return summary if dist.is_main else {}
+
+
+def _progress_bar(mode: str) -> bool:
+    return mode == "bar" or (mode == "auto" and sys.stderr.isatty())
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    """CLI entry point; returns the best test top-1 for Hydra sweepers."""
+    logging.basicConfig(level=logging.INFO if distributed.world_size_from_env() == 1 or
+                        os.environ.get("RANK", "0") == "0" else logging.WARNING,
+                        format="[%(asctime)s] %(message)s", datefmt="%H:%M:%S", force=True)
+    try:
+        summary = run(cfg)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    return summary.get("best_test_top1")
+
+
+def one_line(exc: BaseException) -> str:
+    """A Hydra/OmegaConf composition failure as one line naming the key or option and the fix."""
+    from hydra.errors import MissingConfigException
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
+
+    cause = exc.__cause__
+    if isinstance(exc, MissingConfigException):
+        match = re.search(r"Could not find '([^/']+)/([^']+)'", str(exc))
+        if match:
+            group, option = match.groups()
+            options = sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
+            return f"unknown option {group}={option}; available: {', '.join(options)}"
+    if isinstance(cause, ConfigAttributeError | ConfigKeyError):
+        key = getattr(cause, "full_key", None) or str(cause)
+        return (f"unknown config key '{key}' (misspelled?); "
+                "`python -m tvlars.train --cfg job` prints every key with its value")
+    if isinstance(cause, ValidationError):
+        return f"{cause.full_key}: {str(cause).splitlines()[0]}"
+    return " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+
+
+def check_composition(argv: list[str]) -> None:
+    """Compose the config as ``main`` will and turn a failure into one ``error:`` line (exit code 2).
+
+    Skipped for multirun and Hydra's own flags (``--cfg``, ``--help``...), where Hydra reports itself.
+    """
+    if any(arg.startswith("-") for arg in argv):
+        return
+    from hydra import compose, initialize_config_dir
+
+    try:
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            compose(config_name="config", overrides=argv)
+    except Exception as exc:  # noqa: BLE001 - every composition failure is a config error
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    check_composition(sys.argv[1:])
+    main()
