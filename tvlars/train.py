@@ -72,8 +72,8 @@ def group_choices() -> dict[str, str]:
 
 def default_run_dir(cfg: DictConfig, rid: str) -> Path:
     choices = group_choices()
-    parts = [cfg.name] if cfg.name else [choices.get(g, g) for g in ("task", "dataset", "model", "optimizer",
-                                                                     "schedule")]
+    groups = ("task", "dataset", "model", "optimizer", "schedule")
+    parts = [cfg.name] if cfg.name else [choices[g] for g in groups if g in choices] or ["run"]
     return Path(cfg.out_dir) / "-".join([*parts, f"b{cfg.batch_size}", f"s{cfg.seed}", rid])
 
 

@@ -1,0 +1,56 @@
+"""Shared fixtures: compose the real config tree with tiny, fast overrides."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from tvlars.train import CONFIG_DIR
+
+# Tiny models run fastest on one thread, and one thread per test process avoids OpenMP oversubscription.
+torch.set_num_threads(1)
+ROOT = Path(__file__).resolve().parent.parent
+
+# A learnable 16×16 synthetic dataset and a narrow ResNet-18: a few seconds per run on 2 CPU cores.
+TINY = [
+    "dataset=synthetic", "dataset.num_train=256", "dataset.num_test=128", "dataset.image_size=16",
+    "model=resnet18", "model.width=0.0625", "logger=none", "epochs=2", "batch_size=64", "eval_batch_size=128",
+    "progress=lines",
+]
+
+
+def tiny(*overrides: str) -> list[str]:
+    """TINY plus ``overrides``; choosing another option of a group drops TINY's settings for that group."""
+    chosen = {o.split("=")[0] for o in overrides if "." not in o.split("=")[0]}
+    return [*(o for o in TINY if o.split("=")[0].split(".")[0] not in chosen), *overrides]
+
+
+def compose_config(overrides: list[str]) -> DictConfig:
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name="config", overrides=overrides)
+
+
+@pytest.fixture
+def tiny_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
+    """``tiny_cfg(*overrides)`` → a composed config of a tiny run writing into ``tmp_path/run``."""
+
+    def make(*overrides: str) -> DictConfig:
+        return compose_config(tiny(f"out_dir={tmp_path}", f"run_dir={tmp_path / 'run'}", *overrides))
+
+    return make
+
+
+def run_cli(args: list[str], env: dict[str, str] | None = None, timeout: float = 300,
+            module: str = "tvlars.train") -> subprocess.CompletedProcess[str]:
+    """Run ``python -m tvlars.train ARGS`` in a subprocess from the repo root."""
+    full_env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=full_env, capture_output=True,
+                          text=True, timeout=timeout)

@@ -1,0 +1,117 @@
+"""Every config composes and validates; bad input fails with one readable line before training starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import compose_config, run_cli, tiny
+
+from tvlars.config import resolved_lr, run_id, validate
+from tvlars.errors import UserError
+from tvlars.train import CONFIG_DIR, check_composition, run
+
+GROUPS = ["dataset", "model", "task", "optimizer", "schedule", "logger"]
+OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((Path(CONFIG_DIR) / g).glob("*.yaml"))]
+
+
+@pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_every_group_option_composes_and_validates(group: str, option: str) -> None:
+    cfg = compose_config([f"{group}={option}"])
+    validate(cfg)
+    assert cfg[group]["_target_"]
+
+
+def test_lr_scaling_rules() -> None:
+    base = ["optimizer=sgd", "optimizer.lr=0.1", "batch_size=1024"]
+    assert resolved_lr(compose_config([*base, "lr_scaling=none"])) == pytest.approx(0.1)
+    assert resolved_lr(compose_config([*base, "lr_scaling=linear"])) == pytest.approx(0.4)
+    assert resolved_lr(compose_config([*base, "lr_scaling=sqrt"])) == pytest.approx(0.2)
+
+
+def test_run_id_ignores_paths_and_logging_but_not_hyperparameters() -> None:
+    a = compose_config(["out_dir=/a", "logger=none", "data_root=/x"])
+    b = compose_config(["out_dir=/b", "logger=wandb", "data_root=/y", "log_every=7"])
+    c = compose_config(["optimizer.lr=0.2"])
+    assert run_id(a) == run_id(b) != run_id(c)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        (["batch_size=0"], "batch_size must be >= 1"),
+        (["batch_size=-4"], "batch_size must be >= 1"),
+        (["epochs=0"], "epochs must be >= 1"),
+        (["optimizer.lr=-0.1"], "optimizer.lr must be >= 0"),
+        (["optimizer.weight_decay=-1"], "optimizer.weight_decay must be >= 0"),
+    ],
+)
+def test_range_errors_name_the_key(overrides: list[str], needle: str) -> None:
+    with pytest.raises(UserError, match=needle):
+        validate(compose_config(overrides))
+
+
+def test_batch_must_divide_by_world_size() -> None:
+    with pytest.raises(UserError, match="not divisible by the world size 3"):
+        validate(compose_config(["batch_size=512"]), world_size=3)
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["optimizer=nosuch"], "unknown option optimizer=nosuch; available: "),
+        (["batchsize=3"], "unknown config key 'batchsize'"),
+        (["optimizer.momentm=0.3"], "unknown config key 'optimizer.momentm'"),
+        (["precision=fp16"], "precision: Invalid value 'fp16'"),
+    ],
+)
+def test_composition_errors_are_one_line(argv: list[str], needle: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        check_composition(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and needle in err and err.count("\n") == 1
+
+
+def test_unknown_target_option_is_reported(tiny_cfg) -> None:
+    cfg = tiny_cfg()
+    cfg.model.depth = 18
+    with pytest.raises(UserError, match="model.stem must be one of"):
+        cfg.model.stem = "vit"
+        run(cfg)
+
+
+def test_missing_dataset_fails_before_anything_is_written(tmp_path: Path, tiny_cfg) -> None:
+    cfg = tiny_cfg("dataset=cifar10", f"data_root={tmp_path / 'nowhere'}")
+    with pytest.raises(UserError, match=str(tmp_path / "nowhere")):
+        run(cfg)
+    assert not (tmp_path / "run").exists()
+
+
+def test_batch_larger_than_dataset_is_rejected(tiny_cfg) -> None:
+    with pytest.raises(UserError, match="exceeds the training set"):
+        run(tiny_cfg("batch_size=512"))
+
+
+def test_unwritable_output_dir(tiny_cfg, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(UserError, match="is not writable"):
+        run(tiny_cfg(f"run_dir={blocker / 'run'}"))
+
+
+def test_corrupt_checkpoint_is_reported(tiny_cfg, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="checkpoint .* is corrupt"):
+        run(tiny_cfg())
+    assert not (run_dir / "summary.json").exists()
+
+
+def test_cli_prints_one_error_line_and_exits_2(tmp_path: Path) -> None:
+    result = run_cli(tiny(f"out_dir={tmp_path}", "dataset=cifar10", f"data_root={tmp_path / 'none'}"))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: CIFAR-10 not found"), result.stderr
+    assert "Traceback" not in result.stdout + result.stderr

@@ -1,0 +1,112 @@
+"""End-to-end runs of the training loop on tiny synthetic data: records, skip, seeds, divergence, closures."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from tvlars.records import read_jsonl
+from tvlars.train import run
+
+
+def test_run_writes_records(tiny_cfg, tmp_path: Path) -> None:
+    summary = run(tiny_cfg("epochs=3"))
+    run_dir = tmp_path / "run"
+    assert summary["status"] == "completed"
+    on_disk = json.loads((run_dir / "summary.json").read_text())
+    assert on_disk == json.loads(json.dumps(summary, default=str))
+    for key in ("run_id", "seed", "config", "git_commit", "versions", "device", "world_size", "wall_time_s",
+                "images_per_s", "best_test_top1", "best_test_top5", "final_test_top1", "final_test_top5", "lr"):
+        assert key in on_disk, key
+    assert on_disk["epochs_completed"] == 3 and on_disk["steps"] == 3 * 4
+    rows = read_jsonl(run_dir / "metrics.jsonl")
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert {"train_loss", "train_top1", "test_loss", "test_top1", "test_top5", "lr", "epoch_time_s",
+            "train_images_per_s"} <= rows[0].keys()
+    assert (run_dir / "config.yaml").read_text().startswith("dataset:")
+    assert (run_dir / "checkpoint.pt").exists()
+    # the synthetic task is learnable: the run must beat chance (10%) clearly
+    assert on_disk["best_test_top1"] > 30.0
+
+
+def test_completed_run_is_skipped(tiny_cfg, caplog: pytest.LogCaptureFixture) -> None:
+    first = run(tiny_cfg())
+    with caplog.at_level("INFO", logger="tvlars"):
+        second = run(tiny_cfg())
+    assert second == json.loads(json.dumps(first, default=str))
+    assert "already completed; skipping" in caplog.text
+
+
+def test_run_dir_of_another_experiment_is_refused(tiny_cfg) -> None:
+    from tvlars.errors import UserError
+
+    run(tiny_cfg("epochs=1"))
+    with pytest.raises(UserError, match="holds a different run"):
+        run(tiny_cfg("epochs=1", "optimizer.lr=0.05"))
+
+
+def test_same_seed_same_metrics_other_seed_differs(tiny_cfg, tmp_path: Path) -> None:
+    a = run(tiny_cfg(f"run_dir={tmp_path / 'a'}"))
+    b = run(tiny_cfg(f"run_dir={tmp_path / 'b'}"))
+    c = run(tiny_cfg(f"run_dir={tmp_path / 'c'}", "seed=1"))
+    rows = [read_jsonl(tmp_path / d / "metrics.jsonl") for d in "abc"]
+    strip = lambda rs: [{k: v for k, v in r.items() if "time" not in k and "per_s" not in k} for r in rs]  # noqa: E731
+    assert strip(rows[0]) == strip(rows[1])
+    assert strip(rows[0]) != strip(rows[2])
+    assert a["final_test_top1"] == b["final_test_top1"]
+    assert c["seed"] == 1
+
+
+def test_divergence_ends_the_run_as_diverged(tiny_cfg, tmp_path: Path) -> None:
+    summary = run(tiny_cfg("optimizer.lr=1e30", "log_every=1"))
+    assert summary["status"] == "diverged"
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "diverged"
+    # a diverged run is final: a rerun skips it instead of diverging again
+    assert run(tiny_cfg("optimizer.lr=1e30", "log_every=1"))["status"] == "diverged"
+
+
+class ClosureSGD(torch.optim.SGD):
+    """SGD that insists on a closure, like a curvature-aware tuner does."""
+
+    needs_closure = True
+    calls = 0
+
+    def step(self, closure=None):  # type: ignore[override]
+        assert closure is not None, "the loop must pass a closure"
+        with torch.enable_grad():
+            loss = closure()
+        type(self).calls += 1
+        assert torch.isfinite(loss)
+        return super().step()
+
+
+def test_loop_passes_a_closure_to_optimizers_that_need_one(tiny_cfg) -> None:
+    cfg = tiny_cfg("epochs=1")
+    cfg.optimizer._target_ = f"{__name__}.ClosureSGD"
+    ClosureSGD.calls = 0
+    summary = run(cfg)
+    assert summary["status"] == "completed" and ClosureSGD.calls == summary["steps"] == 4
+
+
+def test_bf16_and_channels_last_run(tiny_cfg) -> None:
+    summary = run(tiny_cfg("epochs=1", "precision=bf16", "channels_last=true"))
+    assert summary["status"] == "completed"
+
+
+def test_warmup_cosine_lr_is_recorded_per_epoch(tiny_cfg, tmp_path: Path) -> None:
+    run(tiny_cfg("epochs=4", "schedule=warmup_cosine", "schedule.warmup_epochs=1", "optimizer.lr=0.2"))
+    lrs = [r["lr"] for r in read_jsonl(tmp_path / "run" / "metrics.jsonl")]
+    assert lrs[0] == pytest.approx(0.2)  # the last warm-up step (step 3 of 4 per epoch) reaches the peak
+    q = 0.5 * (1 + math.cos(math.pi * 11 / 12))  # last step 15: (15 - 4) / (16 - 4) of the cosine
+    assert lrs[-1] == pytest.approx(0.2 * (q + 0.001 * (1 - q)))
+    assert lrs == sorted(lrs, reverse=True)
+
+
+def test_wandb_offline_run_is_written_under_the_run_dir(tiny_cfg, tmp_path: Path) -> None:
+    summary = run(tiny_cfg("epochs=1", "logger=wandb", "logger.mode=offline"))
+    assert summary["logger_id"]
+    assert list((tmp_path / "run" / "wandb").glob(f"offline-run-*-{summary['logger_id']}"))
