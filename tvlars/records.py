@@ -111,6 +111,6 @@ class RunRecords:
             raise UserError(
                 f"checkpoint {self.checkpoint} is corrupt or unreadable ({type(exc).__name__}); "
                 "delete it to restart the run from scratch") from None
-        if not isinstance(state, dict) or "model" not in state or "epoch" not in state:
+        if not isinstance(state, dict) or "model" not in state or "train_state" not in state:
             raise UserError(f"checkpoint {self.checkpoint} is not a tvlars checkpoint; delete it to restart the run")
         return state
