@@ -110,3 +110,13 @@ def test_wandb_offline_run_is_written_under_the_run_dir(tiny_cfg, tmp_path: Path
     summary = run(tiny_cfg("epochs=1", "logger=wandb", "logger.mode=offline"))
     assert summary["logger_id"]
     assert list((tmp_path / "run" / "wandb").glob(f"offline-run-*-{summary['logger_id']}"))
+
+
+def test_resumed_run_continues_the_same_wandb_run(tiny_cfg, tmp_path: Path) -> None:
+    first = run(tiny_cfg("epochs=1", "logger=wandb", "logger.mode=offline"))
+    summary_path = tmp_path / "run" / "summary.json"
+    interrupted = {**json.loads(summary_path.read_text()), "status": "running"}  # as if killed after the checkpoint
+    summary_path.write_text(json.dumps(interrupted))
+    second = run(tiny_cfg("epochs=1", "logger=wandb", "logger.mode=offline"))
+    assert second["status"] == "completed"
+    assert second["logger_id"] == first["logger_id"]

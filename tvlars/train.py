@@ -120,6 +120,47 @@ def summarize(records: RunRecords) -> dict[str, Any]:
     return out
 
 
+def build_engine(cfg: DictConfig, dist: DistInfo, records: RunRecords | None = None,
+                 logger: NullLogger | None = None) -> Engine:
+    """Data, task, model, optimizer and schedule from ``cfg``, ready to train. Data comes first, so a missing
+    dataset fails before any model is built; nothing is written to disk here."""
+    data: DataBundle = instantiate_node(cfg.dataset, "dataset", skip=("augment",))
+    task = instantiate_node(cfg.task, "task")
+    train_set, test_set = task.datasets(data, dict(cfg.dataset.get("augment", {})))
+    train_loader, test_loader = make_loaders(cfg, dist, train_set, test_set)
+    steps_per_epoch = len(train_loader)
+    total_steps = steps_per_epoch * cfg.epochs
+
+    seed_all(cfg.seed)
+    info = data.info
+    backbone = instantiate_node(cfg.model, "model", num_classes=info.num_classes, in_channels=info.in_channels,
+                                image_size=info.image_size)
+    model = task.build_model(backbone).to(dist.device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    lr = resolved_lr(cfg)
+    groups = param_groups(model, float(cfg.optimizer.get("weight_decay", 0.0)))
+    optimizer = instantiate_node(cfg.optimizer, "optimizer", params=groups, lr=lr,
+                                 steps_per_epoch=steps_per_epoch, total_steps=total_steps)
+    schedule = instantiate_node(cfg.schedule, "schedule", base_lr=lr, steps_per_epoch=steps_per_epoch,
+                                total_steps=total_steps)
+    train_model: torch.nn.Module = model
+    if dist.world_size > 1:
+        if dist.device.type == "cuda":
+            train_model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(train_model)
+        train_model = DistributedDataParallel(train_model, device_ids=[dist.device.index] if
+                                              dist.device.type == "cuda" else None)
+    if cfg.compile:
+        train_model = torch.compile(train_model)
+    opts = EngineOptions(epochs=cfg.epochs, seed=cfg.seed, run_id=run_id(cfg), precision=Precision(cfg.precision).value,
+                         channels_last=cfg.channels_last, eval_every=cfg.eval_every,
+                         checkpoint_every=cfg.checkpoint_every, log_every=cfg.log_every,
+                         log_trust_every=cfg.log_trust_every,
+                         progress_bar=dist.is_main and _progress_bar(Progress(cfg.progress).value))
+    return Engine(opts, dist, task, model, train_model, optimizer, schedule, train_loader, test_loader,
+                  records, logger or NullLogger())
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Run one experiment described by a composed config; returns its summary (rank 0) or ``{}``."""
     validate(cfg, distributed.world_size_from_env())
@@ -143,48 +184,13 @@ def _run(cfg: DictConfig, dist: DistInfo) -> dict[str, Any]:
             log.info("run %s already %s; skipping (delete %s to rerun)", rid, previous["status"], run_dir)
         return previous
 
-    # Data first: a missing dataset fails before any model is built.
-    data: DataBundle = instantiate_node(cfg.dataset, "dataset", skip=("augment",))
-    task = instantiate_node(cfg.task, "task")
-    train_set, test_set = task.datasets(data, dict(cfg.dataset.get("augment", {})))
-    train_loader, test_loader = make_loaders(cfg, dist, train_set, test_set)
-    steps_per_epoch = len(train_loader)
-    total_steps = steps_per_epoch * cfg.epochs
-
-    seed_all(cfg.seed)
-    info = data.info
-    backbone = instantiate_node(cfg.model, "model", num_classes=info.num_classes, in_channels=info.in_channels,
-                                image_size=info.image_size)
-    model = task.build_model(backbone).to(dist.device)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    lr = resolved_lr(cfg)
-    groups = param_groups(model, float(cfg.optimizer.get("weight_decay", 0.0)))
-    optimizer = instantiate_node(cfg.optimizer, "optimizer", params=groups, lr=lr,
-                                 steps_per_epoch=steps_per_epoch, total_steps=total_steps)
-    schedule = instantiate_node(cfg.schedule, "schedule", base_lr=lr, steps_per_epoch=steps_per_epoch,
-                                total_steps=total_steps)
-
+    logger = instantiate_node(cfg.logger, "logger", run_dir=str(run_dir)) if dist.is_main else NullLogger()
+    engine = build_engine(cfg, dist, records if dist.is_main else None, logger)
+    optimizer = engine.optimizer
+    lr, steps_per_epoch = resolved_lr(cfg), len(engine.train_loader)
     if dist.is_main:
         records.prepare()
     checkpoint = records.load_checkpoint() if cfg.checkpoint_every else None
-    train_model: torch.nn.Module = model
-    if dist.world_size > 1:
-        if dist.device.type == "cuda":
-            train_model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(train_model)
-        train_model = DistributedDataParallel(train_model, device_ids=[dist.device.index] if
-                                              dist.device.type == "cuda" else None)
-    if cfg.compile:
-        train_model = torch.compile(train_model)
-
-    logger = instantiate_node(cfg.logger, "logger", run_dir=str(run_dir)) if dist.is_main else NullLogger()
-    opts = EngineOptions(epochs=cfg.epochs, seed=cfg.seed, run_id=rid, precision=Precision(cfg.precision).value,
-                         channels_last=cfg.channels_last, eval_every=cfg.eval_every,
-                         checkpoint_every=cfg.checkpoint_every, log_every=cfg.log_every,
-                         log_trust_every=cfg.log_trust_every,
-                         progress_bar=dist.is_main and _progress_bar(Progress(cfg.progress).value))
-    engine = Engine(opts, dist, task, model, train_model, optimizer, schedule, train_loader, test_loader,
-                    records if dist.is_main else None, logger)
     state = TrainState()
     if checkpoint is not None:
         if checkpoint.get("run_id") != rid:

@@ -1,0 +1,97 @@
+"""`make bench`: the training loop's images/s next to a bare PyTorch loop (same model, data and loader), then
+the optimizer step costs (scripts/bench_optim.py). Ratios are measured in one run; absolute numbers depend on
+the machine.
+
+    python scripts/bench.py [--batch-size 512] [--images 8192] [--width 0.25] [--repeats 3] [hydra overrides...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from hydra import compose, initialize_config_dir  # noqa: E402
+
+from tvlars import distributed  # noqa: E402
+from tvlars.engine import TrainState  # noqa: E402
+from tvlars.train import CONFIG_DIR, build_engine  # noqa: E402
+
+
+def bare_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loader, device: torch.device,
+               amp) -> float:
+    """The textbook loop: forward, cross-entropy, backward, step. Returns seconds for one pass."""
+    model.train()
+    start = time.perf_counter()
+    for x, y in loader:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with amp():
+            loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def bench_loop(args: argparse.Namespace) -> None:
+    overrides = ["dataset=synthetic", f"dataset.num_train={args.images}", "dataset.num_test=512",
+                 "dataset.channels=1", "dataset.image_size=28", "model=resnet18", f"model.width={args.width}",
+                 f"batch_size={args.batch_size}", "logger=none", "progress=lines", "epochs=1", *args.overrides]
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides)
+    dist = distributed.init(cfg.device)
+    engine = build_engine(cfg, dist)
+    init_model = copy.deepcopy(engine.model.state_dict())
+    init_opt = copy.deepcopy(engine.optimizer.state_dict())
+    images = len(engine.train_loader) * engine.train_loader.batch_size
+
+    def reset() -> None:
+        engine.model.load_state_dict(init_model)
+        engine.optimizer.load_state_dict(init_opt)
+
+    ours, bare = [], []
+    reset()
+    bare_epoch(engine.model, engine.optimizer, [next(iter(engine.train_loader))] * 2, dist.device, engine.amp)
+    for _ in range(args.repeats):  # interleaved, best of N: the machine is shared and noisy
+        reset()
+        bare.append(images / bare_epoch(engine.model, engine.optimizer, engine.train_loader, dist.device,
+                                         engine.amp))
+        reset()
+        start = time.perf_counter()
+        engine.train_epoch(TrainState(), 0)
+        ours.append(images / (time.perf_counter() - start))
+    best_ours, best_bare = max(ours), max(bare)
+    print(f"\n## Training loop vs bare PyTorch loop ({dist.device}, {torch.get_num_threads()} threads)\n")
+    print(f"setup: {' '.join(overrides)}; best of {args.repeats} interleaved epochs of {images} images\n")
+    print("| loop | images/s | ratio |\n|---|---|---|")
+    print(f"| bare PyTorch | {best_bare:.0f} | 1.00 |")
+    print(f"| tvlars engine | {best_ours:.0f} | {best_ours / best_bare:.3f} |")
+    print(f"\nratio {best_ours / best_bare:.3f} (goal >= 0.95): {'met' if best_ours >= 0.95 * best_bare else 'NOT met'}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--images", type=int, default=8192)
+    parser.add_argument("--width", type=float, default=0.25)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--skip-optim", action="store_true", help="only the loop benchmark")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. precision=bf16 channels_last=true")
+    args = parser.parse_args()
+    bench_loop(args)
+    if not args.skip_optim:
+        import bench_optim
+
+        bench_optim.main([])
+
+
+if __name__ == "__main__":
+    main()
