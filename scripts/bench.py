@@ -48,7 +48,7 @@ def bench_loop(args: argparse.Namespace) -> None:
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)
     dist = distributed.init(cfg.device)
-    engine = build_engine(cfg, dist)
+    engine, _ = build_engine(cfg, dist)
     init_model = copy.deepcopy(engine.model.state_dict())
     init_opt = copy.deepcopy(engine.optimizer.state_dict())
     images = len(engine.train_loader) * engine.train_loader.batch_size

@@ -68,6 +68,9 @@ class Config:
     out_dir: str = "runs"
     run_dir: Any = None  # default: <out_dir>/<readable name>-<run id>
     name: Any = None  # readable prefix of the default run_dir
+    backbone: Any = None  # backbone.pt of a pre-training run, for task=linear_eval
+    train_subset: int = 0  # >0: train on a fixed random subset of this many images (quick runs, tests)
+    test_subset: int = 0  # >0: evaluate on a fixed random subset of this many images
 
 
 ConfigStore.instance().store(name="tvlars_schema", node=Config)
@@ -133,7 +136,8 @@ def validate(cfg: DictConfig, world_size: int = 1) -> None:
     for key in ("batch_size", "epochs", "base_batch_size", "eval_batch_size", "eval_every", "log_every",
                 "log_trust_every"):
         _positive(cfg, key)
-    _positive(cfg, "checkpoint_every", minimum=0)
+    for key in ("checkpoint_every", "train_subset", "test_subset"):
+        _positive(cfg, key, minimum=0)
     if cfg.batch_size % world_size:
         raise UserError(
             f"batch_size={cfg.batch_size} is not divisible by the world size {world_size}; "
@@ -147,7 +151,7 @@ def validate(cfg: DictConfig, world_size: int = 1) -> None:
         raise UserError(f"optimizer.weight_decay must be >= 0 (got {cfg.optimizer.weight_decay})")
     check_target(cfg.dataset, "dataset", skip=("augment",))
     check_target(cfg.model, "model", provided=("num_classes", "in_channels", "image_size"))
-    check_target(cfg.task, "task")
+    check_target(cfg.task, "task", provided=("device",))
     check_target(cfg.optimizer, "optimizer", provided=("steps_per_epoch", "total_steps"))
     check_target(cfg.schedule, "schedule", provided=("base_lr", "steps_per_epoch", "total_steps"))
     check_target(cfg.logger, "logger", provided=("run_dir",))

@@ -106,21 +106,24 @@ class Engine:
     def state_dict(self, state: TrainState) -> dict[str, Any]:
         return {"run_id": self.opts.run_id, "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
-                "train_state": asdict(state)}
+                "task": self.task.state_dict(), "train_state": asdict(state)}
 
     def load_state_dict(self, ckpt: dict[str, Any]) -> TrainState:
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.schedule.load_state_dict(ckpt["schedule"])
+        self.task.load_state_dict(ckpt.get("task", {}))
         return TrainState(**ckpt["train_state"])
 
     # ----------------------------------------------------------------------------------------- steps
     def _to_device(self, batch: Any) -> Any:
-        x, *rest = batch
-        x = x.to(self.device, non_blocking=True)
-        if self.opts.channels_last and x.ndim == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return (x, *(r.to(self.device, non_blocking=True) for r in rest))
+        """Move a (nested list/tuple of) tensor batch to the device; images go channels-last if asked."""
+        if isinstance(batch, list | tuple):
+            return type(batch)(self._to_device(b) for b in batch)
+        batch = batch.to(self.device, non_blocking=True)
+        if self.opts.channels_last and batch.ndim == 4:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        return batch
 
     def _train_step(self, batch: Any) -> tuple[Tensor, Sums]:
         """One optimizer step; returns the detached loss and the task's sums."""
@@ -130,6 +133,7 @@ class Engine:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
+            self.task.after_step()
             return loss.detach(), sums
 
         captured: dict[str, Any] = {}
@@ -143,6 +147,7 @@ class Engine:
             return loss
 
         self.optimizer.step(closure)
+        self.task.after_step()
         return captured["first"]
 
     def _set_lr(self, step: int) -> float:

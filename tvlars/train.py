@@ -22,18 +22,19 @@ import torchvision
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, DistributedSampler, Sampler, Subset
 
 import tvlars
 from tvlars import distributed
 from tvlars.config import LrScaling, Precision, Progress, instantiate_node, resolved_lr, run_id, validate
-from tvlars.data import DataBundle
+from tvlars.data import DataBundle, DatasetInfo
 from tvlars.distributed import DistInfo
 from tvlars.engine import Engine, EngineOptions, TrainState, seed_all
 from tvlars.errors import UserError
 from tvlars.loggers import NullLogger
 from tvlars.optim import param_groups
 from tvlars.records import RunRecords, read_jsonl
+from tvlars.tasks.linear_eval import save_backbone
 
 log = logging.getLogger("tvlars")
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
@@ -50,6 +51,13 @@ class ShardSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return len(self.indices)
+
+
+def subset(dataset: Any, size: int) -> Any:
+    """A fixed random subset of ``size`` items (the same for every seed), or ``dataset`` if ``size`` is 0."""
+    if not size or size >= len(dataset):
+        return dataset
+    return Subset(dataset, torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:size].tolist())
 
 
 def git_commit() -> str | None:
@@ -121,11 +129,12 @@ def summarize(records: RunRecords) -> dict[str, Any]:
 
 
 def build_engine(cfg: DictConfig, dist: DistInfo, records: RunRecords | None = None,
-                 logger: NullLogger | None = None) -> Engine:
+                 logger: NullLogger | None = None) -> tuple[Engine, DatasetInfo]:
     """Data, task, model, optimizer and schedule from ``cfg``, ready to train. Data comes first, so a missing
     dataset fails before any model is built; nothing is written to disk here."""
     data: DataBundle = instantiate_node(cfg.dataset, "dataset", skip=("augment",))
-    task = instantiate_node(cfg.task, "task")
+    data.train, data.test = subset(data.train, cfg.train_subset), subset(data.test, cfg.test_subset)
+    task = instantiate_node(cfg.task, "task", device=dist.device)
     train_set, test_set = task.datasets(data, dict(cfg.dataset.get("augment", {})))
     train_loader, test_loader = make_loaders(cfg, dist, train_set, test_set)
     steps_per_epoch = len(train_loader)
@@ -139,7 +148,7 @@ def build_engine(cfg: DictConfig, dist: DistInfo, records: RunRecords | None = N
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     lr = resolved_lr(cfg)
-    groups = param_groups(model, float(cfg.optimizer.get("weight_decay", 0.0)))
+    groups = param_groups(task.optimized_module(model), float(cfg.optimizer.get("weight_decay", 0.0)))
     optimizer = instantiate_node(cfg.optimizer, "optimizer", params=groups, lr=lr,
                                  steps_per_epoch=steps_per_epoch, total_steps=total_steps)
     schedule = instantiate_node(cfg.schedule, "schedule", base_lr=lr, steps_per_epoch=steps_per_epoch,
@@ -157,8 +166,9 @@ def build_engine(cfg: DictConfig, dist: DistInfo, records: RunRecords | None = N
                          checkpoint_every=cfg.checkpoint_every, log_every=cfg.log_every,
                          log_trust_every=cfg.log_trust_every,
                          progress_bar=dist.is_main and _progress_bar(Progress(cfg.progress).value))
-    return Engine(opts, dist, task, model, train_model, optimizer, schedule, train_loader, test_loader,
-                  records, logger or NullLogger())
+    engine = Engine(opts, dist, task, model, train_model, optimizer, schedule, train_loader, test_loader,
+                    records, logger or NullLogger())
+    return engine, info
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -185,7 +195,7 @@ def _run(cfg: DictConfig, dist: DistInfo) -> dict[str, Any]:
         return previous
 
     logger = instantiate_node(cfg.logger, "logger", run_dir=str(run_dir)) if dist.is_main else NullLogger()
-    engine = build_engine(cfg, dist, records if dist.is_main else None, logger)
+    engine, info = build_engine(cfg, dist, records if dist.is_main else None, logger)
     optimizer = engine.optimizer
     lr, steps_per_epoch = resolved_lr(cfg), len(engine.train_loader)
     if dist.is_main:
@@ -218,7 +228,11 @@ def _run(cfg: DictConfig, dist: DistInfo) -> dict[str, Any]:
         state.logger_id = logger.run_id
     status, error = "failed", None
     try:
-        status = engine.fit(state)
+        outcome = engine.fit(state)
+        if outcome == "completed" and getattr(engine.task, "linear_eval", None):
+            outcome, offline = _linear_eval_phase(cfg, dist, engine, info, run_dir)
+            base |= offline
+        status = outcome
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
         raise
@@ -233,6 +247,38 @@ def _run(cfg: DictConfig, dist: DistInfo) -> dict[str, Any]:
             log.info("%s: %s", status, {k: summary.get(k) for k in ("best_test_top1", "final_test_top1",
                                                                     "images_per_s", "wall_time_s")})
     return summary if dist.is_main else {}
+
+
+def linear_eval_config(cfg: DictConfig, run_dir: Path, settings: dict[str, Any]) -> DictConfig:
+    """The offline linear-evaluation run that follows SSL pre-training, in ``<run_dir>/linear_eval``:
+    frozen backbone, SGD with momentum, cosine to 0 stepped every step, its own batch size and epochs."""
+    sub = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
+    sub.task = {"_target_": "tvlars.tasks.LinearEval", "backbone": str(run_dir / "backbone.pt")}
+    sub.optimizer = {"_target_": "torch.optim.SGD", "lr": settings["lr"], "momentum": settings["momentum"],
+                     "nesterov": False, "weight_decay": settings["weight_decay"]}
+    sub.schedule = {"_target_": "tvlars.schedules.WarmupCosine", "warmup_epochs": 0, "floor": 0.0}
+    sub.logger = {"_target_": "tvlars.loggers.NullLogger"}
+    sub.batch_size, sub.epochs, sub.lr_scaling = settings["batch_size"], settings["epochs"], "none"
+    sub.eval_batch_size = max(sub.eval_batch_size, settings["batch_size"])
+    sub.run_dir, sub.compile, sub.channels_last, sub.log_trust_every = str(run_dir / "linear_eval"), False, False, 10**9
+    return sub
+
+
+def _linear_eval_phase(cfg: DictConfig, dist: DistInfo, engine: Engine, info: DatasetInfo,
+                       run_dir: Path) -> tuple[str, dict[str, Any]]:
+    """Save the pre-trained backbone, run the linear evaluation, return its status and test metrics."""
+    if dist.is_main:
+        model_kwargs = {"num_classes": info.num_classes, "in_channels": info.in_channels,
+                        "image_size": info.image_size}
+        save_backbone(run_dir / "backbone.pt", engine.model.encoder["backbone"],
+                      OmegaConf.to_container(cfg.model, resolve=True), model_kwargs)
+    distributed.barrier()
+    result = _run(linear_eval_config(cfg, run_dir, engine.task.linear_eval), dist)
+    keys = ("best_test_top1", "best_test_top5", "best_epoch", "final_test_top1", "final_test_top5", "final_test_loss")
+    offline = {k: result[k] for k in keys if k in result}
+    offline["linear_eval"] = {"run_dir": str(run_dir / "linear_eval"), "status": result.get("status"),
+                              "epochs": result.get("epochs_completed")}
+    return result.get("status", "completed"), offline
 
 
 def _progress_bar(mode: str) -> bool:

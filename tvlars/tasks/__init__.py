@@ -2,5 +2,7 @@
 
 from tvlars.tasks.base import Sums, Task
 from tvlars.tasks.classification import Classification
+from tvlars.tasks.linear_eval import LinearEval
+from tvlars.tasks.ssl import BarlowTwins, SimCLR
 
-__all__ = ["Classification", "Sums", "Task"]
+__all__ = ["BarlowTwins", "Classification", "LinearEval", "SimCLR", "Sums", "Task"]

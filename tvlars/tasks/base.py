@@ -25,10 +25,24 @@ class Task:
         """The module that is trained (e.g. backbone plus heads); classification trains the backbone itself."""
         return backbone
 
+    def optimized_module(self, model: nn.Module) -> nn.Module:
+        """The part of ``model`` the optimizer under test trains (auxiliary monitors may train themselves)."""
+        return model
+
     def training_step(self, model: nn.Module, batch: Any) -> tuple[Tensor, Sums]:
         """The loss to minimise and the sums to report, without host synchronisation."""
         raise NotImplementedError
 
+    def after_step(self) -> None:
+        """Called after every optimizer step (e.g. to step a monitor's own optimizer)."""
+
     def eval_step(self, model: nn.Module, batch: Any) -> Sums:
         """Sums of evaluation statistics for one test batch (called under ``torch.no_grad``, eval mode)."""
         raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        """Task state saved in checkpoints (e.g. a monitor's optimizer)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what ``state_dict`` returned."""
