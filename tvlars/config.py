@@ -57,7 +57,7 @@ class Config:
     precision: Precision = Precision.fp32
     channels_last: bool = False
     compile: bool = False
-    num_workers: int = -1  # DataLoader workers per process; -1 = 0 on CPU, min(8, cores per process) on CUDA
+    num_workers: int = -1  # DataLoader workers per process; -1 = 1 on CPU, up to 8 on CUDA (cores allowing)
     eval_batch_size: int = 1024  # global batch for evaluation (no effect on results)
     eval_every: int = 1  # epochs; the last epoch is always evaluated
     checkpoint_every: int = 1  # epochs; 0 disables checkpoints (and resume)

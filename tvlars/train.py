@@ -88,10 +88,11 @@ def default_run_dir(cfg: DictConfig, rid: str) -> Path:
 def make_loaders(cfg: DictConfig, dist: DistInfo, train_set: Any, test_set: Any) -> tuple[DataLoader, DataLoader]:
     per_device = cfg.batch_size // dist.world_size
     workers = cfg.num_workers
-    if workers < 0:
-        workers = 0 if dist.device.type == "cpu" else min(8, (os.cpu_count() or 1) // max(1, dist.world_size))
-    common = {"num_workers": workers, "pin_memory": dist.device.type == "cuda",
-              "persistent_workers": workers > 0}
+    if workers < 0:  # per-sample augmentation runs best in single-threaded worker processes
+        cores = max(1, (os.cpu_count() or 1) // dist.world_size)
+        workers = min(8 if dist.device.type == "cuda" else 1, cores - 1) if cores > 1 else 0
+    # Workers are not persistent: each epoch draws their seeds from the per-epoch reseeded RNG (exact resume).
+    common = {"num_workers": workers, "pin_memory": dist.device.type == "cuda"}
     sampler = DistributedSampler(train_set, num_replicas=dist.world_size, rank=dist.rank, shuffle=True,
                                  seed=cfg.seed, drop_last=True)
     train = DataLoader(train_set, batch_size=per_device, sampler=sampler, drop_last=True, **common)
