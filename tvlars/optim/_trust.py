@@ -35,8 +35,12 @@ _STAT_KEYS = ("trust_ratio", "weight_norm", "update_norm")
 
 
 def batched_norms(tensors: list[Tensor]) -> Tensor:
-    """L2 norm of every tensor in ``tensors`` as one float32 vector (one multi-tensor reduction)."""
-    return torch.stack(torch._foreach_norm(tensors, 2, dtype=torch.float32))
+    """L2 norm of every tensor in ``tensors`` as one vector (one multi-tensor reduction).
+
+    Accumulated in float32 (float64 if any tensor is float64), so bf16/fp16 tensors get exact-enough norms.
+    """
+    dtype = torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
+    return torch.stack(torch._foreach_norm(tensors, 2, dtype=dtype))
 
 
 def trust_ratio(
@@ -98,12 +102,18 @@ def check_range(
     if ok:
         return
     if low is not None and high is not None:
-        rule = f"in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+        rule = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
     elif low is not None:
-        rule = f"{'>' if low_open else '>='} {low}"
+        rule = f"{'>' if low_open else '>='} {low:g}"
     else:
-        rule = f"{'<' if high_open else '<='} {high}"
+        rule = f"{'<' if high_open else '<='} {high:g}"
     raise ValueError(f"{name} must be {rule}{' or None' if optional else ''} (got {value!r})")
+
+
+def check_bool(name: str, value: Any) -> None:
+    """Raise ``ValueError("<name> must be True or False (got <value>)")`` unless ``value`` is a bool."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False (got {value!r})")
 
 
 # ---------------------------------------------------------------------------------------------- base
@@ -127,6 +137,8 @@ class TrustRatioOptimizer(Optimizer):
         self._reset_observables()
 
     def _reset_observables(self) -> None:
+        # Mutated in place by ``step`` (not rebound): Dynamo replays container mutations of an optimizer
+        # but drops attribute rebinding, so this keeps the observables under ``torch.compile``.
         self._stats: list[tuple[int, Tensor | None, list[int] | None]] = []
         self._extra_stats: dict[str, Tensor] = {}
 
@@ -135,15 +147,14 @@ class TrustRatioOptimizer(Optimizer):
         """Raise ``ValueError`` naming the first invalid hyper-parameter of ``hp`` (a group or defaults)."""
         check_range("lr", hp["lr"], 0.0)
         check_range("weight_decay", hp["weight_decay"], 0.0)
-        if not isinstance(hp["adapt"], bool):
-            raise ValueError(f"adapt must be True or False (got {hp['adapt']!r})")
+        check_bool("adapt", hp["adapt"])
 
     def _trust_options(self, group: dict[str, Any], like: Tensor) -> dict[str, Any]:
         """Keyword arguments of :func:`trust_ratio` for an adapting group (``like``: a norm vector)."""
         raise NotImplementedError
 
     def _update_group(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]) -> Tensor:
-        """Update ``params`` in place; return a ``3 × len(params)`` float32 tensor of observables."""
+        """Update ``params`` in place; return the ``3 × len(params)`` observables (ratio, ‖w‖, ‖u‖)."""
         raise NotImplementedError
 
     # --- helpers -------------------------------------------------------------------------------
@@ -176,14 +187,14 @@ class TrustRatioOptimizer(Optimizer):
         return out
 
     @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
         """Perform one optimization step; ``closure`` re-evaluates the model and returns the loss."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        self._reset_observables()
-        stats: list[tuple[int, Tensor | None, list[int] | None]] = []
+        self._stats.clear()
+        self._extra_stats.clear()
         for group in self.param_groups:
             params, grads, positions = [], [], []
             for i, p in enumerate(group["params"]):
@@ -196,11 +207,10 @@ class TrustRatioOptimizer(Optimizer):
                 positions.append(i)
             size = len(group["params"])
             if not params:
-                stats.append((size, None, None))
+                self._stats.append((size, None, None))
                 continue
-            rows = self._update_group(group, params, grads)
-            stats.append((size, rows, None if len(positions) == size else positions))
-        self._stats = stats
+            rows = self._update_group(group, params, grads).float()
+            self._stats.append((size, rows, None if len(positions) == size else positions))
         return loss
 
     def trust_stats(self) -> dict[str, Tensor]:
@@ -209,9 +219,11 @@ class TrustRatioOptimizer(Optimizer):
         Keys ``"trust_ratio"``, ``"weight_norm"``, ``"update_norm"``: 1-D float32 tensors with one entry
         per parameter, in ``param_groups`` order (the groups' ``params`` lists concatenated); a
         parameter without a gradient at that step gets NaN. ``weight_norm`` is ``‖w‖`` before the
-        step (unclamped). ``update_norm`` and ``trust_ratio`` are defined by each optimizer's
-        docstring; ``trust_ratio`` is 1 for tensors of non-adapting groups and for the zero-norm
-        fallback. Empty before the first step (and right after ``load_state_dict``).
+        step (unclamped); ``update_norm`` is ``‖u‖``, the norm of the update direction before the trust
+        ratio scales it (unclamped); ``trust_ratio`` is the multiplier actually applied to ``u`` (each
+        optimizer's docstring says exactly what it includes), 1 for tensors of non-adapting groups and
+        for the zero-norm fallback (LAMBC then clips it). Optimizers may add keys (TVLARS: ``"phi"``,
+        a 0-d tensor). Empty before the first step and right after ``load_state_dict``.
         """
         if not self._stats:
             return {}
@@ -219,6 +231,8 @@ class TrustRatioOptimizer(Optimizer):
         for group, (size, rows, positions) in zip(self.param_groups, self._stats, strict=True):
             if rows is not None and positions is None:
                 pieces.append(rows)
+                continue
+            if size == 0:
                 continue
             device = group["params"][0].device
             nan = torch.full((len(_STAT_KEYS),), math.nan, dtype=torch.float32, device=device)

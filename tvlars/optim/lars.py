@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from tvlars.optim._trust import ParamsT, TrustRatioOptimizer, batched_norms, check_range
+from tvlars.optim._trust import ParamsT, TrustRatioOptimizer, batched_norms, check_bool, check_range
 
 
 class LARS(TrustRatioOptimizer):
@@ -65,6 +65,7 @@ class LARS(TrustRatioOptimizer):
         super()._check_hyperparameters(hp)
         check_range("momentum", hp["momentum"], 0.0, 1.0, high_open=True)
         check_range("trust_coefficient", hp["trust_coefficient"], 0.0, low_open=True)
+        check_bool("nesterov", hp["nesterov"])
         if hp["nesterov"] and hp["momentum"] == 0:
             raise ValueError("nesterov=True needs momentum > 0 (got momentum=0)")
 

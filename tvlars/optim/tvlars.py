@@ -60,8 +60,8 @@ class TVLARS(LARS):
 
     Observables (:meth:`trust_stats`): as :class:`LARS`, where ``trust_ratio`` is ``r_t`` including
     ``η`` and ``φ(t)`` (1 for the fallback and non-adapting groups) and ``update_norm`` is the
-    unclamped ``‖u_t‖``; plus ``"phi"``, a 0-d tensor ``φ(t)`` of the last step that adapted a
-    tensor. ``φ`` is computed on the device from the step tensor: no host synchronisation.
+    unclamped ``‖u_t‖``; plus ``"phi"``, the 0-d tensor ``φ(t)`` of the last step (absent if that
+    step adapted no tensor). ``φ`` is computed on the device from the step tensor: no host synchronisation.
 
     Args:
         params, lr, momentum, weight_decay, trust_coefficient: as :class:`LARS` (no Nesterov).
@@ -109,7 +109,7 @@ class TVLARS(LARS):
         check_range("norm_clamp", hp["norm_clamp"], 0.0, low_open=True, optional=True)
 
     def _trust_options(self, group: dict[str, Any], like: Tensor) -> dict[str, Any]:
-        step = self._next_step(group, like)
+        step = self._next_step(group, like).to(like.dtype)  # φ in the norms' precision
         phi = (step - group["delay_steps"]).mul_(group["lam"]).exp_()
         phi = phi.add_(group["alpha"]).reciprocal_().add_(group["gamma_min"])
         self._extra_stats["phi"] = phi

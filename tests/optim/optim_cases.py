@@ -1,0 +1,99 @@
+"""Shared cases for the optimizer tests: each fast optimizer paired with its per-tensor reference."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import torch
+from torch import nn
+from torch.optim import Optimizer
+
+from tvlars.optim import LAMB, LAMBC, LARS, TVLARS
+from tvlars.optim.reference import ReferenceLAMB, ReferenceLARS, tvlars_phi
+
+Factory = Callable[[list[dict[str, Any]]], Optimizer]
+
+_TV = dict(lam=0.05, alpha=1.0, delay_steps=20, gamma_min=0.01)
+# name -> (fast optimizer, its per-tensor reference), both built from the same param groups
+CASES: dict[str, tuple[Factory, Factory]] = {
+    "lars": (lambda g: LARS(g, lr=0.5), lambda g: ReferenceLARS(g, lr=0.5)),
+    "lars_nesterov": (
+        lambda g: LARS(g, lr=0.5, momentum=0.8, nesterov=True),
+        lambda g: ReferenceLARS(g, lr=0.5, momentum=0.8, nesterov=True),
+    ),
+    "lars_no_momentum": (lambda g: LARS(g, lr=0.5, momentum=0.0), lambda g: ReferenceLARS(g, lr=0.5, momentum=0.0)),
+    "tvlars": (
+        lambda g: TVLARS(g, lr=0.5, norm_clamp=3.0, **_TV),
+        lambda g: ReferenceLARS(g, lr=0.5, phi=partial(tvlars_phi, **_TV), norm_clamp=3.0),
+    ),
+    "lamb": (lambda g: LAMB(g, lr=0.01), lambda g: ReferenceLAMB(g, lr=0.01)),
+    "lamb_official": (
+        lambda g: LAMB(g, lr=0.01, bias_correction=False, weight_norm_clamp=2.0),
+        lambda g: ReferenceLAMB(g, lr=0.01, bias_correction=False, weight_norm_clamp=2.0),
+    ),
+    "lambc": (
+        lambda g: LAMBC(g, lr=0.01, clip_min=0.05, clip_max=0.5),
+        lambda g: ReferenceLAMB(g, lr=0.01, clip_min=0.05, clip_max=0.5),
+    ),
+}
+FAST_CASES = {name: fast for name, (fast, _) in CASES.items()}
+
+# Shapes and initial values: conv and linear weights (one with a norm above the clamps), a zero-initialised
+# matrix (zero-norm fallback in an adapting group), zero biases and unit BN weights.
+_TENSORS: list[tuple[tuple[int, ...], str]] = [
+    ((6, 4, 3, 3), "normal"),
+    ((10, 6), "large"),
+    ((4, 4), "zeros"),
+    ((6,), "zeros"),
+    ((6,), "ones"),
+    ((10,), "normal"),
+]
+
+
+def make_params(dtype: torch.dtype = torch.float32, seed: int = 0) -> list[nn.Parameter]:
+    """Fresh parameters (always the same values for a given seed)."""
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for shape, kind in _TENSORS:
+        value = {"normal": lambda s: torch.randn(s, generator=gen),
+                 "large": lambda s: 20 * torch.randn(s, generator=gen),
+                 "zeros": torch.zeros, "ones": torch.ones}[kind](shape)
+        out.append(nn.Parameter(value.to(dtype)))
+    return out
+
+
+def make_groups(params: list[nn.Parameter], weight_decay: float = 0.01) -> list[dict[str, Any]]:
+    """The paper's two groups by hand; the adapting group omits ``adapt`` (it must default to True)."""
+    return [
+        {"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0, "adapt": False},
+    ]
+
+
+def set_random_grads(params: list[nn.Parameter], gen: torch.Generator, skip: int | None = None) -> None:
+    """Random gradients of varying scale; parameter ``skip`` gets none (``grad = None``)."""
+    for i, p in enumerate(params):
+        if i == skip:
+            p.grad = None
+            continue
+        scale = 10.0 ** torch.empty(()).uniform_(-2, 1, generator=gen)
+        p.grad = (scale * torch.randn(p.shape, generator=gen)).to(p.dtype)
+
+
+def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    """``‖a − b‖ / ‖b‖`` (absolute error when ``b`` is 0)."""
+    diff = (a.double() - b.double()).norm().item()
+    scale = b.double().norm().item()
+    return diff / scale if scale > 0 else diff
+
+
+def tiny_bn_net(seed: int = 0) -> nn.Module:
+    """A small conv net with BatchNorm (so 1-D weights exist) for 1×28×28 inputs."""
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10),
+    )
