@@ -120,3 +120,21 @@ def test_resumed_run_continues_the_same_wandb_run(tiny_cfg, tmp_path: Path) -> N
     second = run(tiny_cfg("epochs=1", "logger=wandb", "logger.mode=offline"))
     assert second["status"] == "completed"
     assert second["logger_id"] == first["logger_id"]
+
+
+@pytest.mark.parametrize("optimizer", ["lars", "tvlars", "lamb", "lambc"])
+def test_trust_ratio_statistics_are_recorded(optimizer: str, tiny_cfg, tmp_path: Path) -> None:
+    run(tiny_cfg(f"optimizer={optimizer}", "log_trust_every=2", "epochs=1"))
+    header, *rows = read_jsonl(tmp_path / "run" / "trust.jsonl")
+    assert [r["step"] for r in rows] == [2, 4]
+    n = len(header["layers"])
+    assert n > 10 and "stem.0.weight" in header["layers"]
+    for row in rows:
+        assert len(row["trust_ratio"]) == len(row["weight_norm"]) == len(row["update_norm"]) == n
+    if optimizer == "tvlars":
+        assert 0 < rows[-1]["phi"] <= 1.0 + 1e-3
+
+
+def test_sgd_records_no_trust_file(tiny_cfg, tmp_path: Path) -> None:
+    run(tiny_cfg("log_trust_every=1", "epochs=1"))
+    assert not (tmp_path / "run" / "trust.jsonl").exists()

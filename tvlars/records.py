@@ -95,6 +95,8 @@ class RunRecords:
     def truncate_after(self, epoch: int) -> None:
         """Drop metric rows and trust rows written after the checkpoint at ``epoch`` (resume)."""
         for path in (self.metrics, self.trust):
+            if not path.exists():
+                continue
             rows = [r for r in read_jsonl(path) if r.get("epoch", 0) <= epoch]
             _atomic_write(path, lambda f, rows=rows: f.write("".join(json.dumps(r) + "\n" for r in rows).encode()))
 
