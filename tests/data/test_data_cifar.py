@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.fakedata import (
+from tvlars.data.fake import (
     CIFAR10_CLASSES,
     class_colour,
     fake_label,

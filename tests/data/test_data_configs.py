@@ -10,7 +10,7 @@ import pytest
 from hydra.utils import get_object, instantiate
 from omegaconf import OmegaConf
 
-from tests.fakedata import write_fake_cifar10, write_fake_cifar100, write_fake_tinyimagenet
+from tvlars.data.fake import write_fake_cifar10, write_fake_cifar100, write_fake_tinyimagenet
 from tvlars.data import DataBundle, classification_transforms
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "dataset"
