@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
@@ -69,6 +69,7 @@ class Config:
     run_dir: Any = None  # default: <out_dir>/<readable name>-<run id>
     name: Any = None  # readable prefix of the default run_dir
     backbone: Any = None  # backbone.pt of a pre-training run, for task=linear_eval
+    labels: dict[str, Any] = field(default_factory=dict)  # free-form tags (table, row...), not part of the run id
     train_subset: int = 0  # >0: train on a fixed random subset of this many images (quick runs, tests)
     test_subset: int = 0  # >0: evaluate on a fixed random subset of this many images
 
@@ -77,7 +78,7 @@ ConfigStore.instance().store(name="tvlars_schema", node=Config)
 
 # Keys that do not change what is computed: they are left out of the run identity (the run id).
 _NON_SEMANTIC = {"logger", "out_dir", "run_dir", "name", "progress", "data_root", "num_workers",
-                 "log_every", "checkpoint_every", "eval_batch_size"}
+                 "log_every", "checkpoint_every", "eval_batch_size", "labels"}
 _NON_SEMANTIC_DATASET = {"root", "download", "verify_checksums"}
 
 

@@ -1,0 +1,160 @@
+"""Spec → plan → one Hydra multirun over every pending job, with any launcher (basic, joblib, submitit).
+
+Each job becomes a small config file ``sweep_job/<n>.yaml`` (``# @package _global_``: its group choices as
+defaults overrides, its values, and ``labels`` naming its table cell) in a directory added to Hydra's search
+path, so one ``python -m tvlars.train -m +sweep_job=glob(*)`` sweeps a grid that is not a Cartesian product
+(per-batch-size LR grids) in a single submission. Run directories are derived from the config hash, so a
+finished run is found again and skipped: sweeps are idempotent and a killed sweep resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig
+
+from tvlars.config import run_id, validate
+from tvlars.errors import UserError
+from tvlars.experiments import Job, Spec, slug
+from tvlars.records import RunRecords
+from tvlars.train import CONFIG_DIR, default_run_dir, one_line
+
+# Training-set sizes for cost estimates (train_subset overrides them).
+TRAIN_SIZES = {"cifar10": 50_000, "cifar100": 50_000, "tinyimagenet": 100_000, "imagenet": 1_281_167,
+               "fashion_mnist": 60_000}
+GROUPS = tuple(p.name for p in Path(CONFIG_DIR).iterdir() if p.is_dir())
+
+
+@dataclass
+class PlannedJob:
+    job: Job
+    overrides: list[str]
+    run_dir: Path
+    status: str  # pending | running | failed | completed | diverged
+    train_images: int  # images the optimizer under test processes (epochs × train set; SSL: × 2 views)
+
+
+def job_overrides(spec: Spec, job: Job, out_dir: Path) -> list[str]:
+    """The job's overrides plus its readable run-name prefix and the table's run directory."""
+    return [*job.overrides, f"name={slug(job.row)}", f"out_dir={out_dir}"]
+
+
+def compose_job(overrides: list[str]) -> DictConfig:
+    """Compose a job's config exactly as the training entry point will (errors as one line)."""
+    try:
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            return compose(config_name="config", overrides=overrides)
+    except Exception as exc:  # noqa: BLE001 - any composition failure is a spec error
+        raise UserError(f"job {' '.join(overrides)}: {one_line(exc)}") from None
+
+
+def _train_images(cfg: DictConfig) -> int:
+    name = str(cfg.dataset._target_).rsplit("load_", 1)[-1]
+    size = cfg.train_subset or TRAIN_SIZES.get(name, cfg.dataset.get("num_train", 0))
+    views = 2 if "linear_eval" in cfg.task else 1
+    return int(size * cfg.epochs * views)
+
+
+def plan(spec: Spec, out_dir: Path) -> list[PlannedJob]:
+    """Compose and validate every job (any bad override fails here, before anything launches)."""
+    planned = []
+    for job in spec.jobs():
+        overrides = job_overrides(spec, job, out_dir)
+        cfg = compose_job(overrides)
+        try:
+            validate(cfg)
+        except UserError as exc:
+            raise UserError(f"table {spec.name}, row {job.row!r}, {spec.column_key}={job.column}: {exc}") from None
+        run_dir = default_run_dir(cfg, run_id(cfg))
+        summary = RunRecords(run_dir).read_summary()
+        status = summary["status"] if summary else "pending"
+        planned.append(PlannedJob(job, overrides, run_dir, status, _train_images(cfg)))
+    return planned
+
+
+def measured_throughput(planned: list[PlannedJob]) -> float | None:
+    """Median images/s of this table's finished runs (None before any has finished)."""
+    speeds = sorted(s["images_per_s"] for p in planned if p.status == "completed"
+                    and (s := RunRecords(p.run_dir).read_summary()) and s.get("images_per_s"))
+    return speeds[len(speeds) // 2] if speeds else None
+
+
+def describe(spec: Spec, planned: list[PlannedJob], throughput: float | None, device: str) -> str:
+    """The plan printed before launching: job counts by status and the estimated device-hours."""
+    counts: dict[str, int] = {}
+    for p in planned:
+        counts[p.status] = counts.get(p.status, 0) + 1
+    todo = [p for p in planned if p.status not in ("completed", "diverged")]
+    lines = [f"table {spec.name}: {spec.title}",
+             f"  {len(planned)} jobs = {len(spec.rows)} rows × {len(spec.columns)} {spec.column_key} values × "
+             f"grid × {len(spec.seeds)} seeds; " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())),
+             f"  to run: {len(todo)} jobs, {sum(p.train_images for p in todo) / 1e6:.2f} M training images"]
+    if throughput:
+        hours = sum(p.train_images for p in todo) / throughput / 3600
+        lines.append(f"  estimate: {hours:.2f} {device}-hours at {throughput:.0f} images/s "
+                     "(median of this table's finished runs)")
+    else:
+        lines.append("  estimate: no finished run of this table yet to measure throughput; the first runs will "
+                     "provide it (see `make bench` for this machine's images/s)")
+    return "\n".join(lines)
+
+
+def _nested(target: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.lstrip("+").split(".")
+    for key in parents:
+        target = target.setdefault(key, {})
+    target[leaf] = value
+
+
+def job_file(spec: Spec, planned: PlannedJob) -> str:
+    """A ``# @package _global_`` config reproducing the job's overrides, with its table labels."""
+    choices: dict[str, Any] = {}
+    values: dict[str, Any] = {}
+    for override in OverridesParser.create().parse_overrides(planned.overrides):
+        key, value = override.key_or_group, override.value()
+        if key in GROUPS:
+            choices[key] = value  # the last choice of a group wins, as on the command line
+        else:
+            _nested(values, key, value)
+    defaults: list[Any] = [{f"override /{group}": choice} for group, choice in choices.items()]
+    job = planned.job
+    values["labels"] = {"table": spec.name, "row": job.row, "column": job.column, "point": job.point}
+    return "# @package _global_\n" + yaml.safe_dump({"defaults": [*defaults, "_self_"], **values}, sort_keys=False)
+
+
+def write_job_files(spec: Spec, planned: list[PlannedJob], jobs_root: Path) -> int:
+    """(Re)write one config per job still to run under ``jobs_root/sweep_job``; returns their number."""
+    group = jobs_root / "sweep_job"
+    shutil.rmtree(group, ignore_errors=True)
+    group.mkdir(parents=True)
+    todo = [p for p in planned if p.status not in ("completed", "diverged")]
+    for i, p in enumerate(todo):
+        (group / f"job_{i:05d}.yaml").write_text(job_file(spec, p))
+    (jobs_root / "plan.json").write_text(json.dumps(
+        [{"row": p.job.row, "column": p.job.column, "seed": p.job.seed, "point": p.job.point,
+          "status": p.status, "run_dir": str(p.run_dir)} for p in planned], indent=1, default=str))
+    return len(todo)
+
+
+def multirun_command(jobs_root: Path, launcher: str, launcher_args: list[str], sweep_dir: Path) -> list[str]:
+    """The multirun over every job file (listed explicitly: Hydra's glob() does not expand appended groups)."""
+    jobs = ",".join(sorted(p.stem for p in (jobs_root / "sweep_job").glob("*.yaml")))
+    return [sys.executable, "-m", "tvlars.train", "--multirun", f"hydra.searchpath=[file://{jobs_root.resolve()}]",
+            f"+sweep_job={jobs}", f"hydra/launcher={launcher}", f"hydra.sweep.dir={sweep_dir}", *launcher_args]
+
+
+def launch(jobs_root: Path, launcher: str, launcher_args: list[str], sweep_dir: Path) -> int:
+    """Run the sweep through Hydra's multirun; returns its exit code."""
+    command = multirun_command(jobs_root, launcher, launcher_args, sweep_dir)
+    shown = [c if not c.startswith("+sweep_job=") else f"+sweep_job=<{c.count(',') + 1} jobs>" for c in command]
+    print("$ " + " ".join(shown), flush=True)
+    return subprocess.run(command, check=False).returncode
