@@ -4,7 +4,11 @@ VENV    ?= .venv
 PYTHON  := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 
-.PHONY: help install test test-fast lint bench train clean
+.PHONY: help install test test-fast lint bench train reproduce-table tables clean
+
+TABLE    ?= fmnist-mini
+LAUNCHER ?= basic
+PROFILE  ?= full
 
 help:  ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-12s %s\n", $$1, $$2}'
@@ -31,6 +35,12 @@ bench: $(STAMP)  ## throughput of the loop vs a bare PyTorch loop, and optimizer
 
 train: $(STAMP)  ## one run; pass Hydra overrides with ARGS="dataset=cifar10 optimizer=lars ..."
 	$(PYTHON) -m tvlars.train $(ARGS)
+
+reproduce-table: $(STAMP)  ## sweep TABLE (LAUNCHER=basic|joblib|submitit_local|submitit_slurm, PROFILE=full|smoke) → results/
+	$(PYTHON) scripts/reproduce_table.py --table $(TABLE) --launcher $(LAUNCHER) --profile $(PROFILE) $(ARGS)
+
+tables: $(STAMP)  ## rebuild results/TABLE from existing records (SOURCE=runs/TABLE or wandb:<entity>/<project>)
+	$(PYTHON) scripts/make_tables.py --table $(TABLE) $(if $(SOURCE),--source $(SOURCE))
 
 clean:  ## remove caches (keeps .venv, runs/ and data/)
 	rm -rf .pytest_cache .ruff_cache **/__pycache__

@@ -34,6 +34,16 @@ def fake_data(root: Path) -> None:
     (root / "done").write_text("ok")
 
 
+def launcher_defaults(args: argparse.Namespace) -> list[str]:
+    """Sensible launcher settings: parallel CPU jobs for joblib; one DDP process per GPU on SLURM."""
+    if args.launcher == "joblib":
+        return [f"hydra.launcher.n_jobs={args.jobs}"]
+    if args.launcher == "submitit_slurm":
+        g = args.gpus_per_node
+        return [f"hydra.launcher.gpus_per_node={g}", f"hydra.launcher.tasks_per_node={g}"]
+    return []
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--table", default="fmnist-mini")
@@ -41,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", choices=("full", "smoke"), default="full")
     parser.add_argument("--runs", default="runs", help="root of the run directories")
     parser.add_argument("--results", default="results", help="root of the generated tables")
+    parser.add_argument("--jobs", type=int, default=2, help="parallel jobs for --launcher joblib")
+    parser.add_argument("--gpus-per-node", type=int, default=1,
+                        help="SLURM: GPUs (= DDP processes) per run for --launcher submitit_slurm")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and stop")
     parser.add_argument("launcher_args", nargs="*", help="extra Hydra overrides for the launcher")
     args = parser.parse_args(argv)
@@ -63,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     pending = write_job_files(spec, planned, out_dir / "jobs")
     if pending:
-        code = launch(out_dir / "jobs", args.launcher, args.launcher_args, out_dir / "multirun")
+        code = launch(out_dir / "jobs", args.launcher, launcher_defaults(args) + args.launcher_args,
+                      out_dir / "multirun")
         if code:
             print(f"warning: the sweep exited with code {code}; building tables from the runs that finished",
                   file=sys.stderr)

@@ -31,8 +31,20 @@ def _env_int(*names: str, default: int) -> int:
     return default
 
 
+def _export_submitit_env() -> None:
+    """Inside a multi-task submitit (SLURM) job, export MASTER_ADDR/PORT, RANK, WORLD_SIZE, LOCAL_RANK."""
+    if int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "MASTER_ADDR" not in os.environ:
+        try:
+            from submitit.helpers import TorchDistributedEnvironment
+
+            TorchDistributedEnvironment().export()
+        except Exception:  # noqa: BLE001 - not a submitit job (plain srun/torchrun set their own variables)
+            pass
+
+
 def world_size_from_env() -> int:
     """World size announced by torchrun (``WORLD_SIZE``) or SLURM (``SLURM_NTASKS`` with a master address)."""
+    _export_submitit_env()
     if "WORLD_SIZE" in os.environ:
         return int(os.environ["WORLD_SIZE"])
     if "SLURM_NTASKS" in os.environ and "MASTER_ADDR" in os.environ:

@@ -12,6 +12,8 @@ Spec keys::
     metric                  best_test_top1 | final_test_top1 (selection and reported value)
     rows                    [{label, overrides: [...], grid: {key: [v...] | {column: [v...]}}}]
     notes                   free text printed under the table
+    smoke                   extra overrides for --profile smoke (e.g. dataset.verify_checksums=false)
+    extends                 another spec whose keys this one inherits (top-level keys replace, not merge)
 
 Per row and column the grid is the Cartesian product of its keys' values (a dict gives per-column values).
 Selection: for each row × column, the grid point with the best mean ``metric`` over seeds; the table shows
@@ -32,7 +34,7 @@ from tvlars.errors import UserError
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
 METRICS = ("best_test_top1", "final_test_top1")
-_SPEC_KEYS = {"name", "title", "claim", "base", "columns", "seeds", "metric", "rows", "notes", "smoke"}
+_SPEC_KEYS = {"name", "title", "claim", "base", "columns", "seeds", "metric", "rows", "notes", "smoke", "extends"}
 _ROW_KEYS = {"label", "overrides", "grid"}
 
 
@@ -115,6 +117,16 @@ def _check_row(name: str, columns: list[Any], raw: Any) -> Row:
     return Row(str(raw["label"]), tuple(raw.get("overrides") or ()), grid)
 
 
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise _fail(path.stem, f"is not valid YAML ({exc})") from None
+    if not isinstance(raw, dict):
+        raise _fail(path.stem, "must be a mapping of keys")
+    return raw
+
+
 def load_spec(name_or_path: str | Path) -> Spec:
     """Load and validate ``experiments/<name>.yaml`` (or a path); errors name the key and the fix."""
     path = Path(name_or_path)
@@ -123,11 +135,14 @@ def load_spec(name_or_path: str | Path) -> Spec:
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml")))
         raise UserError(f"no experiment spec {path}; known tables: {known}")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise _fail(path.stem, f"is not valid YAML ({exc})") from None
+    raw = _read(path)
     name = path.stem
+    if "extends" in raw:
+        parent = EXPERIMENTS_DIR / f"{raw['extends']}.yaml"
+        if not parent.is_file():
+            raise _fail(name, f"extends unknown spec {raw['extends']!r}")
+        raw = {**{k: v for k, v in _read(parent).items() if k != "extends"}, **raw}
+        del raw["extends"]
     unknown = set(raw) - _SPEC_KEYS
     if unknown:
         raise _fail(name, f"unknown key {sorted(unknown)[0]!r} (allowed: {sorted(_SPEC_KEYS)})")
@@ -162,7 +177,8 @@ def smoke_spec(spec: Spec, data_root: str) -> Spec:
             grid[key] = [first[0]]
         rows.append(Row(row.label, row.overrides, grid))
     shrink = ("epochs=1", "model.width=0.0625", "train_subset=64", "test_subset=32", "eval_batch_size=32",
-              "logger=none", f"data_root={data_root}", "checkpoint_every=1")
+              "logger=none", f"data_root={data_root}", "checkpoint_every=1",
+              *(() if spec.column_key == "batch_size" else ("batch_size=16",)))
     return Spec(name=spec.name, title=f"{spec.title} [smoke]", claim=spec.claim,
                 base=(*spec.base, *shrink, *spec.smoke), column_key=spec.column_key,
                 columns=list(column_map.values()), seeds=spec.seeds[:1], metric=spec.metric, rows=rows,

@@ -6,6 +6,8 @@ only the stem and the stage widths are ours.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
@@ -15,6 +17,16 @@ _LAYOUT: dict[int, tuple[type[nn.Module], tuple[int, int, int, int]]] = {
     50: (Bottleneck, (3, 4, 6, 3)),
 }
 STEMS = ("cifar", "imagenet")
+# Weight initialisations of conv and linear weights. "default" is torchvision's ResNet scheme (Kaiming-normal,
+# fan-out, for convs; PyTorch's default for the classifier); the others are the released code's --winit choices
+# (whose init loop was a no-op there, so its runs all used torchvision's default).
+INITS = {
+    "default": None,
+    "xavier_uniform": nn.init.xavier_uniform_,
+    "xavier_normal": nn.init.xavier_normal_,
+    "kaiming_uniform": lambda w: nn.init.kaiming_uniform_(w, nonlinearity="relu"),
+    "kaiming_normal": lambda w: nn.init.kaiming_normal_(w, nonlinearity="relu"),
+}
 
 
 class ResNet(nn.Module):
@@ -33,6 +45,7 @@ class ResNet(nn.Module):
         stem: str = "cifar",
         width: float = 1.0,
         zero_init_residual: bool = False,
+        init: str = "default",
     ) -> None:
         super().__init__()
         if depth not in _LAYOUT:
@@ -41,6 +54,8 @@ class ResNet(nn.Module):
             raise ValueError(f"model.stem must be one of {STEMS} (got {stem!r})")
         if width <= 0:
             raise ValueError(f"model.width must be > 0 (got {width})")
+        if init not in INITS:
+            raise ValueError(f"model.init must be one of {tuple(INITS)} (got {init!r})")
         block, blocks = _LAYOUT[depth]
         base = max(1, round(64 * width))
         if stem == "cifar":
@@ -75,15 +90,17 @@ class ResNet(nn.Module):
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.num_features = inplanes
         self.fc = nn.Linear(inplanes, num_classes)
-        self._init_weights(zero_init_residual)
+        self._init_weights(zero_init_residual, INITS[init])
 
-    def _init_weights(self, zero_init_residual: bool) -> None:
+    def _init_weights(self, zero_init_residual: bool, init: Callable[[Tensor], object] | None) -> None:
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+            if init is not None and isinstance(m, nn.Conv2d | nn.Linear):
+                init(m.weight)
         if zero_init_residual:
             for m in self.modules():
                 if isinstance(m, Bottleneck):
