@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
     import make_tables
 
-    return make_tables.main(["--table", str(spec.path), "--source", str(out_dir), "--out", str(results)])
+    return make_tables.main(["--table", str(spec.path), "--profile", args.profile, "--source", str(out_dir),
+                             "--out", str(results)])
 
 
 if __name__ == "__main__":

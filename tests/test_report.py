@@ -1,0 +1,345 @@
+"""Tables and figures from synthetic run records (tvlars.report, scripts/make_tables.py); no training."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from tvlars.experiments import load_spec
+from tvlars.report import build_table, collect, write_figures
+from tvlars.report.figures import phi
+from tvlars.report.tables import format_point, tex_escape
+
+ROOT = Path(__file__).resolve().parent.parent
+collect_module = importlib.import_module("tvlars.report.collect")  # the module; tvlars.report.collect is the function
+SPEC = """\
+title: Fashion-MNIST mini table
+claim: TVLARS beats LARS without warm-up at large batch sizes.
+columns: {key: batch_size, values: [512, 1024]}
+seeds: [0, 1]
+metric: best_test_top1
+rows:
+  - label: LARS (no warm-up)
+    overrides: [optimizer=lars]
+    grid: {optimizer.lr: [1, 2]}
+  - label: LARS + warm-up
+    overrides: [optimizer=lars, schedule=warmup_cosine]
+    grid: {optimizer.lr: [1, 2]}
+  - label: TVLARS
+    overrides: [optimizer=tvlars]
+    grid: {optimizer.lr: [1], optimizer.lam: [1.0e-3, 1.0e-2]}
+notes: Synthetic numbers for the tests.
+"""
+
+
+def write_run(root: Path, row: str, column: int, point: dict[str, Any], seed: int, best: float | None = None,
+              status: str = "completed", table: str = "mini", epochs: int = 3, trust: bool = False,
+              optimizer: dict[str, Any] | None = None) -> Path:
+    """One run directory as tvlars.train writes it: summary.json, metrics.jsonl, optionally trust.jsonl."""
+    run_dir = root / f"{table}-{row}-{column}-{json.dumps(point, sort_keys=True)}-{seed}".replace(" ", "_")
+    run_dir.mkdir(parents=True)
+    curve = [(best or 50.0) * (e + 1) / epochs for e in range(epochs)]
+    rows = [{"epoch": e + 1, "step": 10 * (e + 1), "lr": 1.0, "train_loss": 1.0 / (e + 1), "train_images_per_s": 99.0,
+             "test_top1": acc, "test_top5": 99.0, "test_loss": 0.5} for e, acc in enumerate(curve)]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if trust:
+        snaps = [{"layers": ["conv.weight", "fc.weight", "fc.bias"]}]
+        snaps += [{"step": s, "epoch": 1 + s // 10, "trust_ratio": [1e-3 * s, 2e-3, 1.0], "weight_norm": [1.0] * 3,
+                   "update_norm": [1.0] * 3, "phi": 0.9} for s in (5, 10, 15, 20)]
+        (run_dir / "trust.jsonl").write_text("".join(json.dumps(r) + "\n" for r in snaps))
+    optimizer = optimizer or {"_target_": "tvlars.optim.LARS", "lr": point.get("optimizer.lr", 1.0)}
+    summary = {"status": status, "run_id": run_dir.name, "run_dir": str(run_dir), "seed": seed,
+               "config": {"optimizer": optimizer, "batch_size": column, "epochs": epochs, "seed": seed,
+                          "task": {"_target_": "tvlars.tasks.Classification"},
+                          "labels": {"table": table, "row": row, "column": column, "point": point}},
+               "steps_per_epoch": 10, "lr": 1.0, "best_test_top1": best if best is not None else float("nan"),
+               "final_test_top1": (best if best is not None else float("nan")) - 1.0, "best_test_top5": 99.0,
+               "final_test_top5": 98.0, "images_per_s": 1000.0, "wall_time_s": 12.0, "epochs_completed": epochs}
+    (run_dir / "summary.json").write_text(json.dumps(summary))  # NaN written as in tvlars.records
+    return run_dir
+
+
+TV = {"_target_": "tvlars.optim.tvlars.tvlars_from_epochs", "lr": 1.0, "alpha": 1.0, "delay_epochs": 1.0,
+      "gamma_min": 0.001}
+
+
+@pytest.fixture
+def spec(tmp_path: Path):
+    path = tmp_path / "mini.yaml"
+    path.write_text(SPEC)
+    return load_spec(path)
+
+
+@pytest.fixture
+def runs(tmp_path: Path) -> Path:
+    """A table with every kind of record: selection traps, divergence, gaps, corrupt and foreign runs."""
+    root = tmp_path / "runs"
+    nw = "LARS (no warm-up)"
+    # B=512: lr=2 has the best single seed (95) but the worse mean (95, 70) -> lr=1 (85, 83) wins.
+    for seed, acc in ((0, 85.0), (1, 83.0)):
+        write_run(root, nw, 512, {"optimizer.lr": 1}, seed, acc, trust=True)
+    for seed, acc in ((0, 95.0), (1, 70.0)):
+        write_run(root, nw, 512, {"optimizer.lr": 2}, seed, acc, trust=True)
+    # B=1024: every no-warm-up run diverged.
+    for lr in (1, 2):
+        for seed in (0, 1):
+            write_run(root, nw, 1024, {"optimizer.lr": lr}, seed, None, status="diverged")
+    # LARS + warm-up: B=512 complete (single point 'lr=1' string from Hydra), B=1024 nothing at all.
+    for lr, accs in ((1, (88.0, 87.0)), (2, (80.0, 81.0))):
+        for seed, acc in zip((0, 1), accs, strict=True):
+            write_run(root, "LARS + warm-up", 512, {"optimizer.lr": str(lr)}, seed, acc)
+    # TVLARS: B=512 complete; B=1024 one seed running, one failed, one missing, one completed.
+    for lam, accs in ((1e-3, (90.0, 89.0)), (1e-2, (86.0, 86.5))):
+        for seed, acc in zip((0, 1), accs, strict=True):
+            write_run(root, "TVLARS", 512, {"optimizer.lr": 1, "optimizer.lam": lam}, seed, acc, trust=True,
+                      optimizer={**TV, "lam": lam})
+    write_run(root, "TVLARS", 1024, {"optimizer.lr": 1, "optimizer.lam": 1e-3}, 0, 80.0, optimizer={**TV, "lam": 1e-3})
+    write_run(root, "TVLARS", 1024, {"optimizer.lr": 1, "optimizer.lam": 1e-3}, 1, None, status="running")
+    write_run(root, "TVLARS", 1024, {"optimizer.lr": 1, "optimizer.lam": 1e-2}, 0, None, status="failed")
+    # Noise: another table, an SSL linear_eval sub-run, a corrupt and an empty summary.
+    write_run(root, "TVLARS", 512, {"optimizer.lr": 1, "optimizer.lam": 1e-3}, 0, 99.9, table="other")
+    parent = write_run(root, "LARS + warm-up", 1024, {"optimizer.lr": 1}, 5, 10.0, table="other")
+    write_run(parent, "LARS + warm-up", 1024, {"optimizer.lr": 1}, 0, 99.0).rename(parent / "linear_eval")
+    for name, text in (("corrupt", '{"status": "compl'), ("empty", "")):
+        (root / name).mkdir()
+        (root / name / "summary.json").write_text(text)
+    return root
+
+
+def test_collect_directory(runs: Path) -> None:
+    df = collect(runs)
+    assert len(df) == 23  # linear_eval/ skipped
+    assert set(df["status"]) == {"completed", "diverged", "running", "failed", "corrupt"}
+    assert (df["status"] == "corrupt").sum() == 2
+    mine = df[df["table"] == "mini"]
+    assert mine["point"].str.startswith("{").all()
+    # '2' (string from Hydra) and 2 (int) give the same canonical point
+    assert json.loads(mine.loc[mine["row"] == "LARS + warm-up", "point"].iloc[0]) in ({"optimizer.lr": 1.0},
+                                                                                       {"optimizer.lr": 2.0})
+    assert mine.loc[mine["status"] == "diverged", "best_test_top1"].isna().all()
+
+
+def test_collect_bad_source(tmp_path: Path) -> None:
+    from tvlars.errors import UserError
+
+    with pytest.raises(UserError, match="not a directory"):
+        collect(tmp_path / "nope")
+    assert collect(tmp_path).empty
+
+
+def test_selection_and_cells(spec, runs: Path) -> None:
+    table = build_table(spec, collect(runs))
+    cells = table.cells
+    nw512 = cells[("LARS (no warm-up)", 512)]
+    assert nw512.status == "ok" and nw512.point == {"optimizer.lr": 1}  # best mean, not the best single seed (95)
+    assert nw512.mean == pytest.approx(84.0) and nw512.std == pytest.approx(math.sqrt(2.0)) and nw512.n == 2
+    assert cells[("LARS (no warm-up)", 1024)].status == "diverged"
+    assert cells[("LARS + warm-up", 1024)].status == "missing"
+    assert cells[("LARS + warm-up", 512)].point == {"optimizer.lr": 1}
+    tv = cells[("TVLARS", 512)]
+    assert tv.point == {"optimizer.lr": 1, "optimizer.lam": 1e-3} and tv.mean == pytest.approx(89.5)
+    tv1024 = cells[("TVLARS", 1024)]
+    assert tv1024.n == 1 and math.isnan(tv1024.std) and tv1024.expected == 2
+
+    md = table.markdown
+    assert "| LARS (no warm-up) | 4 | 84.00 ± 1.41 | div |" in md
+    assert "| LARS + warm-up | 4 | 87.50 ± 0.71 | – |" in md
+    assert "**89.50 ± 0.71**" in md and "**80.00** (n=1/2)" in md  # bold best per column
+    assert "lr=1, lam=0.001" in md and "B=512" in md
+    assert "Budgets are equal" in md and "Selection rule" in md and "Synthetic numbers for the tests." in md
+    assert "99.9" not in md  # the other table's run is ignored
+    problems = "\n".join(table.problems)
+    assert "unreadable summary.json" in problems and "corrupt" in problems and "empty" in problems
+    assert "LARS + warm-up @ B=1024: 0 of 4 runs finished" in problems
+    assert "TVLARS @ B=1024: 1 of 4 runs finished" in problems and "1 running" in problems
+    assert "1 failed" in problems and "1 missing (lr=1, lam=0.01 seed 1)" in problems
+
+
+def test_divergence_duplicates_and_strays(tmp_path: Path) -> None:
+    (tmp_path / "t.yaml").write_text(SPEC.replace("grid: {optimizer.lr: [1, 2]}\n  - label: LARS +",
+                                                  "grid: {optimizer.lr: [1, 2, 3]}\n  - label: LARS +"))
+    spec = load_spec(tmp_path / "t.yaml")
+    root, nw = tmp_path / "runs", "LARS (no warm-up)"
+    write_run(root, nw, 512, {"optimizer.lr": 1}, 0, 80.0, table="t")
+    write_run(root, nw, 512, {"optimizer.lr": 1}, 1, 82.0, table="t")
+    write_run(root / "again", nw, 512, {"optimizer.lr": 1}, 1, None, status="failed", table="t")  # duplicate
+    write_run(root, nw, 512, {"optimizer.lr": 2}, 0, 95.0, table="t")  # best mean, but a seed diverged
+    write_run(root, nw, 512, {"optimizer.lr": 2}, 1, None, status="diverged", table="t")
+    write_run(root, nw, 512, {"optimizer.lr": 9}, 0, 99.0, table="t")  # not in the grid
+    write_run(root, nw, 4096, {"optimizer.lr": 1}, 0, 99.0, table="t")  # not a column
+    write_run(root, "SGD", 512, {"optimizer.lr": 1}, 0, 99.0, table="t")  # not a row
+    # B=1024: only a partly diverged point exists -> chosen, marked †
+    write_run(root, nw, 1024, {"optimizer.lr": 3}, 0, 70.0, table="t")
+    write_run(root, nw, 1024, {"optimizer.lr": 3}, 1, None, status="diverged", table="t")
+    table = build_table(spec, collect(root))
+    clean, partial = table.cells[(nw, 512)], table.cells[(nw, 1024)]
+    assert clean.point == {"optimizer.lr": 1} and clean.mean == pytest.approx(81.0) and clean.diverged == 0
+    assert partial.point == {"optimizer.lr": 3} and partial.diverged == 1 and partial.n == 1
+    assert "**70.00** (n=1/2)†" in table.markdown
+    problems = "\n".join(table.problems)
+    assert "1 duplicate run(s)" in problems and "1 run(s) at grid points or seeds not in the spec" in problems
+    assert "run(s) with row label 'SGD'" in problems and "run(s) at column '4096'" in problems
+    assert "the chosen point (lr=3) had 1 diverged seed(s)" in problems
+    assert "Budgets differ (LARS (no warm-up) 6, LARS + warm-up 4, TVLARS 4 runs per cell)" in table.markdown
+    assert "99.00" not in table.markdown
+
+
+def test_claim_section(spec, runs: Path) -> None:
+    md = build_table(spec, collect(runs)).markdown
+    claim = md.split("## Paper's claim vs our numbers")[1]
+    assert "TVLARS beats LARS without warm-up" in claim
+    assert "- B=512: TVLARS 89.50 ± 0.71 vs the best no-warm-up baseline LARS (no warm-up) 84.00 ± 1.41: " \
+           "+5.50 points (exceeds the larger std, 1.41)" in claim
+    assert "vs the best baseline overall LARS + warm-up 87.50 ± 0.71: +2.00 points (exceeds" in claim
+    assert "- B=1024: TVLARS 80.00 (n=1/2) vs the best no-warm-up baseline: every such row diverged; " \
+           "vs the best baseline overall: no row has a number." in claim
+    assert "TVLARS beats the best no-warm-up baseline in 1 of 1 columns with numbers for both (of 2), by up to " \
+           "5.50 points (1 by more than the larger std); in 1 column(s) every no-warm-up baseline diverged while " \
+           "TVLARS trained; beats the best baseline overall in 1 of 1 columns" in claim
+    assert "small-scale run" in claim
+
+
+def test_claim_single_seed_and_no_method(tmp_path: Path) -> None:
+    text = SPEC.replace("seeds: [0, 1]", "seeds: [0]").replace("Fashion-MNIST mini table", "Full table")
+    (tmp_path / "one.yaml").write_text(text)
+    spec = load_spec(tmp_path / "one.yaml")
+    root = tmp_path / "runs"
+    write_run(root, "LARS (no warm-up)", 512, {"optimizer.lr": 1}, 0, 80.0, table="one")
+    write_run(root, "TVLARS", 512, {"optimizer.lr": 1, "optimizer.lam": 1e-3}, 0, 79.0, table="one")
+    md = build_table(spec, collect(root)).markdown
+    assert "-1.00 points (single seed: no spread estimate)" in md
+    assert "TVLARS beats the best no-warm-up baseline in 0 of 1 columns with numbers for both (of 2);" in md
+    assert "small-scale" not in md
+    (tmp_path / "base.yaml").write_text(text.split("  - label: TVLARS")[0])
+    md = build_table(load_spec(tmp_path / "base.yaml"), collect(root)).markdown
+    assert "TVLARS beats LARS without warm-up" in md and "beats the best" not in md
+
+
+def test_columns_other_than_batch_size_without_grid(tmp_path: Path) -> None:
+    (tmp_path / "lrs.yaml").write_text("title: LR ablation\ncolumns: {key: optimizer.lr, values: [5, 10]}\n"
+                                       "seeds: [0]\nrows: [{label: TVLARS}, {label: LARS}]\n")
+    spec = load_spec(tmp_path / "lrs.yaml")
+    write_run(tmp_path / "runs", "TVLARS", 5, {}, 0, 70.0, table="lrs")
+    table = build_table(spec, collect(tmp_path / "runs"))
+    assert "| TVLARS | 1 | **70.00** | – |" in table.markdown and "Selected grid point" not in table.markdown
+    assert "LARS @ lr=10: 0 of 1 runs finished (1 grid point(s) × 1 seed(s)); 1 missing (seed 0)" in table.problems
+
+
+def test_latex_and_csv(spec, runs: Path) -> None:
+    table = build_table(spec, collect(runs))
+    tex = table.latex
+    assert r"\toprule" in tex and r"\bottomrule" in tex and r"\begin{tabular}{lrcc}" in tex
+    assert r"\textbf{89.50 $\pm$ 0.71}" in tex and "LARS (no warm-up) & 4 & 84.00 $\\pm$ 1.41" in tex
+    assert " & div & " not in tex and tex.count(" & div") == 1 and " & -- \\\\" in tex
+    assert tex_escape("a_b & 50% #1") == r"a\_b \& 50\% \#1"
+    df = pd.read_csv(io.StringIO(table.csv))
+    assert list(df.columns) == ["row", "column", "metric", "mean", "std", "n_seeds", "chosen_point", "status"]
+    assert len(df) == 6
+    row = df[(df["row"] == "TVLARS") & (df["column"] == 512)].iloc[0]
+    assert row["mean"] == pytest.approx(89.5) and row["n_seeds"] == 2 and row["status"] == "ok"
+    assert json.loads(row["chosen_point"]) == {"optimizer.lr": 1, "optimizer.lam": 0.001}
+    assert set(df["status"]) == {"ok", "diverged", "missing"}
+
+
+def test_format_point() -> None:
+    assert format_point({"optimizer.lr": 0.3, "optimizer.lam": 1e-5}) == "lr=0.3, lam=1e-5"
+    assert format_point({"optimizer.lr": 1.0, "schedule.lr": 2}) == "optimizer.lr=1, schedule.lr=2"
+
+
+def test_phi_matches_optimizer() -> None:
+    torch = pytest.importorskip("torch")
+    from tvlars.optim import TVLARS
+
+    w = torch.nn.Parameter(torch.ones(4, 4))
+    opt = TVLARS([w], lr=0.1, lam=0.01, alpha=1.0, delay_steps=5, gamma_min=0.001)
+    for t in range(1, 4):
+        w.grad = torch.ones(4, 4)
+        opt.step()
+        assert opt.trust_stats()["phi"].item() == pytest.approx(float(phi(t, 0.01, 1.0, 5, 0.001)), rel=1e-5)
+
+
+def test_figures(spec, runs: Path, tmp_path: Path) -> None:
+    df = collect(runs)
+    out = tmp_path / "out"
+    paths = write_figures(spec, build_table(spec, df), df, out)
+    assert sorted(p.name for p in paths) == ["accuracy_vs_epoch.png", "phi.png", "trust_ratio.png"]
+    assert all(p.stat().st_size > 1000 for p in paths)
+    # No metrics, no trust, no TVLARS configs: nothing is drawn, nothing crashes.
+    empty = collect(tmp_path / "out")
+    assert write_figures(spec, build_table(spec, empty), empty, tmp_path / "none") == []
+
+
+class FakeRun:
+    def __init__(self, rid: str, state: str, config: dict[str, Any], summary: dict[str, Any]) -> None:
+        self.id, self.state, self.config, self.summary = rid, state, config, summary
+
+
+def test_wandb_source(spec, monkeypatch: pytest.MonkeyPatch) -> None:
+    def fake(label: str, point: dict, seed: int, state: str, best: float, epochs_done: int = 3) -> FakeRun:
+        config = {"optimizer": {"_target_": "tvlars.optim.LARS"}, "epochs": 3, "seed": seed,
+                  "labels": {"table": "mini", "row": label, "column": 512, "point": point}}
+        summary = {"summary/best_test_top1": best, "summary/final_test_top1": best, "summary/seed": seed,
+                   "summary/epochs_completed": epochs_done, "summary/steps_per_epoch": 10, "_step": 30}
+        return FakeRun(f"r{seed}{state}", state, config, summary)
+
+    runs = [fake("LARS (no warm-up)", {"optimizer.lr": 1}, 0, "finished", 80.0),
+            fake("LARS (no warm-up)", {"optimizer.lr": 1}, 1, "finished", 82.0),
+            fake("LARS (no warm-up)", {"optimizer.lr": 2}, 0, "finished", 99.0, epochs_done=1),
+            fake("LARS (no warm-up)", {"optimizer.lr": 2}, 1, "crashed", 50.0),
+            fake("TVLARS", {"optimizer.lr": 1, "optimizer.lam": 1e-3}, 0, "running", 10.0)]
+    calls = []
+
+    class FakeApi:
+        def runs(self, path: str) -> list[FakeRun]:
+            calls.append(path)
+            return runs
+
+    monkeypatch.setattr(collect_module, "api_factory", FakeApi)
+    df = collect("wandb:me/tvlars")
+    assert calls == ["me/tvlars"]
+    assert list(df["status"]) == ["completed", "completed", "diverged", "failed", "running"]
+    assert df["run_dir"].iloc[0] == "wandb:me/tvlars/r0finished"
+    cell = build_table(spec, df).cells[("LARS (no warm-up)", 512)]
+    assert cell.point == {"optimizer.lr": 1} and cell.mean == pytest.approx(81.0)
+
+    class Broken:
+        def runs(self, path: str) -> list[FakeRun]:
+            raise ValueError("project not found")
+
+    monkeypatch.setattr(collect_module, "api_factory", Broken)
+    from tvlars.errors import UserError
+
+    with pytest.raises(UserError, match="cannot read W&B project me/x"):
+        collect("wandb:me/x")
+
+
+def _make_tables() -> Any:
+    loader = importlib.util.spec_from_file_location("make_tables", ROOT / "scripts" / "make_tables.py")
+    module = importlib.util.module_from_spec(loader)
+    loader.loader.exec_module(module)
+    return module
+
+
+def test_make_tables_cli(spec, runs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    main = _make_tables().main
+    out = tmp_path / "results"
+    assert main(["--table", str(spec.path), "--source", str(runs), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "run(s) of table mini (expected 24)" in printed and "2 unreadable summary.json" in printed
+    assert "| TVLARS |" in printed
+    names = {p.name for p in out.iterdir()}
+    assert {"table.md", "table.tex", "table.csv", "accuracy_vs_epoch.png", "trust_ratio.png", "phi.png"} <= names
+
+    assert main(["--table", "no-such-table", "--source", str(runs)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: no experiment spec")
+    assert main(["--table", str(spec.path), "--source", str(tmp_path / "missing"), "--out", str(out)]) == 2
+    assert capsys.readouterr().err.startswith("error: run source")

@@ -1,0 +1,109 @@
+"""Experiment specs: every spec composes and plans; bad specs fail before launch; smoke sweeps run end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tvlars.errors import UserError
+from tvlars.experiments import EXPERIMENTS_DIR, load_spec, smoke_spec
+from tvlars.sweep import describe, job_file, plan, write_job_files
+
+SPECS = sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", SPECS)
+def test_every_spec_composes_and_prints_its_plan(name: str, tmp_path: Path) -> None:
+    spec = load_spec(name)
+    planned = plan(spec, tmp_path)
+    assert len(planned) == len(spec.jobs()) > 0
+    assert all(p.status == "pending" for p in planned)
+    assert len({p.run_dir for p in planned}) == len(planned), "two jobs of one table share a run directory"
+    text = describe(spec, planned, None, "GPU")
+    assert f"{len(planned)} jobs" in text and "to run" in text
+    budgets = {spec.budget(row) for row in spec.rows}
+    assert len(budgets) == 1 or name.startswith("ablation-lr"), f"unequal tuning budgets {budgets}"
+
+
+def write_spec(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    return path
+
+
+GOOD = """
+title: t
+columns: {key: batch_size, values: [16]}
+seeds: [0]
+rows:
+  - {label: a, overrides: [optimizer=sgd], grid: {optimizer.lr: [0.1]}}
+"""
+
+
+@pytest.mark.parametrize(
+    ("edit", "needle"),
+    [
+        (lambda s: s.replace("optimizer=sgd", "optimizer=nosuch"), "unknown option optimizer=nosuch"),
+        (lambda s: s.replace("[0.1]", "[]"), "grid optimizer.lr has no values for 16"),
+        (lambda s: s + "colour: red\n", "unknown key 'colour'"),
+        (lambda s: s.replace("seeds: [0]", "seeds: []"), "missing or empty 'seeds'"),
+        (lambda s: s.replace("optimizer.lr", "optimizer.lrr"), "optimizer.lrr"),
+        (lambda s: s.replace("[0.1]", "[-1]"), "optimizer.lr must be >= 0"),
+    ],
+)
+def test_bad_specs_fail_before_anything_launches(edit, needle: str, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=needle):
+        plan(load_spec(write_spec(tmp_path, edit(GOOD))), tmp_path / "runs")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_unknown_table_lists_the_known_ones() -> None:
+    with pytest.raises(UserError, match="known tables: .*fmnist-mini"):
+        load_spec("nosuch")
+
+
+def test_per_column_grids_and_extends() -> None:
+    spec = load_spec("cifar10-mini")
+    assert spec.seeds == [0] and "dataset=cifar10" in spec.base
+    tvlars = next(r for r in spec.rows if r.label == "TVLARS")
+    assert tvlars.points(4096) == [{"optimizer.lr": 12, "optimizer.lam": 0.2}, {"optimizer.lr": 20, "optimizer.lam": 0.2}]
+
+
+def test_job_file_reproduces_the_planned_run(tmp_path: Path) -> None:
+    spec = smoke_spec(load_spec("cifar10"), str(tmp_path / "data"))
+    planned = plan(spec, tmp_path / "runs")
+    text = job_file(spec, planned[-1])
+    assert text.startswith("# @package _global_")
+    assert "override /optimizer: tvlars" in text and "row: TVLARS" in text
+    assert write_job_files(spec, planned, tmp_path / "jobs") == len(planned)
+    assert len(list((tmp_path / "jobs" / "sweep_job").glob("*.yaml"))) == len(planned)
+    assert len(json.loads((tmp_path / "jobs" / "plan.json").read_text())) == len(planned)
+
+
+def _reproduce(table: str, launcher: str, runs: Path) -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    import reproduce_table
+
+    assert reproduce_table.main(["--table", table, "--profile", "smoke", "--launcher", launcher,
+                                 "--runs", str(runs)]) == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("table", "launcher"), [("cifar10", "basic"), ("barlow_twins-cifar10", "submitit_local")])
+def test_smoke_sweep_end_to_end_and_idempotent(table: str, launcher: str, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    _reproduce(table, launcher, tmp_path)
+    out_dir = tmp_path / "smoke" / table
+    spec = smoke_spec(load_spec(table), str((tmp_path / "smoke" / "data").resolve()))
+    planned = plan(spec, out_dir)
+    assert {p.status for p in planned} == {"completed"}, [(p.job.row, p.status) for p in planned]
+    table_md = (out_dir / "results" / "table.md").read_text()
+    assert all(row.label in table_md for row in spec.rows)
+    assert (out_dir / "results" / "table.csv").exists() and (out_dir / "results" / "table.tex").exists()
+    capsys.readouterr()
+    _reproduce(table, launcher, tmp_path)  # a second sweep finds everything done and launches nothing
+    assert "to run: 0 jobs" in capsys.readouterr().out

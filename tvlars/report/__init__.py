@@ -1,0 +1,11 @@
+"""Paper tables and figures from run records: :func:`collect` → :func:`build_table` → :func:`write_figures`.
+
+``scripts/make_tables.py`` (``make tables TABLE=<name>``) runs the three and writes ``table.md``,
+``table.tex``, ``table.csv`` and the PNG figures. Nothing here re-runs training or opens checkpoints.
+"""
+
+from tvlars.report.collect import collect
+from tvlars.report.figures import write_figures
+from tvlars.report.tables import Cell, Table, build_table, status_summary
+
+__all__ = ["Cell", "Table", "build_table", "collect", "status_summary", "write_figures"]

@@ -1,0 +1,167 @@
+"""Run records → one pandas row per run, from a directory tree of run directories or a W&B project.
+
+A run is placed in a table by ``config.labels`` (``table``, ``row``, ``column``, ``point``), which jobs
+launched from an experiment spec carry. Nothing here opens checkpoints or re-runs anything.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tvlars.errors import UserError
+
+METRIC_KEYS = ("best_test_top1", "final_test_top1", "best_test_top5", "final_test_top5", "images_per_s",
+               "wall_time_s")
+COLUMNS = ("table", "row", "column", "seed", "point", "status", *METRIC_KEYS, "run_dir", "epochs_completed",
+           "steps_per_epoch", "epochs", "optimizer", "task", "config", "path")
+WANDB_PREFIX = "wandb:"
+
+
+def _default_api() -> Any:
+    import wandb
+
+    return wandb.Api()
+
+
+# Builds the W&B public API client; tests replace it with a fake (no network).
+api_factory: Callable[[], Any] = _default_api
+
+
+def normalize(value: Any) -> Any:
+    """A value in the form used for matching: numbers (and numeric strings) become floats, containers recurse.
+
+    Grid values travel through YAML and Hydra overrides (``1e-3`` may arrive as a string, ``1`` as an int),
+    so runs and specs are compared in this form.
+    """
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    if isinstance(value, Mapping):
+        return {str(k): normalize(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [normalize(v) for v in value]
+    return str(value)
+
+
+def point_key(point: Mapping[str, Any] | None) -> str:
+    """Canonical JSON of a grid point (sorted keys, normalized values)."""
+    return json.dumps(normalize(dict(point or {})), sort_keys=True)
+
+
+def _number(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _int_or_none(value: Any) -> int | None:
+    number = _number(value)
+    return int(number) if math.isfinite(number) else None
+
+
+def _target(config: Mapping[str, Any], group: str) -> str | None:
+    node = config.get(group)
+    return node.get("_target_") if isinstance(node, Mapping) else None
+
+
+def _row(summary: Mapping[str, Any], config: Mapping[str, Any], status: str, run_dir: str, path: str) -> dict:
+    labels = config.get("labels") if isinstance(config.get("labels"), Mapping) else {}
+    seed = summary.get("seed", config.get("seed"))
+    return {
+        "table": labels.get("table"), "row": labels.get("row"), "column": labels.get("column"),
+        "seed": _int_or_none(seed), "point": point_key(labels.get("point")) if "point" in labels else None,
+        "status": status, **{k: _number(summary.get(k)) for k in METRIC_KEYS}, "run_dir": run_dir,
+        "epochs_completed": _int_or_none(summary.get("epochs_completed")),
+        "steps_per_epoch": _int_or_none(summary.get("steps_per_epoch")), "epochs": _int_or_none(config.get("epochs")),
+        "optimizer": _target(config, "optimizer"), "task": _target(config, "task"), "config": dict(config),
+        "path": path,
+    }
+
+
+def _corrupt(path: str, run_dir: str) -> dict:
+    return {**dict.fromkeys(COLUMNS), **dict.fromkeys(METRIC_KEYS, math.nan), "status": "corrupt",
+            "run_dir": run_dir, "path": path, "config": {}}
+
+
+def _is_linear_eval(summary_path: Path) -> bool:
+    """The offline linear evaluation inside an SSL run: its parent run's summary already holds its metrics."""
+    parent = summary_path.parent
+    return parent.name == "linear_eval" and (parent.parent / "summary.json").exists()
+
+
+def _from_directory(root: Path) -> list[dict]:
+    rows = []
+    for path in sorted(root.rglob("summary.json")):
+        if _is_linear_eval(path):
+            continue
+        try:
+            summary = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            summary = None
+        if not isinstance(summary, dict):
+            rows.append(_corrupt(str(path), str(path.parent)))
+            continue
+        config = summary.get("config") if isinstance(summary.get("config"), dict) else {}
+        rows.append(_row(summary, config, str(summary.get("status", "unknown")), str(path.parent), str(path)))
+    return rows
+
+
+def _wandb_status(state: str, summary: Mapping[str, Any], config: Mapping[str, Any]) -> str:
+    """W&B keeps the exit state, not our status string: a finished run that stopped short diverged."""
+    state = state.lower()
+    if state in ("running", "pending"):
+        return "running"
+    if state != "finished":
+        return "failed"
+    done, planned = _number(summary.get("epochs_completed")), _number(config.get("epochs"))
+    return "diverged" if done < planned else "completed"
+
+
+def _from_wandb(path: str, runs: Iterable[Any]) -> list[dict]:
+    rows = []
+    for run in runs:
+        config = dict(run.config or {})  # nested, as logged (the resolved run config)
+        raw = run.summary
+        summary = {key[len("summary/"):]: raw.get(key) for key in raw.keys() if str(key).startswith("summary/")}
+        status = _wandb_status(str(getattr(run, "state", "finished")), summary, config)
+        run_dir = f"{WANDB_PREFIX}{path}/{run.id}"
+        rows.append(_row(summary, config, status, run_dir, run_dir))
+    return rows
+
+
+def collect(source: str | Path) -> pd.DataFrame:
+    """One row per run found in ``source`` (a directory searched recursively, or ``wandb:<entity>/<project>``).
+
+    Unreadable ``summary.json`` files give a row with ``status="corrupt"``; missing keys give NaN/None.
+    Raises :class:`UserError` when the source itself cannot be read.
+    """
+    text = str(source)
+    if text.startswith(WANDB_PREFIX):
+        project = text[len(WANDB_PREFIX):].strip("/")
+        if project.count("/") != 1:
+            raise UserError(f"W&B source must be wandb:<entity>/<project> (got {text!r})")
+        try:
+            rows = _from_wandb(project, api_factory().runs(project))
+        except Exception as exc:  # noqa: BLE001 - network, auth and lookup errors all mean "cannot read"
+            raise UserError(f"cannot read W&B project {project} ({type(exc).__name__}: {exc}); "
+                            "check the name and `wandb login`") from None
+    else:
+        root = Path(source)
+        if not root.is_dir():
+            raise UserError(f"run source {root} is not a directory; run `make reproduce-table` first, or pass "
+                            "--source <runs dir> or wandb:<entity>/<project>")
+        rows = _from_directory(root)
+    return pd.DataFrame(rows, columns=list(COLUMNS))

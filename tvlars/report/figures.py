@@ -1,0 +1,233 @@
+"""Figures of a table from its run records (PNG, matplotlib's Agg canvas; no pyplot state).
+
+Each function writes its figure only when the records hold data for it and returns the paths written.
+Per-epoch curves and trust ratios are read from local run directories (``metrics.jsonl``, ``trust.jsonl``);
+runs collected from W&B have none, and only ``phi.png`` (from their configs) is drawn for them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from tvlars.experiments import Spec
+from tvlars.report.collect import normalize
+from tvlars.report.tables import Table, column_header, format_value
+
+# metrics.jsonl key -> y label; SSL pre-training rows have only the online probe (the linear eval runs after).
+CURVE_KEYS = {"test_top1": "test top-1 (%)", "test_probe_top1": "online-probe test top-1 (%)"}
+TVLARS_TARGETS = {"tvlars", "tvlars_from_epochs"}  # last component of optimizer._target_
+
+
+def phi(t: np.ndarray, lam: float, alpha: float, delay_steps: float, gamma_min: float) -> np.ndarray:
+    """TVLARS's multiplier ``φ(t) = 1 / (α + exp(λ (t − d))) + γ_min`` at optimizer steps ``t`` (as the optimizer)."""
+    with np.errstate(over="ignore"):
+        return 1.0 / (alpha + np.exp(lam * (np.asarray(t, dtype=float) - delay_steps))) + gamma_min
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Rows of a JSONL file; a missing file gives none and a torn line (killed run) is skipped."""
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+def _grid(count: int, height: float = 3.3) -> tuple[Figure, list[Axes]]:
+    ncols = min(count, 3)
+    nrows = math.ceil(count / ncols)
+    fig = Figure(figsize=(max(4.4 * ncols, 6.0), height * nrows), layout="constrained")
+    axes = list(fig.subplots(nrows, ncols, squeeze=False).ravel())
+    for ax in axes[count:]:
+        ax.set_visible(False)
+    return fig, axes[:count]
+
+
+def _colours(spec: Spec) -> dict[str, Any]:
+    palette = [f"C{i}" for i in range(10)]
+    return {row.label: palette[i % len(palette)] for i, row in enumerate(spec.rows)}
+
+
+def _save(fig: Figure, axes: list[Axes], ylabel: str, title: str, path: Path, shared_legend: bool = True) -> list[Path]:
+    """Label, mark empty panels, add one legend for the figure (every row once) unless panels have their own,
+    and write the PNG."""
+    legend: dict[str, Any] = {}
+    for ax in axes:
+        handles, labels = ax.get_legend_handles_labels()
+        legend |= {label: handle for handle, label in zip(handles, labels, strict=True) if label not in legend}
+        if not handles:
+            ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center", va="center", color="grey")
+    axes[0].set_ylabel(ylabel)
+    if shared_legend:
+        fig.legend(legend.values(), legend.keys(), loc="outside lower center", ncols=min(len(legend), 4),
+                   fontsize="small")
+    fig.suptitle(title)
+    fig.savefig(path, dpi=120)
+    return [path]
+
+
+# ------------------------------------------------------------------------------------------ accuracy vs epoch
+def _accuracy_curve(run_dir: str) -> tuple[str, pd.Series] | None:
+    rows = _read_jsonl(Path(run_dir) / "metrics.jsonl")
+    for key in CURVE_KEYS:
+        points = {int(r["epoch"]): float(r[key]) for r in rows if "epoch" in r and isinstance(r.get(key), int | float)}
+        if points:
+            return key, pd.Series(points).sort_index()
+    return None
+
+
+def accuracy_vs_epoch(spec: Spec, table: Table, out_dir: Path) -> list[Path]:
+    """``accuracy_vs_epoch.png``: per column, each row's selected grid point, test top-1 per epoch (seed mean)."""
+    fig, axes = _grid(len(spec.columns))
+    colours, keys = _colours(spec), set()
+    for ax, column in zip(axes, spec.columns, strict=True):
+        for row in spec.rows:
+            curves = [c for c in map(_accuracy_curve, table.cells[(row.label, column)].runs) if c]
+            if not curves:
+                continue
+            keys.update(key for key, _ in curves)
+            mean = pd.concat([series for _, series in curves], axis=1).mean(axis=1)
+            ax.plot(mean.index, mean.values, marker="." if len(mean) < 30 else None, color=colours[row.label],
+                    label=row.label)
+        ax.set_title(column_header(spec, column))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    if not keys:
+        return []
+    for ax in axes:
+        ax.set_xlabel("pre-training epoch" if keys == {"test_probe_top1"} else "epoch")
+    return _save(fig, axes, " / ".join(CURVE_KEYS[k] for k in CURVE_KEYS if k in keys),
+                 f"{spec.name}: selected grid point per cell, mean over seeds", out_dir / "accuracy_vs_epoch.png")
+
+
+# ------------------------------------------------------------------------------------------ trust ratio
+def _trust_quantiles(run_dir: str) -> pd.DataFrame | None:
+    """Per logged step, the 10/50/90 % quantiles over adapting layers of the trust ratio (positive values)."""
+    rows = [r for r in _read_jsonl(Path(run_dir) / "trust.jsonl") if "step" in r and "trust_ratio" in r]
+    try:
+        matrix = np.array([r["trust_ratio"] for r in rows], dtype=float)
+    except (TypeError, ValueError):  # ragged or non-numeric rows
+        return None
+    if matrix.ndim != 2 or not matrix.size:
+        return None
+    # Non-adapting tensors (biases, norm weights) get ratio 1 at every step: they would flatten the band.
+    adapting = ~np.all((matrix == 1.0) | ~np.isfinite(matrix), axis=0)
+    values = np.where(matrix > 0, matrix, np.nan)[:, adapting]
+    if not values.size:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # steps where every value is NaN
+        q10, q50, q90 = np.nanquantile(values, [0.1, 0.5, 0.9], axis=1)
+    return pd.DataFrame({"q10": q10, "q50": q50, "q90": q90}, index=[int(r["step"]) for r in rows])
+
+
+def trust_ratio(spec: Spec, table: Table, out_dir: Path) -> list[Path]:
+    """``trust_ratio.png``: per column, median over layers of the trust ratio vs step and its 10–90 % band."""
+    fig, axes = _grid(len(spec.columns))
+    colours, drawn = _colours(spec), False
+    for ax, column in zip(axes, spec.columns, strict=True):
+        for row in spec.rows:
+            frames = [q for q in map(_trust_quantiles, table.cells[(row.label, column)].runs) if q is not None]
+            if not frames:
+                continue
+            mean = pd.concat(frames).groupby(level=0).mean().dropna()
+            ax.plot(mean.index, mean["q50"], color=colours[row.label], label=row.label)
+            ax.fill_between(mean.index, mean["q10"], mean["q90"], color=colours[row.label], alpha=0.2, linewidth=0)
+            drawn = True
+        ax.set_title(column_header(spec, column))
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3, which="both")
+        if ax.has_data():
+            ax.set_yscale("log")
+    if not drawn:
+        return []
+    return _save(fig, axes, "trust ratio (layer median, 10–90 %)",
+                 f"{spec.name}: trust ratio of adapting layers (selected runs, seed mean)",
+                 out_dir / "trust_ratio.png")
+
+
+# ------------------------------------------------------------------------------------------ phi
+def _phi_params(run: Any) -> dict[str, float] | None:
+    """φ's parameters from a TVLARS run's resolved config, or ``None`` if it is not one or they are missing."""
+    optimizer = run.config.get("optimizer") if isinstance(run.config, dict) else None
+    if not isinstance(optimizer, dict) or str(optimizer.get("_target_", "")).rsplit(".", 1)[-1].lower() \
+            not in TVLARS_TARGETS:
+        return None
+    spe, epochs = run.steps_per_epoch, run.epochs
+    if pd.isna(spe) or pd.isna(epochs) or spe < 1 or epochs < 1:
+        return None
+    try:  # the delay in steps as the optimizer computes it (tvlars_from_epochs rounds delay_epochs × steps/epoch)
+        delay = (float(optimizer["delay_steps"]) if "delay_steps" in optimizer
+                 else round(float(optimizer["delay_epochs"]) * spe))
+        return {"lam": float(optimizer["lam"]), "alpha": float(optimizer["alpha"]),
+                "gamma_min": float(optimizer["gamma_min"]), "delay": float(delay), "steps_per_epoch": int(spe),
+                "epochs": int(epochs)}
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _label(row: str, params: dict[str, float], varying: Sequence[str], several_rows: bool) -> str:
+    names = {"lam": "λ", "alpha": "α", "gamma_min": "γ_min", "delay": "d"}
+    text = ", ".join(f"{names[k]}={format_value(params[k])}" for k in ("lam", *varying))
+    return f"{row}: {text}" if several_rows else text
+
+
+def phi_curves(spec: Spec, table: Table, df: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """``phi.png``: φ(t) of every TVLARS configuration in the table, per column, x in epochs."""
+    runs = df[(df["table"] == spec.name) & df["row"].isin([r.label for r in spec.rows])]
+    curves: dict[Any, dict[tuple, tuple[str, dict[str, float], bool]]] = {}
+    for run in runs.itertuples(index=False):
+        params = _phi_params(run)
+        column = next((c for c in spec.columns if normalize(c) == normalize(run.column)), None)
+        if params is None or column is None:
+            continue
+        key = (run.row, *params.values())
+        selected = run.run_dir in table.cells[(run.row, column)].runs
+        previous = curves.setdefault(column, {}).get(key)
+        curves[column][key] = (run.row, params, selected or bool(previous and previous[2]))
+    if not curves:
+        return []
+    columns = [c for c in spec.columns if c in curves]
+    fig, axes = _grid(len(columns))
+    for ax, column in zip(axes, columns, strict=True):
+        entries = sorted(curves[column].values(), key=lambda e: (e[0], e[1]["lam"]))
+        varying = [k for k in ("alpha", "gamma_min", "delay") if len({e[1][k] for e in entries}) > 1]
+        several_rows = len({e[0] for e in entries}) > 1
+        for row, params, selected in entries:
+            spe = params["steps_per_epoch"]
+            steps = np.unique(np.linspace(1, params["epochs"] * spe, 2000).round())
+            label = _label(row, params, varying, several_rows) + (" (selected)" if selected else "")
+            ax.plot(steps / spe, phi(steps, params["lam"], params["alpha"], params["delay"], params["gamma_min"]),
+                    linewidth=2.2 if selected else 1.0, linestyle="-" if selected else "--", label=label)
+        spes = {e[1]["steps_per_epoch"] for e in entries}
+        suffix = f" ({spes.pop()} steps/epoch)" if len(spes) == 1 else ""
+        ax.set_title(column_header(spec, column) + suffix)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="x-small")
+    return _save(fig, axes, "φ(t)", f"{spec.name}: TVLARS multiplier φ(t) = 1/(α + exp(λ(t − d))) + γ_min",
+                 out_dir / "phi.png", shared_legend=False)
+
+
+def write_figures(spec: Spec, table: Table, df: pd.DataFrame, out_dir: str | Path) -> list[Path]:
+    """All figures of ``table`` that the records support, written into ``out_dir``; returns their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return [*accuracy_vs_epoch(spec, table, out), *trust_ratio(spec, table, out), *phi_curves(spec, table, df, out)]
