@@ -8,6 +8,7 @@ exit code 2 before training starts; a diverged run ends with status ``diverged``
 from __future__ import annotations
 
 import logging
+import multiprocessing as mp
 import os
 import platform
 import re
@@ -92,7 +93,9 @@ def make_loaders(cfg: DictConfig, dist: DistInfo, train_set: Any, test_set: Any)
         cores = max(1, (os.cpu_count() or 1) // dist.world_size)
         workers = min(8 if dist.device.type == "cuda" else 1, cores - 1) if cores > 1 else 0
     # Workers are not persistent: each epoch draws their seeds from the per-epoch reseeded RNG (exact resume).
-    common = {"num_workers": workers, "pin_memory": dist.device.type == "cuda"}
+    # They fork where possible, so nothing is pickled, also inside launcher worker processes (joblib's loky).
+    context = mp.get_context("fork") if workers and "fork" in mp.get_all_start_methods() else None
+    common = {"num_workers": workers, "pin_memory": dist.device.type == "cuda", "multiprocessing_context": context}
     sampler = DistributedSampler(train_set, num_replicas=dist.world_size, rank=dist.rank, shuffle=True,
                                  seed=cfg.seed, drop_last=True)
     train = DataLoader(train_set, batch_size=per_device, sampler=sampler, drop_last=True, **common)
