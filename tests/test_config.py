@@ -115,3 +115,8 @@ def test_cli_prints_one_error_line_and_exits_2(tmp_path: Path) -> None:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: CIFAR-10 not found"), result.stderr
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_closure_optimizers_refuse_compile() -> None:
+    with pytest.raises(UserError, match="compile=true cannot be used with optimizer"):
+        validate(compose_config(["optimizer=cdat", "compile=true"]))

@@ -122,7 +122,7 @@ def test_resumed_run_continues_the_same_wandb_run(tiny_cfg, tmp_path: Path) -> N
     assert second["logger_id"] == first["logger_id"]
 
 
-@pytest.mark.parametrize("optimizer", ["lars", "tvlars", "lamb", "lambc"])
+@pytest.mark.parametrize("optimizer", ["lars", "tvlars", "lamb", "lamb_official", "lambc"])
 def test_trust_ratio_statistics_are_recorded(optimizer: str, tiny_cfg, tmp_path: Path) -> None:
     run(tiny_cfg(f"optimizer={optimizer}", "log_trust_every=2", "epochs=1"))
     header, *rows = read_jsonl(tmp_path / "run" / "trust.jsonl")

@@ -156,6 +156,9 @@ def validate(cfg: DictConfig, world_size: int = 1) -> None:
     check_target(cfg.optimizer, "optimizer", provided=("steps_per_epoch", "total_steps"))
     check_target(cfg.schedule, "schedule", provided=("base_lr", "steps_per_epoch", "total_steps"))
     check_target(cfg.logger, "logger", provided=("run_dir",))
+    if cfg.compile and getattr(get_object(cfg.optimizer._target_), "needs_closure", False):
+        raise UserError(f"compile=true cannot be used with optimizer {cfg.optimizer._target_}: it differentiates "
+                        "through the loss twice, which torch.compile does not support; set compile=false")
 
 
 def resolved_lr(cfg: DictConfig) -> float:

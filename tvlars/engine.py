@@ -251,7 +251,8 @@ class Engine:
             state.train_images += images
             state.train_time_s += train_time
             row: dict[str, Any] = {"epoch": epoch + 1, "step": state.step, "lr": self.schedule.lr(state.step - 1),
-                                   **train_metrics, "epoch_time_s": train_time, "train_images_per_s": images / train_time}
+                                   **train_metrics, "epoch_time_s": train_time,
+                                   "train_images_per_s": images / train_time}
             if (epoch + 1) % opts.eval_every == 0 or epoch + 1 == opts.epochs:
                 row |= self.evaluate()
             state.epoch = epoch + 1

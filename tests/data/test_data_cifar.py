@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from tvlars.data import DataBundle, load_cifar10, load_cifar100
 from tvlars.data.fake import (
     CIFAR10_CLASSES,
     class_colour,
@@ -19,7 +20,6 @@ from tvlars.data.fake import (
     write_fake_cifar100,
     write_fake_imagefolder,
 )
-from tvlars.data import DataBundle, load_cifar10, load_cifar100
 from tvlars.errors import UserError
 
 

@@ -10,8 +10,8 @@ import pytest
 from hydra.utils import get_object, instantiate
 from omegaconf import OmegaConf
 
-from tvlars.data.fake import write_fake_cifar10, write_fake_cifar100, write_fake_tinyimagenet
 from tvlars.data import DataBundle, classification_transforms
+from tvlars.data.fake import write_fake_cifar10, write_fake_cifar100, write_fake_tinyimagenet
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "dataset"
 NAMES = ["fashion_mnist", "cifar10", "cifar100", "tinyimagenet", "imagenet", "synthetic"]

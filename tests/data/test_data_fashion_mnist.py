@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tvlars.data.fake import fake_label, fake_pixels, write_fake_fashion_mnist
 from tvlars.data import load_fashion_mnist
+from tvlars.data.fake import fake_label, fake_pixels, write_fake_fashion_mnist
 from tvlars.errors import UserError
 
 SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")

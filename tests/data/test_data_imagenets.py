@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tvlars.data.fake import FAKE_WNIDS, class_colour, write_fake_imagefolder, write_fake_tinyimagenet
 from tvlars.data import load_imagenet, load_tinyimagenet
+from tvlars.data.fake import FAKE_WNIDS, class_colour, write_fake_imagefolder, write_fake_tinyimagenet
 from tvlars.errors import UserError
 
 

@@ -1,13 +1,15 @@
 """Optimizers (one per file) and the paper's parameter groups.
 
 ``LARS``, ``TVLARS``, ``LAMB`` and ``LAMBC`` share one trust-ratio core (:mod:`tvlars.optim._trust`);
-each exposes the per-tensor observables of its last step through ``trust_stats()``.
+each exposes the per-tensor observables of its last step through ``trust_stats()``. ``CDAT`` wraps the
+direction of SGD, LARS or LAMB with a curvature-aware step size.
 """
 
+from tvlars.optim.cdat import CDAT
 from tvlars.optim.groups import param_groups
 from tvlars.optim.lamb import LAMB
 from tvlars.optim.lambc import LAMBC
 from tvlars.optim.lars import LARS
 from tvlars.optim.tvlars import TVLARS
 
-__all__ = ["LAMB", "LAMBC", "LARS", "TVLARS", "param_groups"]
+__all__ = ["CDAT", "LAMB", "LAMBC", "LARS", "TVLARS", "param_groups"]

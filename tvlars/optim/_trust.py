@@ -17,7 +17,9 @@ Two pieces live here:
 
 A subclass implements ``_update_group`` (the multi-tensor update of one group, returning its
 observables) and ``_trust_options`` (the keyword arguments of :func:`trust_ratio` for one group).
-Groups with ``adapt=False`` get ``r = 1`` without consulting ``_trust_options``.
+Groups with ``adapt=False`` get ``r = 1`` without consulting ``_trust_options``. ``_update_group`` writes
+the parameters only through ``_apply``, so :meth:`TrustRatioOptimizer.direction` can return the update
+direction instead of applying it (a step-size tuner wrapped around the optimizer, :class:`tvlars.optim.CDAT`).
 """
 
 from __future__ import annotations
@@ -130,6 +132,7 @@ class TrustRatioOptimizer(Optimizer):
         self._check_hyperparameters(defaults)
         super().__init__(params, defaults)
         self._reset_observables()
+        self._directions: list[Tensor] | None = None  # a list while :meth:`direction` runs
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # Also runs in ``load_state_dict``: the observables of an earlier step no longer apply.
@@ -158,6 +161,17 @@ class TrustRatioOptimizer(Optimizer):
         raise NotImplementedError
 
     # --- helpers -------------------------------------------------------------------------------
+    def _apply(self, params: list[Tensor], directions: list[Tensor], scales: list[Tensor] | tuple[Tensor, ...] | None,
+               lr: float) -> None:
+        """``w ← w − lr · s · d`` for each tensor (``scales=None``: ``s = 1``); inside :meth:`direction`,
+        record ``s · d`` instead. The only place ``_update_group`` writes the parameters."""
+        if self._directions is not None:
+            self._directions.extend(directions if scales is None else torch._foreach_mul(directions, scales))
+        elif scales is None:
+            torch._foreach_add_(params, directions, alpha=-lr)
+        else:
+            torch._foreach_addcmul_(params, directions, scales, value=-lr)
+
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
         self._check_hyperparameters(self.param_groups[-1])
@@ -212,6 +226,24 @@ class TrustRatioOptimizer(Optimizer):
             rows = self._update_group(group, params, grads).float()
             self._stats.append((size, rows, None if len(positions) == size else positions))
         return loss
+
+    @torch.no_grad()
+    def direction(self) -> list[Tensor | None]:
+        """Everything :meth:`step` does with the current ``.grad`` except writing the parameters.
+
+        The state advances as in :meth:`step` (momentum buffers, moments, step counts) and
+        :meth:`trust_stats` describes this step. Returns, for every parameter in ``param_groups`` order,
+        the descent direction ``D`` for which :meth:`step` would have done ``w ← w − lr · D`` (``None``
+        for a parameter without gradient); the groups' ``lr`` is not used. A ``D`` may be a state buffer
+        of the optimizer (LARS's momentum): read it, do not modify it.
+        """
+        self._directions = []
+        try:
+            self.step()
+            captured = iter(self._directions)
+        finally:
+            self._directions = None
+        return [None if p.grad is None else next(captured) for group in self.param_groups for p in group["params"]]
 
     def trust_stats(self) -> dict[str, Tensor]:
         """Per-tensor observables of the last :meth:`step`, as device tensors (no host sync).

@@ -121,5 +121,5 @@ class LAMB(TrustRatioOptimizer):
             torch._foreach_addcmul_(directions, params, [wd / scale] * len(params))
         update_norm = batched_norms(directions) * scale
         trust = self._trust(group, weight_norm, update_norm)
-        torch._foreach_addcmul_(params, directions, (trust * scale).unbind(), value=-lr)
+        self._apply(params, directions, (trust * scale).unbind(), lr)
         return torch.stack([trust, weight_norm, update_norm])

@@ -79,17 +79,17 @@ class LARS(TrustRatioOptimizer):
         ratio = self._trust(group, weight_norm, update_norm)
         ratios = ratio.unbind()
         if momentum == 0:
-            torch._foreach_addcmul_(params, updates, ratios, value=-lr)
+            self._apply(params, updates, ratios, lr)
         elif group["nesterov"]:
             bufs = self._buffers(params, "momentum_buffer")
             scaled = torch._foreach_mul(updates, ratios)
             torch._foreach_mul_(bufs, momentum)
             torch._foreach_add_(bufs, scaled)
             torch._foreach_add_(scaled, bufs, alpha=momentum)
-            torch._foreach_add_(params, scaled, alpha=-lr)
+            self._apply(params, scaled, None, lr)
         else:
             bufs = self._buffers(params, "momentum_buffer")
             torch._foreach_mul_(bufs, momentum)
             torch._foreach_addcmul_(bufs, updates, ratios)
-            torch._foreach_add_(params, bufs, alpha=-lr)
+            self._apply(params, bufs, None, lr)
         return torch.stack([ratio, weight_norm, update_norm])

@@ -1,6 +1,7 @@
 """Learning-rate schedules: pure functions of the global step (plus saved state)."""
 
+from tvlars.schedules.autowu import AutoWU
 from tvlars.schedules.base import Constant, Schedule
 from tvlars.schedules.warmup_cosine import WarmupCosine
 
-__all__ = ["Constant", "Schedule", "WarmupCosine"]
+__all__ = ["AutoWU", "Constant", "Schedule", "WarmupCosine"]

@@ -63,7 +63,8 @@ class LinearEval(Classification):
     def __init__(self, backbone: str | None = None, device: Any = "cpu") -> None:
         super().__init__(label_smoothing=0.0)
         if not backbone:
-            raise UserError("task=linear_eval needs backbone=<path to backbone.pt> (written by an SSL pre-training run)")
+            raise UserError("task=linear_eval needs backbone=<path to backbone.pt> "
+                            "(written by an SSL pre-training run)")
         self.backbone_path, self.device = backbone, torch.device(device)
         self.num_features = 0
 
