@@ -1,6 +1,6 @@
 """`make bench`: the training loop's images/s next to a bare PyTorch loop (same model, data and loader), then
-the optimizer step costs (scripts/bench_optim.py). Ratios are measured in one run; absolute numbers depend on
-the machine.
+the optimizer step costs (scripts/bench_optim.py) and CDAT's step against its base (scripts/bench_cdat.py).
+Ratios are measured in one run; absolute numbers depend on the machine.
 
     python scripts/bench.py [--batch-size 512] [--images 8192] [--width 0.25] [--repeats 3] [hydra overrides...]
 """
@@ -89,9 +89,11 @@ def main() -> None:
     args = parser.parse_args()
     bench_loop(args)
     if not args.skip_optim:
+        import bench_cdat
         import bench_optim
 
         bench_optim.main([])
+        bench_cdat.main([])
 
 
 if __name__ == "__main__":
