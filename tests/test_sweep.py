@@ -68,8 +68,8 @@ def test_per_column_grids_and_extends() -> None:
     spec = load_spec("cifar10-mini")
     assert spec.seeds == [0] and "dataset=cifar10" in spec.base
     tvlars = next(r for r in spec.rows if r.label == "TVLARS")
-    assert tvlars.points(4096) == [{"optimizer.lr": 12, "optimizer.lam": 0.2},
-                                   {"optimizer.lr": 20, "optimizer.lam": 0.2}]
+    assert tvlars.points(4096) == [{"optimizer.lr": 12, "optimizer.lam": 1.0},
+                                   {"optimizer.lr": 20, "optimizer.lam": 1.0}]
 
 
 def test_job_file_reproduces_the_planned_run(tmp_path: Path) -> None:
