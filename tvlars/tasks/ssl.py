@@ -19,7 +19,6 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from lightly.models.modules.heads import BarlowTwinsProjectionHead, SimCLRProjectionHead
 from torch import Tensor, nn
 from torch.distributed.nn.functional import all_gather
 from torch.utils.data import Dataset
@@ -154,6 +153,8 @@ class BarlowTwins(SelfSupervised):
         self.lambd = lambd
 
     def projector(self, in_dim: int) -> nn.Module:
+        from lightly.models.modules.heads import BarlowTwinsProjectionHead  # ~1 s import: only when needed
+
         return BarlowTwinsProjectionHead(in_dim, self.hidden, self.out)
 
     def loss(self, z1: Tensor, z2: Tensor) -> Tensor:
@@ -174,6 +175,8 @@ class SimCLR(SelfSupervised):
         self.temperature = temperature
 
     def projector(self, in_dim: int) -> nn.Module:
+        from lightly.models.modules.heads import SimCLRProjectionHead  # ~1 s import: only when needed
+
         return SimCLRProjectionHead(in_dim, self.hidden, self.out)
 
     def loss(self, z1: Tensor, z2: Tensor) -> Tensor:
