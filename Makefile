@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed
 .PHONY: help install test test-fast lint bench train reproduce-table tables clean
 
 TABLE    ?= fmnist-mini
-LAUNCHER ?= basic
+LAUNCHER ?= joblib
 PROFILE  ?= full
 
 help:  ## list targets
@@ -36,7 +36,7 @@ bench: $(STAMP)  ## throughput of the loop vs a bare PyTorch loop, and optimizer
 train: $(STAMP)  ## one run; pass Hydra overrides with ARGS="dataset=cifar10 optimizer=lars ..."
 	$(PYTHON) -m tvlars.train $(ARGS)
 
-reproduce-table: $(STAMP)  ## sweep TABLE (LAUNCHER=basic|joblib|submitit_local|submitit_slurm, PROFILE=full|smoke) → results/
+reproduce-table: $(STAMP)  ## sweep TABLE (LAUNCHER=joblib|basic|submitit_local|submitit_slurm, PROFILE=full|smoke) → results/
 	$(PYTHON) scripts/reproduce_table.py --table $(TABLE) --launcher $(LAUNCHER) --profile $(PROFILE) $(ARGS)
 
 tables: $(STAMP)  ## rebuild results/TABLE from existing records (SOURCE=runs/TABLE or wandb:<entity>/<project>)

@@ -10,6 +10,7 @@ sweep. `--profile smoke` shrinks any table to minutes on fake data in the real o
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -51,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", choices=("full", "smoke"), default="full")
     parser.add_argument("--runs", default="runs", help="root of the run directories")
     parser.add_argument("--results", default="results", help="root of the generated tables")
-    parser.add_argument("--jobs", type=int, default=2, help="parallel jobs for --launcher joblib")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                        help="parallel jobs for --launcher joblib (default: one per core, one thread each)")
     parser.add_argument("--gpus-per-node", type=int, default=1,
                         help="SLURM: GPUs (= DDP processes) per run for --launcher submitit_slurm")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and stop")
@@ -75,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         return 0
     pending = write_job_files(spec, planned, out_dir / "jobs")
+    if pending and args.launcher == "joblib":  # parallel jobs share the cores instead of oversubscribing them
+        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.jobs)))
     if pending:
         code = launch(out_dir / "jobs", args.launcher, launcher_defaults(args) + args.launcher_args,
                       out_dir / "multirun")
