@@ -24,7 +24,7 @@ def test_every_spec_composes_and_prints_its_plan(name: str, tmp_path: Path) -> N
     text = describe(spec, planned, None, "GPU")
     assert f"{len(planned)} jobs" in text and "to run" in text
     budgets = {spec.budget(row) for row in spec.rows}
-    assert len(budgets) == 1 or name.startswith("ablation-lr"), f"unequal tuning budgets {budgets}"
+    assert len(budgets) == 1, f"unequal tuning budgets {budgets}"
 
 
 def write_spec(tmp_path: Path, text: str) -> Path:
