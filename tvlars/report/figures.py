@@ -148,7 +148,8 @@ def trust_ratio(spec: Spec, table: Table, out_dir: Path) -> list[Path]:
             if not frames:
                 continue
             mean = pd.concat(frames).groupby(level=0).mean().dropna()
-            ax.plot(mean.index, mean["q50"], color=colours[row.label], label=row.label)
+            ax.plot(mean.index, mean["q50"], marker="." if len(mean) < 30 else None, color=colours[row.label],
+                    label=row.label)
             ax.fill_between(mean.index, mean["q10"], mean["q90"], color=colours[row.label], alpha=0.2, linewidth=0)
             drawn = True
         ax.set_title(column_header(spec, column))
