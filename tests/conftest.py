@@ -48,9 +48,12 @@ def tiny_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
     return make
 
 
-def run_cli(args: list[str], env: dict[str, str] | None = None, timeout: float = 300,
-            module: str = "tvlars.train") -> subprocess.CompletedProcess[str]:
+def cli_env() -> dict[str, str]:
+    """Environment of CLI subprocesses in tests: no W&B, one thread each."""
+    return {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+
+
+def run_cli(args: list[str], timeout: float = 300, module: str = "tvlars.train") -> subprocess.CompletedProcess[str]:
     """Run ``python -m tvlars.train ARGS`` in a subprocess from the repo root."""
-    full_env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=full_env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=cli_env(), capture_output=True,
                           text=True, timeout=timeout)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import os
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, run_cli, tiny
+from conftest import ROOT, cli_env, run_cli, tiny
 
 pytestmark = pytest.mark.slow
 
@@ -21,18 +21,15 @@ ARGS = tiny("model=mlp", "model.hidden=[32]", "epochs=1", "batch_size=64", "eval
 def test_two_processes_match_one(tmp_path: Path) -> None:
     single = run_cli([*ARGS, f"run_dir={tmp_path / 'one'}"])
     assert single.returncode == 0, single.stderr
-    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
     double = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "tvlars.train",
-         *ARGS, f"run_dir={tmp_path / 'two'}"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+         *ARGS, f"run_dir={tmp_path / 'two'}"], cwd=ROOT, env=cli_env(), capture_output=True, text=True, timeout=300)
     assert double.returncode == 0, double.stderr[-3000:]
     one = torch.load(tmp_path / "one" / "checkpoint.pt", weights_only=False)
     two = torch.load(tmp_path / "two" / "checkpoint.pt", weights_only=False)
     assert one["train_state"]["step"] == two["train_state"]["step"] == 4
     for name, tensor in one["model"].items():
         torch.testing.assert_close(two["model"][name], tensor, rtol=1e-5, atol=1e-5, msg=name)
-    import json
-
     s1, s2 = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("one", "two"))
     assert s2["world_size"] == 2
     # evaluation covers the whole test set on both, reduced across ranks

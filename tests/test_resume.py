@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -11,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_cli, tiny
+from conftest import ROOT, cli_env, run_cli, tiny
 
 from tvlars.records import read_jsonl
 
@@ -29,8 +28,7 @@ def test_sigkill_then_rerun_equals_uninterrupted(tmp_path: Path) -> None:
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     assert run_cli([*ARGS, f"run_dir={straight}"]).returncode == 0
 
-    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "tvlars.train", *ARGS, f"run_dir={killed}"], cwd=ROOT, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "tvlars.train", *ARGS, f"run_dir={killed}"], cwd=ROOT, env=cli_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while not (killed / "checkpoint.pt").exists() and proc.poll() is None and time.time() < deadline:
