@@ -31,6 +31,16 @@ class TwoViews:
         return self.first(img), self.second(img)
 
 
+def blur_kernel_size(image_size: int) -> int:
+    """The views' Gaussian blur kernel: about a tenth of the image side, odd, at least 3."""
+    return max(3, (image_size // 10) | 1)
+
+
+def jitter_strengths(jitter: float, color: bool) -> tuple[float, float, float, float]:
+    """ColorJitter's ``(brightness, contrast, saturation, hue)``; brightness and contrast only in one channel."""
+    return (jitter, jitter, jitter / 2, jitter / 4) if color else (jitter, jitter, 0.0, 0.0)
+
+
 def view_transform(info: DatasetInfo, blur: float, solarize: float, min_scale: float = 0.08,
                    jitter: float = 0.4, jitter_prob: float = 0.8, grayscale_prob: float = 0.2) -> v2.Compose:
     """One augmented view: random resized crop, flip, colour jitter, grayscale, Gaussian blur, solarisation.
@@ -40,9 +50,8 @@ def view_transform(info: DatasetInfo, blur: float, solarize: float, min_scale: f
     """
     size = info.image_size
     color = info.in_channels == 3
-    jitter_op = (v2.ColorJitter(jitter, jitter, jitter / 2, jitter / 4) if color
-                 else v2.ColorJitter(brightness=jitter, contrast=jitter))
-    kernel = max(3, (size // 10) | 1)
+    jitter_op = v2.ColorJitter(*jitter_strengths(jitter, color))
+    kernel = blur_kernel_size(size)
     steps: list[Any] = [
         v2.ToImage(),
         v2.RandomResizedCrop(size, scale=(min_scale, 1.0), interpolation=v2.InterpolationMode.BICUBIC,
@@ -60,15 +69,20 @@ def view_transform(info: DatasetInfo, blur: float, solarize: float, min_scale: f
     return v2.Compose(steps)
 
 
-def two_view_transform(info: DatasetInfo, method: str, min_scale: float = 0.08) -> TwoViews:
-    """The pair of view transforms of ``method`` (``barlow_twins`` or ``simclr``)."""
+def view_settings(info: DatasetInfo, method: str) -> tuple[dict[str, float], dict[str, float]]:
+    """The ``blur``/``solarize`` probabilities of the two views of ``method`` (``barlow_twins`` or ``simclr``)."""
     if method == "barlow_twins":
-        first, second = BARLOW_TWINS_VIEWS
-    elif method == "simclr":
+        return BARLOW_TWINS_VIEWS
+    if method == "simclr":
         first, second = SIMCLR_VIEWS
         if info.image_size <= 32:
             first, second = {**first, "blur": 0.0}, {**second, "blur": 0.0}
-    else:
-        raise ValueError(f"unknown two-view method {method!r} (barlow_twins or simclr)")
+        return first, second
+    raise ValueError(f"unknown two-view method {method!r} (barlow_twins or simclr)")
+
+
+def two_view_transform(info: DatasetInfo, method: str, min_scale: float = 0.08) -> TwoViews:
+    """The pair of view transforms of ``method`` (``barlow_twins`` or ``simclr``)."""
+    first, second = view_settings(info, method)
     return TwoViews(view_transform(info, min_scale=min_scale, **first),
                     view_transform(info, min_scale=min_scale, **second))
