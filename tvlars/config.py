@@ -39,6 +39,15 @@ class Progress(str, Enum):
 
 
 @dataclass
+class DataOptions:
+    """Where the training data lives and is augmented (no effect on what is computed, only on speed)."""
+
+    # auto: the whole dataset as a uint8 tensor on the training device, batches augmented there, whenever the task
+    # and dataset allow it (images < 128 px); true: insist (an error says why not); false: DataLoader + torchvision.
+    on_device: Any = "auto"
+
+
+@dataclass
 class Config:
     """Top-level settings; the groups (dataset, model, task, optimizer, schedule, logger) come from YAML."""
 
@@ -57,6 +66,7 @@ class Config:
     precision: Precision = Precision.fp32
     channels_last: bool = False
     compile: bool = False
+    data: DataOptions = field(default_factory=DataOptions)
     num_workers: int = -1  # DataLoader workers per process; -1 = 1 on CPU, up to 8 on CUDA (cores allowing)
     eval_batch_size: int = 1024  # global batch for evaluation (no effect on results)
     eval_every: int = 1  # epochs; the last epoch is always evaluated
@@ -77,7 +87,8 @@ class Config:
 ConfigStore.instance().store(name="tvlars_schema", node=Config)
 
 # Keys that do not change what is computed: they are left out of the run identity (the run id).
-_NON_SEMANTIC = {"logger", "out_dir", "run_dir", "name", "progress", "data_root", "num_workers",
+# `data` (sampler or device path) and `num_workers` change only how augmentations are drawn, not their distribution.
+_NON_SEMANTIC = {"logger", "out_dir", "run_dir", "name", "progress", "data_root", "data", "num_workers",
                  "log_every", "checkpoint_every", "eval_batch_size", "labels"}
 _NON_SEMANTIC_DATASET = {"root", "download", "verify_checksums"}
 
@@ -145,6 +156,8 @@ def validate(cfg: DictConfig, world_size: int = 1) -> None:
             f"choose a multiple of {world_size} (per-process batch = batch_size / world_size)")
     if cfg.eval_batch_size % world_size:
         raise UserError(f"eval_batch_size={cfg.eval_batch_size} is not divisible by the world size {world_size}")
+    if not (isinstance(cfg.data.on_device, bool) or cfg.data.on_device == "auto"):
+        raise UserError(f"data.on_device must be auto, true or false (got {cfg.data.on_device!r})")
     lr = cfg.optimizer.get("lr")
     if lr is None or lr < 0:
         raise UserError(f"optimizer.lr must be >= 0 (got {lr}); pass e.g. optimizer.lr=0.1")

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from tvlars import distributed
+from tvlars.data.loaders import DeviceLoader
 from tvlars.distributed import DistInfo
 from tvlars.loggers import NullLogger
 from tvlars.records import RunRecords
@@ -87,8 +88,8 @@ class Engine:
     """Runs a task's training and evaluation for a number of epochs; rank 0 writes records and logs."""
 
     def __init__(self, opts: EngineOptions, dist: DistInfo, task: Task, model: nn.Module, train_model: nn.Module,
-                 optimizer: torch.optim.Optimizer, schedule: Schedule, train_loader: DataLoader,
-                 test_loader: DataLoader, records: RunRecords | None, logger: NullLogger) -> None:
+                 optimizer: torch.optim.Optimizer, schedule: Schedule, train_loader: DataLoader | DeviceLoader,
+                 test_loader: DataLoader | DeviceLoader, records: RunRecords | None, logger: NullLogger) -> None:
         self.opts, self.dist, self.task = opts, dist, task
         self.model = model  # the bare module (checkpoints, evaluation)
         self.train_model = train_model  # possibly compiled and/or DDP-wrapped

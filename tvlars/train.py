@@ -8,7 +8,6 @@ exit code 2 before training starts; a diverged run ends with status ``diverged``
 from __future__ import annotations
 
 import logging
-import multiprocessing as mp
 import os
 import platform
 import re
@@ -23,42 +22,31 @@ import torchvision
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler, Sampler, Subset
 
 import tvlars
 from tvlars import distributed
 from tvlars.config import LrScaling, Precision, Progress, instantiate_node, resolved_lr, run_id, validate
 from tvlars.data import DataBundle, DatasetInfo
+from tvlars.data.loaders import (
+    DeviceLoader,
+    ShardSampler,
+    device_loader,
+    sampler_loader,
+    subset,
+    train_sampler,
+    worker_count,
+)
 from tvlars.distributed import DistInfo
 from tvlars.engine import Engine, EngineOptions, TrainState, seed_all
 from tvlars.errors import UserError
 from tvlars.loggers import NullLogger
 from tvlars.optim import param_groups
 from tvlars.records import RunRecords, read_jsonl
+from tvlars.tasks.base import BatchTransforms, Task
 from tvlars.tasks.linear_eval import save_backbone
 
 log = logging.getLogger("tvlars")
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
-
-
-class ShardSampler(Sampler[int]):
-    """Evaluation sharding without padding: rank ``r`` gets indices ``r, r + W, r + 2W, …``."""
-
-    def __init__(self, size: int, rank: int, world_size: int) -> None:
-        self.indices = range(rank, size, world_size)
-
-    def __iter__(self):  # type: ignore[override]
-        return iter(self.indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-
-def subset(dataset: Any, size: int) -> Any:
-    """A fixed random subset of ``size`` items (the same for every seed), or ``dataset`` if ``size`` is 0."""
-    if not size or size >= len(dataset):
-        return dataset
-    return Subset(dataset, torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:size].tolist())
 
 
 def git_commit() -> str | None:
@@ -86,25 +74,42 @@ def default_run_dir(cfg: DictConfig, rid: str) -> Path:
     return Path(cfg.out_dir) / "-".join([*parts, f"b{cfg.batch_size}", f"s{cfg.seed}", rid])
 
 
-def make_loaders(cfg: DictConfig, dist: DistInfo, train_set: Any, test_set: Any) -> tuple[DataLoader, DataLoader]:
-    per_device = cfg.batch_size // dist.world_size
-    workers = cfg.num_workers
-    if workers < 0:  # per-sample augmentation runs best in single-threaded worker processes
-        cores = max(1, (os.cpu_count() or 1) // dist.world_size)
-        workers = min(8 if dist.device.type == "cuda" else 1, cores - 1) if cores > 1 else 0
-    # Workers are not persistent: each epoch draws their seeds from the per-epoch reseeded RNG (exact resume).
-    # They fork where possible, so nothing is pickled, also inside launcher worker processes (joblib's loky).
-    context = mp.get_context("fork") if workers and "fork" in mp.get_all_start_methods() else None
-    common = {"num_workers": workers, "pin_memory": dist.device.type == "cuda", "multiprocessing_context": context}
-    sampler = DistributedSampler(train_set, num_replicas=dist.world_size, rank=dist.rank, shuffle=True,
-                                 seed=cfg.seed, drop_last=True)
-    train = DataLoader(train_set, batch_size=per_device, sampler=sampler, drop_last=True, **common)
-    if len(train) == 0:
-        raise UserError(f"batch_size={cfg.batch_size} exceeds the training set ({len(train_set)} images); "
+def device_transforms(cfg: DictConfig, task: Task, info: DatasetInfo) -> BatchTransforms | None:
+    """The task's batched transforms if the device path is on (``data.on_device``) and applies, else ``None``."""
+    setting = cfg.data.on_device
+    if setting is False:
+        return None
+    try:
+        transforms = task.batch_transforms(info, dict(cfg.dataset.get("augment", {})))
+        reason = None if transforms is not None else f"task {type(task).__name__} has no batched transforms"
+    except ValueError as exc:
+        transforms, reason = None, str(exc)
+    if reason is None:
+        return transforms
+    if setting is True:
+        raise UserError(f"data.on_device=true does not apply: {reason}; set data.on_device=auto or false")
+    log.info("data path: sampler (%s)", reason)
+    return None
+
+
+def make_loaders(cfg: DictConfig, dist: DistInfo, data: DataBundle, task: Task) -> tuple[Any, Any]:
+    """(train, test) loaders of the device path where it applies (see :func:`device_transforms`), else of the
+    sampler path. Both visit the same indices in the same order; per-process batch = batch_size / world_size."""
+    per_device, eval_per_device = cfg.batch_size // dist.world_size, cfg.eval_batch_size // dist.world_size
+    workers = worker_count(cfg.num_workers, dist.device, dist.world_size)
+    sampler = train_sampler(len(data.train), dist.rank, dist.world_size, cfg.seed)
+    if len(sampler) < per_device:
+        raise UserError(f"batch_size={cfg.batch_size} exceeds the training set ({len(data.train)} images); "
                         "lower batch_size")
-    test = DataLoader(test_set, batch_size=cfg.eval_batch_size // dist.world_size,
-                      sampler=ShardSampler(len(test_set), dist.rank, dist.world_size), **common)
-    return train, test
+    shard = ShardSampler(len(data.test), dist.rank, dist.world_size)
+    transforms = device_transforms(cfg, task, data.info)
+    if transforms is not None:
+        train_tf, test_tf = transforms
+        return (device_loader(data.train, dist.device, per_device, sampler, train_tf, True, workers, "train set"),
+                device_loader(data.test, dist.device, eval_per_device, shard, test_tf, False, workers, "test set"))
+    train_set, test_set = task.datasets(data, dict(cfg.dataset.get("augment", {})))
+    return (sampler_loader(train_set, per_device, sampler, workers, dist.device, drop_last=True),
+            sampler_loader(test_set, eval_per_device, shard, workers, dist.device, drop_last=False))
 
 
 def environment(dist: DistInfo) -> dict[str, Any]:
@@ -138,13 +143,14 @@ def build_engine(cfg: DictConfig, dist: DistInfo, records: RunRecords | None = N
     dataset fails before any model is built; nothing is written to disk here."""
     data: DataBundle = instantiate_node(cfg.dataset, "dataset", skip=("augment",))
     data.train, data.test = subset(data.train, cfg.train_subset), subset(data.test, cfg.test_subset)
-    task = instantiate_node(cfg.task, "task", device=dist.device)
-    train_set, test_set = task.datasets(data, dict(cfg.dataset.get("augment", {})))
-    train_loader, test_loader = make_loaders(cfg, dist, train_set, test_set)
+    task: Task = instantiate_node(cfg.task, "task", device=dist.device)
+    data = task.prepare(data)
+    train_loader, test_loader = make_loaders(cfg, dist, data, task)
     steps_per_epoch = len(train_loader)
     total_steps = steps_per_epoch * cfg.epochs
 
     seed_all(cfg.seed)
+    torch.backends.cudnn.benchmark = dist.device.type == "cuda"  # fixed shapes: let cuDNN pick the fastest kernels
     info = data.info
     backbone = instantiate_node(cfg.model, "model", num_classes=info.num_classes, in_channels=info.in_channels,
                                 image_size=info.image_size)
@@ -202,6 +208,7 @@ def _run(cfg: DictConfig, dist: DistInfo) -> dict[str, Any]:
     engine, info = build_engine(cfg, dist, records if dist.is_main else None, logger)
     optimizer = engine.optimizer
     lr, steps_per_epoch = resolved_lr(cfg), len(engine.train_loader)
+    data_path = "device" if isinstance(engine.train_loader, DeviceLoader) else "sampler"
     if dist.is_main:
         records.prepare()
     checkpoint = records.load_checkpoint() if cfg.checkpoint_every else None
@@ -219,15 +226,16 @@ def _run(cfg: DictConfig, dist: DistInfo) -> dict[str, Any]:
 
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     base: dict[str, Any] = {"run_id": rid, "run_dir": str(run_dir), "seed": cfg.seed, "config": resolved,
-                            "lr": lr, "steps_per_epoch": steps_per_epoch, **environment(dist)}
+                            "lr": lr, "steps_per_epoch": steps_per_epoch, "data_path": data_path,
+                            **environment(dist)}
     if dist.is_main:
         records.write_config(OmegaConf.to_yaml(cfg, resolve=True))
         records.write_summary({**base, "status": "running"})
         sizes = ", ".join(f"{len(g['params'])} tensors (wd={g['weight_decay']}, adapt={g['adapt']})"
                           for g in optimizer.param_groups)
-        log.info("run %s: %s | lr %.5g (%s scaling) | global batch %d = %d x %d | %d steps/epoch | groups: %s",
-                 rid, run_dir, lr, LrScaling(cfg.lr_scaling).value,
-                 cfg.batch_size, dist.world_size, cfg.batch_size // dist.world_size, steps_per_epoch, sizes)
+        log.info("run %s: %s | lr %.5g (%s scaling) | global batch %d = %d x %d | %d steps/epoch | %s data path "
+                 "| groups: %s", rid, run_dir, lr, LrScaling(cfg.lr_scaling).value,
+                 cfg.batch_size, dist.world_size, cfg.batch_size // dist.world_size, steps_per_epoch, data_path, sizes)
         logger.start(resolved, state.logger_id)
         state.logger_id = logger.run_id
     status, error = "failed", None

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from tvlars.data import DataBundle
+from tvlars.data import DataBundle, DatasetInfo
 
 Sums = dict[str, Tensor]
+BatchTransforms = tuple[Callable[[Tensor], Any] | None, Callable[[Tensor], Any] | None]
 """Per-batch sums of statistics (0-d device tensors), always including ``count``; the engine adds them up
 over an epoch and across processes and reports ``sum / count`` for every other key."""
 
@@ -17,9 +19,19 @@ over an epoch and across processes and reports ``sum / count`` for every other k
 class Task:
     """A task never knows which optimizer or schedule it runs with."""
 
+    def prepare(self, data: DataBundle) -> DataBundle:
+        """The data this task trains on (e.g. frozen features instead of images); by default ``data`` itself."""
+        return data
+
     def datasets(self, data: DataBundle, augment: dict[str, Any]) -> tuple[Dataset, Dataset]:
-        """The (train, test) datasets with this task's transforms attached."""
+        """Sampler path: the (train, test) datasets with this task's per-sample transforms attached."""
         raise NotImplementedError
+
+    def batch_transforms(self, info: DatasetInfo, augment: dict[str, Any]) -> BatchTransforms | None:
+        """Device path: the same transforms as :meth:`datasets`, batched (``uint8`` image batch on the device →
+        model input; ``None`` = identity); ``None`` if this task has none. A ``ValueError`` says why they do not
+        apply to this data."""
+        return None
 
     def build_model(self, backbone: nn.Module) -> nn.Module:
         """The module that is trained (e.g. backbone plus heads); classification trains the backbone itself."""

@@ -9,8 +9,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from tvlars.data import DataBundle, TransformedDataset, classification_transforms
-from tvlars.tasks.base import Sums, Task
+from tvlars.data import DataBundle, DatasetInfo, TransformedDataset, classification_transforms
+from tvlars.data.batch_transforms import BatchClassificationAugment, BatchNormalize
+from tvlars.tasks.base import BatchTransforms, Sums, Task
 
 
 def topk_correct(logits: Tensor, target: Tensor, k: int) -> Tensor:
@@ -28,6 +29,9 @@ class Classification(Task):
     def datasets(self, data: DataBundle, augment: dict[str, Any]) -> tuple[Dataset, Dataset]:
         train_tf, test_tf = classification_transforms(data.info, **augment)
         return TransformedDataset(data.train, train_tf), TransformedDataset(data.test, test_tf)
+
+    def batch_transforms(self, info: DatasetInfo, augment: dict[str, Any]) -> BatchTransforms | None:
+        return BatchClassificationAugment(info, **augment), BatchNormalize(info)
 
     def training_step(self, model: nn.Module, batch: Any) -> tuple[Tensor, Sums]:
         x, y = batch

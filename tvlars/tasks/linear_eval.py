@@ -17,8 +17,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from tvlars.config import instantiate_node
-from tvlars.data import DataBundle, TransformedDataset, classification_transforms
+from tvlars.data import DataBundle, DatasetInfo, TransformedDataset, classification_transforms
 from tvlars.errors import UserError
+from tvlars.tasks.base import BatchTransforms
 from tvlars.tasks.classification import Classification
 
 
@@ -68,13 +69,20 @@ class LinearEval(Classification):
         self.backbone_path, self.device = backbone, torch.device(device)
         self.num_features = 0
 
-    def datasets(self, data: DataBundle, augment: dict[str, Any]) -> tuple[Dataset, Dataset]:
+    def prepare(self, data: DataBundle) -> DataBundle:
+        """Replace the images by frozen features (deterministic transform), computed once."""
         backbone = load_backbone(self.backbone_path, self.device)
-        _, deterministic = classification_transforms(data.info, **augment)
+        _, deterministic = classification_transforms(data.info)
         train = extract_features(backbone, TransformedDataset(data.train, deterministic), self.device)
         test = extract_features(backbone, TransformedDataset(data.test, deterministic), self.device)
         self.num_features = train.tensors[0].shape[1]
-        return train, test
+        return DataBundle(train=train, test=test, info=data.info)
+
+    def datasets(self, data: DataBundle, augment: dict[str, Any]) -> tuple[Dataset, Dataset]:
+        return data.train, data.test
+
+    def batch_transforms(self, info: DatasetInfo, augment: dict[str, Any]) -> BatchTransforms | None:
+        return None, None
 
     def build_model(self, backbone: nn.Module) -> nn.Module:
         head = nn.Linear(self.num_features, backbone.fc.out_features)

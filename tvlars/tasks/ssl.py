@@ -23,9 +23,10 @@ from torch import Tensor, nn
 from torch.distributed.nn.functional import all_gather
 from torch.utils.data import Dataset
 
-from tvlars.data import DataBundle, TransformedDataset, classification_transforms
+from tvlars.data import DataBundle, DatasetInfo, TransformedDataset, classification_transforms
+from tvlars.data.batch_transforms import BatchNormalize, batch_two_view_transform
 from tvlars.data.ssl_transforms import two_view_transform
-from tvlars.tasks.base import Sums, Task
+from tvlars.tasks.base import BatchTransforms, Sums, Task
 from tvlars.tasks.classification import topk_correct
 
 
@@ -100,6 +101,9 @@ class SelfSupervised(Task):
         _, test_tf = classification_transforms(data.info, **augment)
         views = two_view_transform(data.info, self.method, min_scale=self.min_scale)
         return TransformedDataset(data.train, views), TransformedDataset(data.test, test_tf)
+
+    def batch_transforms(self, info: DatasetInfo, augment: dict[str, Any]) -> BatchTransforms | None:
+        return batch_two_view_transform(info, self.method, min_scale=self.min_scale), BatchNormalize(info)
 
     def build_model(self, backbone: nn.Module) -> nn.Module:
         model = SSLModel(backbone, self.projector(backbone.num_features), backbone.fc.out_features)

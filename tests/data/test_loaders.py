@@ -1,0 +1,135 @@
+"""The device path against the sampler path: same indices in the same order, same data, same training."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import compose_config, tiny
+from torch.utils.data import DataLoader, Subset
+
+from tvlars import distributed
+from tvlars.data import TensorImageDataset, load_cifar10
+from tvlars.data.fake import write_fake_imagefolder, write_fake_tinyimagenet
+from tvlars.data.loaders import DeviceLoader, ShardSampler, in_memory, train_sampler
+from tvlars.errors import UserError
+from tvlars.train import build_engine, run
+
+
+def _indexed(n: int) -> TensorImageDataset:
+    """Images whose every pixel is the item's index (mod 256) and labels equal to the index."""
+    images = (torch.arange(n) % 256).to(torch.uint8)[:, None, None, None].expand(n, 1, 4, 4).contiguous()
+    return TensorImageDataset(images, torch.arange(n))
+
+
+@pytest.mark.parametrize("world_size", [1, 3])
+def test_device_loader_visits_the_sampler_paths_indices_in_order(world_size: int) -> None:
+    dataset = _indexed(100)
+    for rank in range(world_size):
+        sampler = train_sampler(len(dataset), rank, world_size, seed=7)
+        reference = DataLoader(dataset, batch_size=8, sampler=sampler, drop_last=True)
+        ours = DeviceLoader(dataset.images, dataset.labels, 8, sampler, drop_last=True)
+        assert len(ours) == len(reference) == (100 // world_size) // 8
+        for epoch in (0, 1):
+            sampler.set_epoch(epoch)
+            expected = [(x, y) for x, y in reference]
+            got = list(ours)
+            assert len(got) == len(expected)
+            for (x, y), (ex, ey) in zip(got, expected, strict=True):
+                assert torch.equal(y, ey) and torch.equal(x, ex)
+        sampler.set_epoch(0)
+        first = torch.cat([y for _, y in ours])
+        sampler.set_epoch(1)
+        assert not torch.equal(first, torch.cat([y for _, y in ours]))  # reshuffled every epoch
+
+
+def test_evaluation_shards_cover_the_test_set_once_without_padding() -> None:
+    dataset = _indexed(23)
+    seen = []
+    for rank in range(3):
+        loader = DeviceLoader(dataset.images, dataset.labels, 4, ShardSampler(23, rank, 3))
+        batches = list(loader)
+        assert len(batches) == len(loader) == 2  # ceil(8 / 4), ceil(7 / 4): the last batch may be short
+        seen += torch.cat([y for _, y in batches]).tolist()
+    assert sorted(seen) == list(range(23))
+
+
+def test_device_loader_applies_the_batch_transform() -> None:
+    dataset = _indexed(10)
+    loader = DeviceLoader(dataset.images, dataset.labels, 5, ShardSampler(10, 0, 1), transform=lambda x: x.float() * 2)
+    x, y = next(iter(loader))
+    assert x.dtype == torch.float32 and torch.equal(x[:, 0, 0, 0], y.float() * 2)
+
+
+def test_in_memory_views_subsets_and_decodes_image_files(tmp_path: Path) -> None:
+    dataset = _indexed(10)
+    images, labels = in_memory(Subset(dataset, [3, 1, 4]))
+    assert labels.tolist() == [3, 1, 4] and images[:, 0, 0, 0].tolist() == [3, 1, 4]
+    write_fake_imagefolder(tmp_path / "cifar10-jpeg", ["airplane", "automobile", "bird", "cat", "deer", "dog",
+                                                       "frog", "horse", "ship", "truck"], n_per_class=2, ext="png")
+    folder = load_cifar10(str(tmp_path), format="imagefolder").train
+    images, labels = in_memory(folder)
+    assert images.dtype == torch.uint8 and images.shape == (20, 3, 32, 32)
+    for i in (0, 7, 19):
+        pil, label = folder[i]
+        assert labels[i] == label
+        assert torch.equal(images[i], torch.as_tensor(list(pil.getdata()), dtype=torch.uint8).T.reshape(3, 32, 32))
+
+
+def test_images_of_different_sizes_cannot_go_on_the_device(tmp_path: Path) -> None:
+    write_fake_imagefolder(tmp_path / "a", ["x"], n_per_class=1, size=32, splits=("train",))
+    write_fake_imagefolder(tmp_path / "a", ["y"], n_per_class=1, size=16, splits=("train",))
+    from torchvision.datasets import ImageFolder
+
+    with pytest.raises(UserError, match="data.on_device needs images of one size"):
+        in_memory(ImageFolder(str(tmp_path / "a" / "train")))
+
+
+def _epoch_rows(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_without_augmentation_both_paths_train_identically(tmp_path: Path) -> None:
+    """Same indices, same order, deterministic transforms: the two paths compute the same run."""
+    rows = {}
+    for on_device in ("false", "true"):
+        cfg = compose_config(tiny(f"out_dir={tmp_path}", f"run_dir={tmp_path / on_device}", "dataset.channels=3",
+                                  f"data.on_device={on_device}"))
+        summary = run(cfg)
+        assert summary["data_path"] == ("device" if on_device == "true" else "sampler")
+        rows[on_device] = _epoch_rows(tmp_path / on_device)
+    for ours, ref in zip(rows["true"], rows["false"], strict=True):
+        for key in ("train_loss", "train_top1", "test_loss", "test_top1"):
+            assert ours[key] == pytest.approx(ref[key], rel=1e-4, abs=1e-4), key
+
+
+@pytest.mark.parametrize(("overrides", "path"), [
+    ([], "device"),  # auto: in-memory data and a task with batched transforms
+    (["data.on_device=false"], "sampler"),
+    (["task=barlow_twins", "task.projector_dims=[32,32]", "task.linear_eval.epochs=1"], "device"),
+])
+def test_auto_chooses_the_device_path_where_it_applies(overrides: list[str], path: str) -> None:
+    cfg = compose_config(tiny(*overrides))
+    engine, _ = build_engine(cfg, distributed.init("cpu"))
+    assert isinstance(engine.train_loader, DeviceLoader) == (path == "device")
+    assert isinstance(engine.test_loader, DeviceLoader) == (path == "device")
+
+
+def test_on_device_true_refuses_large_images_before_training(tmp_path: Path) -> None:
+    write_fake_tinyimagenet(tmp_path)  # 64 px: applies
+    cfg = compose_config(tiny("dataset=tinyimagenet", f"data_root={tmp_path}", "data.on_device=true",
+                              "batch_size=4", "dataset.augment.crop_padding=0"))
+    engine, _ = build_engine(cfg, distributed.init("cpu"))
+    assert isinstance(engine.train_loader, DeviceLoader) and engine.train_loader.inputs.shape[1:] == (3, 64, 64)
+    write_fake_imagefolder(tmp_path / "imagenet", ["n01", "n02"], n_per_class=2, size=160, splits=("train", "val"))
+    for setting, expected in (("true", UserError), ("auto", None)):
+        cfg = compose_config(tiny("dataset=imagenet", f"data_root={tmp_path}", f"data.on_device={setting}",
+                                  "batch_size=2"))
+        if expected:
+            with pytest.raises(UserError, match="data.on_device=true does not apply: .*128"):
+                build_engine(cfg, distributed.init("cpu"))
+        else:
+            engine, _ = build_engine(cfg, distributed.init("cpu"))
+            assert isinstance(engine.train_loader, DataLoader)

@@ -1,0 +1,138 @@
+"""Batches for the engine, two ways with the same index order: the sampler path (a DataLoader whose workers run
+per-sample torchvision transforms) and the device path (the whole split as one tensor on the training device,
+batches cut by index and augmented there by batched ops, no worker processes and no per-sample Python).
+
+Both paths draw training indices from the same ``DistributedSampler`` (shuffled with ``seed + epoch``, sharded
+``rank::world_size``, last partial batch dropped) and evaluation indices from :class:`ShardSampler`, so they
+visit the same images in the same order; only the random augmentation draws differ.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import multiprocessing as mp
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset, TensorDataset
+from torchvision.transforms import v2
+from tqdm.auto import tqdm
+
+from tvlars.data._memory import TensorImageDataset
+from tvlars.data.transforms import TransformedDataset
+from tvlars.errors import UserError
+
+log = logging.getLogger("tvlars")
+BatchTransform = Callable[[Tensor], Any]
+
+
+class ShardSampler(Sampler[int]):
+    """Evaluation sharding without padding: rank ``r`` gets indices ``r, r + W, r + 2W, …``."""
+
+    def __init__(self, size: int, rank: int, world_size: int) -> None:
+        self.indices = range(rank, size, world_size)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def subset(dataset: Any, size: int) -> Any:
+    """A fixed random subset of ``size`` items (the same for every seed), or ``dataset`` if ``size`` is 0."""
+    if not size or size >= len(dataset):
+        return dataset
+    return Subset(dataset, torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:size].tolist())
+
+
+def worker_count(requested: int, device: torch.device, world_size: int) -> int:
+    """``requested`` DataLoader workers, or for -1: 1 on CPU, up to 8 on CUDA, leaving a core to the trainer."""
+    if requested >= 0:
+        return requested
+    cores = max(1, (os.cpu_count() or 1) // world_size)
+    return min(8 if device.type == "cuda" else 1, cores - 1) if cores > 1 else 0
+
+
+def train_sampler(size: int, rank: int, world_size: int, seed: int) -> DistributedSampler:
+    """The training order of both paths: a shuffled, sharded permutation per epoch (``set_epoch``)."""
+    return DistributedSampler(range(size), num_replicas=world_size, rank=rank, shuffle=True, seed=seed,
+                              drop_last=True)
+
+
+def sampler_loader(dataset: Dataset, batch_size: int, sampler: Sampler[int], workers: int, device: torch.device,
+                   drop_last: bool) -> DataLoader:
+    """A DataLoader over ``dataset`` in ``sampler`` order. Workers are not persistent: each epoch draws their seeds
+    from the per-epoch reseeded RNG (exact resume); they fork where possible, so nothing is pickled, also inside
+    launcher worker processes (joblib's loky)."""
+    context = mp.get_context("fork") if workers and "fork" in mp.get_all_start_methods() else None
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, num_workers=workers,
+                      pin_memory=device.type == "cuda", multiprocessing_context=context)
+
+
+class DeviceLoader:
+    """Batches ``(transform(inputs[idx]), labels[idx])`` for consecutive slices ``idx`` of the ``sampler`` order.
+
+    ``inputs`` and ``labels`` live on the training device; one host-to-device copy of the epoch's indices per epoch,
+    none per step. ``transform`` (``None`` = identity) is a batched op such as
+    :class:`~tvlars.data.batch_transforms.BatchClassificationAugment`.
+    """
+
+    def __init__(self, inputs: Tensor, labels: Tensor, batch_size: int, sampler: Sampler[int],
+                 transform: BatchTransform | None = None, drop_last: bool = False) -> None:
+        self.inputs, self.labels = inputs, labels
+        self.batch_size, self.sampler, self.transform, self.drop_last = batch_size, sampler, transform, drop_last
+
+    def __len__(self) -> int:
+        count = len(self.sampler)  # type: ignore[arg-type]
+        return count // self.batch_size if self.drop_last else math.ceil(count / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[Any, Tensor]]:
+        order = torch.as_tensor(list(self.sampler), dtype=torch.int64).to(self.inputs.device, non_blocking=True)
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            index = order[start:start + self.batch_size]
+            batch = self.inputs[index]
+            yield (self.transform(batch) if self.transform else batch), self.labels[index]
+
+
+def _tensor_view(dataset: Dataset) -> tuple[Tensor, Tensor] | None:
+    """``(inputs, labels)`` of an in-memory dataset (or of a subset of one), else ``None``."""
+    if isinstance(dataset, TensorImageDataset):
+        return dataset.images, dataset.labels
+    if isinstance(dataset, TensorDataset) and len(dataset.tensors) == 2:
+        inputs, labels = dataset.tensors
+        return inputs, labels
+    if isinstance(dataset, Subset) and (base := _tensor_view(dataset.dataset)) is not None:
+        index = torch.as_tensor(dataset.indices, dtype=torch.int64)
+        return base[0][index], base[1][index]
+    return None
+
+
+def in_memory(dataset: Dataset, workers: int = 0, desc: str = "decoding") -> tuple[Tensor, Tensor]:
+    """``(inputs, labels)`` of a whole dataset as tensors: uint8 ``N×C×H×W`` images (or a ``TensorDataset``'s
+    features). In-memory datasets are used as they are; image files are decoded once, in ``workers`` processes,
+    with a progress bar. Every image must have the same size."""
+    view = _tensor_view(dataset)
+    if view is not None:
+        return view
+    to_tensor = v2.Compose([v2.ToImage(), v2.ToPureTensor()])
+    decoded = DataLoader(TransformedDataset(dataset, to_tensor), batch_size=500, num_workers=workers)
+    images, labels = [], []
+    try:
+        for x, y in tqdm(decoded, desc=desc, unit="batch", leave=False):
+            images.append(x)
+            labels.append(y)
+    except RuntimeError as exc:  # default_collate refuses images of different sizes
+        raise UserError(f"data.on_device needs images of one size ({exc}); set data.on_device=false") from None
+    return torch.cat(images).contiguous(), torch.cat(labels).to(torch.int64)
+
+
+def device_loader(dataset: Dataset, device: torch.device, batch_size: int, sampler: Sampler[int],
+                  transform: BatchTransform | None, drop_last: bool, workers: int, desc: str) -> DeviceLoader:
+    """A :class:`DeviceLoader` over ``dataset`` moved to ``device`` (decoded first if it holds image files)."""
+    inputs, labels = in_memory(dataset, workers, desc)
+    return DeviceLoader(inputs.to(device), labels.to(device), batch_size, sampler, transform, drop_last)
