@@ -31,7 +31,7 @@ def test_lr_scaling_rules() -> None:
 
 def test_run_id_ignores_paths_and_logging_but_not_hyperparameters() -> None:
     a = compose_config(["out_dir=/a", "logger=none", "data_root=/x"])
-    b = compose_config(["out_dir=/b", "logger=wandb", "data_root=/y", "log_every=7"])
+    b = compose_config(["out_dir=/b", "logger=wandb", "data_root=/y", "log_every=7", "data.on_device=false"])
     c = compose_config(["optimizer.lr=0.2"])
     assert run_id(a) == run_id(b) != run_id(c)
 
@@ -44,6 +44,8 @@ def test_run_id_ignores_paths_and_logging_but_not_hyperparameters() -> None:
         (["epochs=0"], "epochs must be >= 1"),
         (["optimizer.lr=-0.1"], "optimizer.lr must be >= 0"),
         (["optimizer.weight_decay=-1"], "optimizer.weight_decay must be >= 0"),
+        (["data.on_device=yes"], "data.on_device must be auto, true or false"),
+        (["data.on_device=1"], "data.on_device must be auto, true or false"),
     ],
 )
 def test_range_errors_name_the_key(overrides: list[str], needle: str) -> None:
