@@ -1,5 +1,7 @@
-"""`make bench`: the training loop's images/s next to a bare PyTorch loop (same model, data and loader), then
-the optimizer step costs (scripts/bench_optim.py) and CDAT's step against its base (scripts/bench_cdat.py).
+"""`make bench`: the training loop's images/s next to a bare PyTorch loop (same model, data and loader), the
+sampler path against the device path (data alone, model step alone, full step; scripts/bench_data.py, for
+classification and Barlow Twins), the optimizer step costs (scripts/bench_optim.py) and CDAT's step against its
+base (scripts/bench_cdat.py).
 Ratios are measured in one run; absolute numbers depend on the machine.
 
     python scripts/bench.py [--batch-size 512] [--images 8192] [--width 0.25] [--repeats 3] [hydra overrides...]
@@ -84,10 +86,14 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=8192)
     parser.add_argument("--width", type=float, default=0.25)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--skip-optim", action="store_true", help="only the loop benchmark")
+    parser.add_argument("--skip-optim", action="store_true", help="only the loop and data-path benchmarks")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. precision=bf16 channels_last=true")
     args = parser.parse_args()
     bench_loop(args)
+    import bench_data
+
+    for task in ("classification", "barlow_twins"):
+        bench_data.main(["--task", task])
     if not args.skip_optim:
         import bench_cdat
         import bench_optim

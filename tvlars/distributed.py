@@ -63,11 +63,13 @@ def resolve_device(requested: str, local_rank: int) -> torch.device:
 
 
 def init(device: str = "auto") -> DistInfo:
-    """Join the process group when launched by torchrun/SLURM (NCCL on CUDA, gloo on CPU); no-op otherwise."""
+    """Join the process group when launched by torchrun/SLURM (NCCL on CUDA, gloo on CPU); no-op otherwise.
+    On CUDA, cuDNN autotunes its kernels (shapes are fixed within a run)."""
     world = world_size_from_env()
     rank = _env_int("RANK", "SLURM_PROCID", default=0)
     local_rank = _env_int("LOCAL_RANK", "SLURM_LOCALID", default=0)
     dev = resolve_device(device, local_rank)
+    torch.backends.cudnn.benchmark = dev.type == "cuda"
     if world > 1 and not dist.is_initialized():
         os.environ.setdefault("RANK", str(rank))
         os.environ.setdefault("WORLD_SIZE", str(world))

@@ -150,7 +150,6 @@ def build_engine(cfg: DictConfig, dist: DistInfo, records: RunRecords | None = N
     total_steps = steps_per_epoch * cfg.epochs
 
     seed_all(cfg.seed)
-    torch.backends.cudnn.benchmark = dist.device.type == "cuda"  # fixed shapes: let cuDNN pick the fastest kernels
     info = data.info
     backbone = instantiate_node(cfg.model, "model", num_classes=info.num_classes, in_channels=info.in_channels,
                                 image_size=info.image_size)
