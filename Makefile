@@ -30,7 +30,7 @@ test-fast: $(STAMP)  ## skip the slow end-to-end tests
 lint: $(STAMP)  ## ruff
 	$(VENV)/bin/ruff check tvlars tests scripts
 
-bench: $(STAMP)  ## throughput of the loop vs a bare PyTorch loop, and optimizer step costs (CPU or GPU)
+bench: $(STAMP)  ## loop vs bare PyTorch, sampler vs device data path, optimizer step costs (CPU or GPU)
 	$(PYTHON) scripts/bench.py
 
 train: $(STAMP)  ## one run; pass Hydra overrides with ARGS="dataset=cifar10 optimizer=lars ..."

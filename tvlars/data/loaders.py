@@ -123,7 +123,7 @@ def in_memory(dataset: Dataset, workers: int = 0, desc: str = "decoding") -> tup
     decoded = DataLoader(TransformedDataset(dataset, to_tensor), batch_size=500, num_workers=workers)
     images, labels = [], []
     try:
-        for x, y in tqdm(decoded, desc=desc, unit="batch", leave=False):
+        for x, y in tqdm(decoded, desc=desc, unit="batch", leave=False, disable=None):  # no bar in log files
             images.append(x)
             labels.append(y)
     except RuntimeError as exc:  # default_collate refuses images of different sizes
