@@ -16,7 +16,9 @@ from tvlars.records import read_jsonl
 
 pytestmark = pytest.mark.slow
 
-ARGS = tiny("dataset.num_train=2048", "epochs=4", "batch_size=128", "checkpoint_every=1")
+# With random crops and flips: their draws must repeat after a resume, on either data path.
+ARGS = tiny("dataset.num_train=2048", "epochs=4", "batch_size=128", "checkpoint_every=1",
+            "dataset.augment.crop_padding=2", "dataset.augment.hflip=true")
 
 
 def _metrics(run_dir: Path) -> list[dict]:
@@ -24,11 +26,13 @@ def _metrics(run_dir: Path) -> list[dict]:
             for r in read_jsonl(run_dir / "metrics.jsonl")]
 
 
-def test_sigkill_then_rerun_equals_uninterrupted(tmp_path: Path) -> None:
+@pytest.mark.parametrize("on_device", ["true", "false"])
+def test_sigkill_then_rerun_equals_uninterrupted(on_device: str, tmp_path: Path) -> None:
+    args = [*ARGS, f"data.on_device={on_device}"]
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    assert run_cli([*ARGS, f"run_dir={straight}"]).returncode == 0
+    assert run_cli([*args, f"run_dir={straight}"]).returncode == 0
 
-    proc = subprocess.Popen([sys.executable, "-m", "tvlars.train", *ARGS, f"run_dir={killed}"], cwd=ROOT, env=cli_env(),
+    proc = subprocess.Popen([sys.executable, "-m", "tvlars.train", *args, f"run_dir={killed}"], cwd=ROOT, env=cli_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while not (killed / "checkpoint.pt").exists() and proc.poll() is None and time.time() < deadline:
@@ -38,7 +42,7 @@ def test_sigkill_then_rerun_equals_uninterrupted(tmp_path: Path) -> None:
     summary = json.loads((killed / "summary.json").read_text())
     assert summary["status"] == "running", "the run finished before it could be killed; make it longer"
 
-    resumed = run_cli([*ARGS, f"run_dir={killed}"])
+    resumed = run_cli([*args, f"run_dir={killed}"])
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming" in resumed.stdout + resumed.stderr
     assert _metrics(killed) == _metrics(straight)
