@@ -33,6 +33,8 @@ from tvlars.engine import Engine, TrainState
 from tvlars.train import CONFIG_DIR, build_engine
 
 CIFAR10_TRAIN = 50_000
+# Issue #7's targets for one H100 (CIFAR-10, ResNet-18 at full width): seconds per training epoch.
+H100_EPOCH_TARGET_S = {"classification": 1.5, "barlow_twins": 8.0}
 # Dense bf16 tensor-core peaks from the vendors' data sheets (FLOP/s), matched against torch's device name.
 BF16_PEAK = {"H200": 989e12, "H100 PCIe": 756e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12,
              "A10G": 70e12, "A10": 125e12, "V100": 125e12}
@@ -135,6 +137,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\n## Data paths: {args.task}, {name}, {torch.get_num_threads()} threads\n")
     print(f"setup: {' '.join(base[:-1] + args.overrides)}; {images} images per epoch, best of {args.repeats}\n")
     print(table(results, bf16_peak(device)))
+    epoch_s = CIFAR10_TRAIN / results["device"]["full"]
+    target = H100_EPOCH_TARGET_S[args.task]
+    verdict = "met" if epoch_s <= target else "not met"
+    print(f"\nCIFAR-10 {args.task} epoch on the device path: {epoch_s:.1f} s on {name} at width {width} "
+          f"(H100 target at width 1.0: <= {target} s; {verdict} here)")
 
 
 if __name__ == "__main__":
