@@ -12,9 +12,11 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from tvlars.data import load_synthetic
+from tvlars.data import classification_transforms, load_synthetic
 from tvlars.data.ssl_transforms import two_view_transform
 from tvlars.errors import UserError
+from tvlars.models import ResNet
+from tvlars.tasks.linear_eval import extract_features
 from tvlars.tasks.ssl import barlow_twins_loss, nt_xent_loss
 from tvlars.train import run
 
@@ -136,3 +138,14 @@ def test_standalone_linear_eval_of_a_saved_backbone(tiny_cfg, tmp_path: Path) ->
     assert summary["status"] == "completed" and summary["config"]["optimizer"]["lr"] == 0.3
     with pytest.raises(UserError, match="backbone checkpoint .* not found"):
         run(tiny_cfg("task=linear_eval", f"backbone={tmp_path / 'missing.pt'}", f"run_dir={tmp_path / 'x'}"))
+
+
+def test_feature_extraction_equals_the_per_sample_evaluation_transform() -> None:
+    data = load_synthetic(num_train=40, num_test=8, channels=3, image_size=16)
+    backbone = ResNet(depth=18, width=0.0625, num_classes=10, in_channels=3).eval()
+    features = extract_features(backbone, data.train, data.info, torch.device("cpu"), batch_size=16)
+    _, deterministic = classification_transforms(data.info)
+    with torch.no_grad():
+        expected = backbone.features(torch.stack([deterministic(data.train[i][0]) for i in range(40)]))
+    torch.testing.assert_close(features.tensors[0], expected, atol=1e-5, rtol=1e-4)
+    assert features.tensors[1].tolist() == [data.train[i][1] for i in range(40)]

@@ -8,16 +8,20 @@ evaluation cost about one pass of the backbone over the data.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import OmegaConf
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from tvlars.config import instantiate_node
 from tvlars.data import DataBundle, DatasetInfo, TransformedDataset, classification_transforms
+from tvlars.data.batch_transforms import BatchNormalize
+from tvlars.data.loaders import in_memory
+from tvlars.data.transforms import LARGE_IMAGE_SIZE
 from tvlars.errors import UserError
 from tvlars.tasks.base import BatchTransforms
 from tvlars.tasks.classification import Classification
@@ -49,13 +53,25 @@ def load_backbone(path: str | Path, device: torch.device) -> nn.Module:
 
 
 @torch.no_grad()
-def extract_features(backbone: nn.Module, dataset: Dataset, device: torch.device,
+def extract_features(backbone: nn.Module, dataset: Dataset, info: DatasetInfo, device: torch.device,
                      batch_size: int = 512) -> TensorDataset:
-    feats, labels = [], []
-    for x, y in DataLoader(dataset, batch_size=batch_size):
+    """Frozen features of every image under the deterministic evaluation transform: images below
+    ``LARGE_IMAGE_SIZE`` are decoded once and normalised batched on ``device``; larger ones go through the
+    per-sample transform (resize, centre crop)."""
+    if info.image_size < LARGE_IMAGE_SIZE:
+        images, labels = in_memory(dataset, desc="features")
+        normalize = BatchNormalize(info)
+        batches: Iterable[tuple[Tensor, Any]] = (
+            (normalize(images[i:i + batch_size].to(device)), labels[i:i + batch_size])
+            for i in range(0, len(images), batch_size))
+    else:
+        _, deterministic = classification_transforms(info)
+        batches = DataLoader(TransformedDataset(dataset, deterministic), batch_size=batch_size)
+    feats, targets = [], []
+    for x, y in batches:
         feats.append(backbone.features(x.to(device)).float().cpu())
-        labels.append(torch.as_tensor(y))
-    return TensorDataset(torch.cat(feats), torch.cat(labels))
+        targets.append(torch.as_tensor(y))
+    return TensorDataset(torch.cat(feats), torch.cat(targets))
 
 
 class LinearEval(Classification):
@@ -72,9 +88,8 @@ class LinearEval(Classification):
     def prepare(self, data: DataBundle) -> DataBundle:
         """Replace the images by frozen features (deterministic transform), computed once."""
         backbone = load_backbone(self.backbone_path, self.device)
-        _, deterministic = classification_transforms(data.info)
-        train = extract_features(backbone, TransformedDataset(data.train, deterministic), self.device)
-        test = extract_features(backbone, TransformedDataset(data.test, deterministic), self.device)
+        train = extract_features(backbone, data.train, data.info, self.device)
+        test = extract_features(backbone, data.test, data.info, self.device)
         self.num_features = train.tensors[0].shape[1]
         return DataBundle(train=train, test=test, info=data.info)
 
