@@ -74,13 +74,13 @@ def default_run_dir(cfg: DictConfig, rid: str) -> Path:
     return Path(cfg.out_dir) / "-".join([*parts, f"b{cfg.batch_size}", f"s{cfg.seed}", rid])
 
 
-def device_transforms(cfg: DictConfig, task: Task, info: DatasetInfo) -> BatchTransforms | None:
+def device_transforms(setting: bool | str, task: Task, info: DatasetInfo,
+                      augment: dict[str, Any]) -> BatchTransforms | None:
     """The task's batched transforms if the device path is on (``data.on_device``) and applies, else ``None``."""
-    setting = cfg.data.on_device
     if setting is False:
         return None
     try:
-        transforms = task.batch_transforms(info, dict(cfg.dataset.get("augment", {})))
+        transforms = task.batch_transforms(info, augment)
         reason = None if transforms is not None else f"task {type(task).__name__} has no batched transforms"
     except ValueError as exc:
         transforms, reason = None, str(exc)
@@ -102,12 +102,13 @@ def make_loaders(cfg: DictConfig, dist: DistInfo, data: DataBundle, task: Task) 
         raise UserError(f"batch_size={cfg.batch_size} exceeds the training set ({len(data.train)} images); "
                         "lower batch_size")
     shard = ShardSampler(len(data.test), dist.rank, dist.world_size)
-    transforms = device_transforms(cfg, task, data.info)
+    augment = dict(cfg.dataset.get("augment", {}))
+    transforms = device_transforms(cfg.data.on_device, task, data.info, augment)
     if transforms is not None:
         train_tf, test_tf = transforms
         return (device_loader(data.train, dist.device, per_device, sampler, train_tf, True, workers, "train set"),
                 device_loader(data.test, dist.device, eval_per_device, shard, test_tf, False, workers, "test set"))
-    train_set, test_set = task.datasets(data, dict(cfg.dataset.get("augment", {})))
+    train_set, test_set = task.datasets(data, augment)
     return (sampler_loader(train_set, per_device, sampler, workers, dist.device, drop_last=True),
             sampler_loader(test_set, eval_per_device, shard, workers, dist.device, drop_last=False))
 

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import compose_config, tiny
 from torch.utils.data import DataLoader, Subset
+from torchvision.datasets import ImageFolder
 
 from tvlars import distributed
 from tvlars.data import TensorImageDataset, load_cifar10
 from tvlars.data.fake import write_fake_imagefolder, write_fake_tinyimagenet
 from tvlars.data.loaders import DeviceLoader, ShardSampler, in_memory, train_sampler
 from tvlars.errors import UserError
+from tvlars.records import read_jsonl
 from tvlars.train import build_engine, run
 
 
@@ -81,14 +82,8 @@ def test_in_memory_views_subsets_and_decodes_image_files(tmp_path: Path) -> None
 def test_images_of_different_sizes_cannot_go_on_the_device(tmp_path: Path) -> None:
     write_fake_imagefolder(tmp_path / "a", ["x"], n_per_class=1, size=32, splits=("train",))
     write_fake_imagefolder(tmp_path / "a", ["y"], n_per_class=1, size=16, splits=("train",))
-    from torchvision.datasets import ImageFolder
-
     with pytest.raises(UserError, match="data.on_device needs images of one size"):
         in_memory(ImageFolder(str(tmp_path / "a" / "train")))
-
-
-def _epoch_rows(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
 def test_without_augmentation_both_paths_train_identically(tmp_path: Path) -> None:
@@ -99,7 +94,7 @@ def test_without_augmentation_both_paths_train_identically(tmp_path: Path) -> No
                                   f"data.on_device={on_device}"))
         summary = run(cfg)
         assert summary["data_path"] == ("device" if on_device == "true" else "sampler")
-        rows[on_device] = _epoch_rows(tmp_path / on_device)
+        rows[on_device] = read_jsonl(tmp_path / on_device / "metrics.jsonl")
     for ours, ref in zip(rows["true"], rows["false"], strict=True):
         for key in ("train_loss", "train_top1", "test_loss", "test_top1"):
             assert ours[key] == pytest.approx(ref[key], rel=1e-4, abs=1e-4), key

@@ -11,9 +11,11 @@ from torch.utils.data import Dataset
 from tvlars.data import DataBundle, DatasetInfo
 
 Sums = dict[str, Tensor]
-BatchTransforms = tuple[Callable[[Tensor], Any] | None, Callable[[Tensor], Any] | None]
 """Per-batch sums of statistics (0-d device tensors), always including ``count``; the engine adds them up
 over an epoch and across processes and reports ``sum / count`` for every other key."""
+
+BatchTransforms = tuple[Callable[[Tensor], Any] | None, Callable[[Tensor], Any] | None]
+"""(train, test) batched transforms of the device path; ``None`` = identity."""
 
 
 class Task:
