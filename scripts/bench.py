@@ -19,11 +19,10 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from hydra import compose, initialize_config_dir  # noqa: E402
+import bench_data  # noqa: E402
 
-from tvlars import distributed  # noqa: E402
+from tvlars.distributed import synchronize  # noqa: E402
 from tvlars.engine import TrainState  # noqa: E402
-from tvlars.train import CONFIG_DIR, build_engine  # noqa: E402
 
 
 def bare_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loader, device: torch.device,
@@ -38,8 +37,7 @@ def bare_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loader,
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    synchronize(device)
     return time.perf_counter() - start
 
 
@@ -47,10 +45,7 @@ def bench_loop(args: argparse.Namespace) -> None:
     overrides = ["dataset=synthetic", f"dataset.num_train={args.images}", "dataset.num_test=512",
                  "dataset.channels=1", "dataset.image_size=28", "model=resnet18", f"model.width={args.width}",
                  f"batch_size={args.batch_size}", "logger=none", "progress=lines", "epochs=1", *args.overrides]
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides)
-    dist = distributed.init(cfg.device)
-    engine, _ = build_engine(cfg, dist)
+    engine = bench_data.build(overrides)
     init_model = copy.deepcopy(engine.model.state_dict())
     init_opt = copy.deepcopy(engine.optimizer.state_dict())
     images = len(engine.train_loader) * engine.train_loader.batch_size
@@ -61,17 +56,17 @@ def bench_loop(args: argparse.Namespace) -> None:
 
     ours, bare = [], []
     reset()
-    bare_epoch(engine.model, engine.optimizer, [next(iter(engine.train_loader))] * 2, dist.device, engine.amp)
+    bare_epoch(engine.model, engine.optimizer, [next(iter(engine.train_loader))] * 2, engine.device, engine.amp)
     for _ in range(args.repeats):  # interleaved, best of N: the machine is shared and noisy
         reset()
-        bare.append(images / bare_epoch(engine.model, engine.optimizer, engine.train_loader, dist.device,
+        bare.append(images / bare_epoch(engine.model, engine.optimizer, engine.train_loader, engine.device,
                                          engine.amp))
         reset()
         start = time.perf_counter()
         engine.train_epoch(TrainState(), 0)
         ours.append(images / (time.perf_counter() - start))
     best_ours, best_bare = max(ours), max(bare)
-    print(f"\n## Training loop vs bare PyTorch loop ({dist.device}, {torch.get_num_threads()} threads)\n")
+    print(f"\n## Training loop vs bare PyTorch loop ({engine.device}, {torch.get_num_threads()} threads)\n")
     print(f"setup: {' '.join(overrides)}; best of {args.repeats} interleaved epochs of {images} images\n")
     print("| loop | images/s | ratio |\n|---|---|---|")
     print(f"| bare PyTorch | {best_bare:.0f} | 1.00 |")
@@ -90,8 +85,6 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. precision=bf16 channels_last=true")
     args = parser.parse_args()
     bench_loop(args)
-    import bench_data
-
     for task in ("classification", "barlow_twins"):
         bench_data.main(["--task", task])
     if not args.skip_optim:

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tvlars.distributed import synchronize
 from tvlars.models import MLP, ResNet
 from tvlars.optim import CDAT, LAMB, LARS, param_groups
 
@@ -39,11 +40,6 @@ BASES: dict[str, Callable[[list], torch.optim.Optimizer]] = {
     "lars": lambda g: LARS(g, lr=1.0),
     "lamb": lambda g: LAMB(g, lr=0.01),
 }
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _runner(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
@@ -84,10 +80,10 @@ def measure(reps: int, warmup: int, device: torch.device, batch_size: int) -> di
     for round_ in range(warmup + reps):
         shift = round_ % len(keys)
         for key in keys[shift:] + keys[:shift]:
-            _sync(device)
+            synchronize(device)
             start = time.perf_counter()
             runners[key]()
-            _sync(device)
+            synchronize(device)
             if round_ >= warmup:
                 times[key].append(time.perf_counter() - start)
     return {key: statistics.median(ts) for key, ts in times.items()}

@@ -29,6 +29,7 @@ from hydra import compose, initialize_config_dir
 from torch.utils.flop_counter import FlopCounterMode
 
 from tvlars import distributed
+from tvlars.distributed import synchronize
 from tvlars.engine import Engine, TrainState
 from tvlars.train import CONFIG_DIR, build_engine
 
@@ -47,19 +48,14 @@ def bf16_peak(device: torch.device) -> float | None:
     return next((peak for key, peak in BF16_PEAK.items() if key in name), None)
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def best_rate(images: int, run: Callable[[], None], device: torch.device, repeats: int) -> float:
     """Best images/s of ``repeats`` timed calls of ``run`` (each processing ``images`` images)."""
     rates = []
     for _ in range(repeats):
-        sync(device)
+        synchronize(device)
         start = time.perf_counter()
         run()
-        sync(device)
+        synchronize(device)
         rates.append(images / (time.perf_counter() - start))
     return max(rates)
 

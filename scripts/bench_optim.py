@@ -20,6 +20,7 @@ from collections.abc import Callable
 import torch
 from torchvision.models import resnet18
 
+from tvlars.distributed import synchronize
 from tvlars.optim import LAMB, LAMBC, LARS, TVLARS, param_groups
 
 WEIGHT_DECAY = 5e-4
@@ -33,11 +34,6 @@ OPTIMIZERS: dict[str, tuple[Callable[[list], torch.optim.Optimizer], str | None,
     "LAMBC": (lambda g: LAMBC(g, lr=0.01), "AdamW (torch, foreach)", 1.2),
 }
 SGD, ADAMW = "SGD (torch, foreach)", "AdamW (torch, foreach)"
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def measure(reps: int, warmup: int, device: torch.device) -> dict[str, float]:
@@ -55,10 +51,10 @@ def measure(reps: int, warmup: int, device: torch.device) -> dict[str, float]:
         shift = round_ % len(names)  # rotate the order so no optimizer always follows the same one
         for name in names[shift:] + names[:shift]:
             opt = optimizers[name]
-            _sync(device)
+            synchronize(device)
             start = time.perf_counter()
             opt.step()
-            _sync(device)
+            synchronize(device)
             if round_ >= warmup:
                 times[name].append(time.perf_counter() - start)
     return {name: statistics.median(ts) for name, ts in times.items()}

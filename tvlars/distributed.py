@@ -79,6 +79,12 @@ def init(device: str = "auto") -> DistInfo:
     return DistInfo(rank=rank, world_size=world, local_rank=local_rank, device=dev)
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA); a no-op on CPU. For timing, never in the training loop."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     """Sum ``tensor`` over all processes in place (identity in a single process)."""
     if dist.is_initialized() and dist.get_world_size() > 1:
