@@ -28,10 +28,11 @@ import torch
 from hydra import compose, initialize_config_dir
 from torch.utils.flop_counter import FlopCounterMode
 
+from tvlars import build as builder
 from tvlars import distributed
+from tvlars.config import CONFIG_DIR
 from tvlars.distributed import synchronize
 from tvlars.engine import Engine, TrainState
-from tvlars.train import CONFIG_DIR, build_engine
 
 CIFAR10_TRAIN = 50_000
 # Issue #7's targets for one H100 (CIFAR-10, ResNet-18 at full width): seconds per training epoch.
@@ -90,7 +91,7 @@ def measure(engine: Engine, repeats: int) -> dict[str, float]:
 def build(overrides: list[str]) -> Engine:
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)
-    engine, _ = build_engine(cfg, distributed.init(cfg.device))
+    engine = builder.build(cfg, distributed.init(cfg.device)).engine
     return engine
 
 

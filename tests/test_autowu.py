@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from tvlars.records import read_jsonl
+from tvlars.run import run
 from tvlars.schedules import AutoWU
 from tvlars.schedules import autowu as autowu_module
-from tvlars.train import run
 
 SPE, TOTAL, MINIMUM = 10, 400, 100  # steps per epoch, total steps (W = 200), the curve's minimum
 Curve = Callable[[int], float]

@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 from conftest import compose_config, run_cli, tiny
 
-from tvlars.config import resolved_lr, run_id, validate
+from tvlars.cli import check_composition
+from tvlars.config import CONFIG_DIR, resolved_lr, run_id, validate
 from tvlars.errors import UserError
-from tvlars.train import CONFIG_DIR, check_composition, run
+from tvlars.run import run
 
 GROUPS = ["dataset", "model", "task", "optimizer", "schedule", "logger"]
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((Path(CONFIG_DIR) / g).glob("*.yaml"))]

@@ -13,14 +13,14 @@ import torch
 from conftest import compose_config, tiny
 
 from tvlars import distributed
-from tvlars.train import build_engine
+from tvlars.build import build
 
 SETUP = ["epochs=1", "dataset.channels=3", "optimizer.lr=0.05"]
 
 
 def _trajectory(*overrides: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(training losses of 8 steps, flattened fp32 gradient of the first step) of the tiny run with ``overrides``."""
-    engine, _ = build_engine(compose_config(tiny(*SETUP, *overrides)), distributed.init("cpu"))
+    engine = build(compose_config(tiny(*SETUP, *overrides)), distributed.init("cpu")).engine
     losses, first_grad = [], None
     for epoch in range(2):
         engine.train_loader.sampler.set_epoch(epoch)

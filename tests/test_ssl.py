@@ -16,9 +16,9 @@ from tvlars.data import classification_transforms, load_synthetic
 from tvlars.data.ssl_transforms import two_view_transform
 from tvlars.errors import UserError
 from tvlars.models import ResNet
+from tvlars.run import run
 from tvlars.tasks.linear_eval import extract_features
 from tvlars.tasks.ssl import barlow_twins_loss, nt_xent_loss
-from tvlars.train import run
 
 SSL_TINY = ["task.projector_dims=[32,16]", "task.linear_eval.epochs=2", "task.linear_eval.batch_size=64",
             "epochs=2"]
@@ -133,11 +133,12 @@ def test_killed_during_linear_eval_resumes_there(tiny_cfg, tmp_path: Path) -> No
 def test_standalone_linear_eval_of_a_saved_backbone(tiny_cfg, tmp_path: Path) -> None:
     run(tiny_cfg("task=simclr", *SSL_TINY))
     backbone = tmp_path / "run" / "backbone.pt"
-    summary = run(tiny_cfg("task=linear_eval", f"backbone={backbone}", "epochs=2",
+    summary = run(tiny_cfg("task=linear_eval", "model=from_backbone", f"backbone={backbone}", "epochs=2",
                            f"run_dir={tmp_path / 'eval'}"))
     assert summary["status"] == "completed" and summary["config"]["optimizer"]["lr"] == 0.3
     with pytest.raises(UserError, match="backbone checkpoint .* not found"):
-        run(tiny_cfg("task=linear_eval", f"backbone={tmp_path / 'missing.pt'}", f"run_dir={tmp_path / 'x'}"))
+        run(tiny_cfg("task=linear_eval", "model=from_backbone", f"backbone={tmp_path / 'missing.pt'}",
+                     f"run_dir={tmp_path / 'x'}"))
 
 
 def test_feature_extraction_equals_the_per_sample_evaluation_transform() -> None:

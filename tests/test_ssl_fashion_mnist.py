@@ -9,8 +9,8 @@ from conftest import compose_config
 
 from tvlars.engine import seed_all
 from tvlars.models import ResNet
+from tvlars.run import run
 from tvlars.tasks.linear_eval import save_backbone
-from tvlars.train import run
 
 pytestmark = pytest.mark.slow
 

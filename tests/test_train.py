@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tvlars.records import read_jsonl
-from tvlars.train import run
+from tvlars.run import run
 
 
 def test_run_writes_records(tiny_cfg, tmp_path: Path) -> None:
@@ -106,10 +106,13 @@ def test_warmup_cosine_lr_is_recorded_per_epoch(tiny_cfg, tmp_path: Path) -> Non
     assert lrs == sorted(lrs, reverse=True)
 
 
-def test_wandb_offline_run_is_written_under_the_run_dir(tiny_cfg, tmp_path: Path) -> None:
-    summary = run(tiny_cfg("epochs=1", "logger=wandb", "logger.mode=offline"))
+def test_wandb_offline_run_is_written_under_the_run_dir(tiny_cfg, tmp_path: Path,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("INFO", logger="tvlars"):
+        summary = run(tiny_cfg("epochs=1", "logger=wandb", "logger.mode=offline"))
     assert summary["logger_id"]
-    assert list((tmp_path / "run" / "wandb").glob(f"offline-run-*-{summary['logger_id']}"))
+    [offline] = (tmp_path / "run" / "wandb").glob(f"offline-run-*-{summary['logger_id']}")
+    assert f"wandb sync {offline}" in caplog.text
 
 
 def test_resumed_run_continues_the_same_wandb_run(tiny_cfg, tmp_path: Path) -> None:

@@ -10,15 +10,22 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import math
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
+import torch
 from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_object, instantiate
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from tvlars.errors import UserError
+
+CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
+"""The Hydra config tree (``config.yaml`` and one directory per group)."""
 
 
 class Precision(str, Enum):
@@ -66,6 +73,7 @@ class Config:
     precision: Precision = Precision.fp32
     channels_last: bool = False
     compile: bool = False
+    deterministic: bool = False  # CUDA: deterministic kernels, no cuDNN autotuning (bit-exact resume; slower)
     data: DataOptions = field(default_factory=DataOptions)
     num_workers: int = -1  # DataLoader workers per process; -1 = 1 on CPU, up to 8 on CUDA (cores allowing)
     eval_batch_size: int = 1024  # global batch for evaluation (no effect on results)
@@ -88,8 +96,9 @@ ConfigStore.instance().store(name="tvlars_schema", node=Config)
 
 # Keys that do not change what is computed: they are left out of the run identity (the run id).
 # `data` (sampler or device path) and `num_workers` change only how augmentations are drawn, not their distribution.
+# `deterministic` changes floating-point noise on CUDA, not the experiment.
 _NON_SEMANTIC = {"logger", "out_dir", "run_dir", "name", "progress", "data_root", "data", "num_workers",
-                 "log_every", "checkpoint_every", "eval_batch_size", "labels"}
+                 "log_every", "checkpoint_every", "eval_batch_size", "labels", "deterministic"}
 _NON_SEMANTIC_DATASET = {"root", "download", "verify_checksums"}
 
 
@@ -158,20 +167,52 @@ def validate(cfg: DictConfig, world_size: int = 1) -> None:
         raise UserError(f"eval_batch_size={cfg.eval_batch_size} is not divisible by the world size {world_size}")
     if not (isinstance(cfg.data.on_device, bool) or cfg.data.on_device == "auto"):
         raise UserError(f"data.on_device must be auto, true or false (got {cfg.data.on_device!r})")
-    lr = cfg.optimizer.get("lr")
-    if lr is None or lr < 0:
-        raise UserError(f"optimizer.lr must be >= 0 (got {lr}); pass e.g. optimizer.lr=0.1")
-    if cfg.optimizer.get("weight_decay", 0.0) < 0:
-        raise UserError(f"optimizer.weight_decay must be >= 0 (got {cfg.optimizer.weight_decay})")
+    for key, example in (("lr", 0.1), ("weight_decay", 5e-4)):
+        value = cfg.optimizer.get(key, 0.0)
+        if not _is_number(value):
+            raise UserError(f"optimizer.{key} must be a number (got {value!r}); pass e.g. optimizer.{key}={example}")
+        if value < 0:
+            raise UserError(f"optimizer.{key} must be >= 0 (got {value}); pass e.g. optimizer.{key}={example}")
     check_target(cfg.dataset, "dataset", skip=("augment",))
     check_target(cfg.model, "model", provided=("num_classes", "in_channels", "image_size"))
     check_target(cfg.task, "task", provided=("device",))
     check_target(cfg.optimizer, "optimizer", provided=("steps_per_epoch", "total_steps"))
     check_target(cfg.schedule, "schedule", provided=("base_lr", "steps_per_epoch", "total_steps"))
     check_target(cfg.logger, "logger", provided=("run_dir",))
+    required = getattr(get_object(cfg.task._target_), "required_model", None)
+    if required is not None and cfg.model._target_ != required:
+        raise UserError(f"task={cfg.task._target_.rsplit('.', 1)[-1]} evaluates the architecture saved with the "
+                        f"backbone, so model={cfg.model._target_} does not apply; drop the model= and model.* "
+                        "overrides")
     if cfg.compile and getattr(get_object(cfg.optimizer._target_), "needs_closure", False):
         raise UserError(f"compile=true cannot be used with optimizer {cfg.optimizer._target_}: it differentiates "
                         "through the loss twice, which torch.compile does not support; set compile=false")
+    check_hyperparameters(cfg)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# Ranges that torch.optim does not check itself (torch accepts SGD momentum 1.5, which diverges).
+_FRACTIONS = ("momentum", "dampening")
+
+
+def check_hyperparameters(cfg: DictConfig) -> None:
+    """Build the optimizer on a dummy parameter and the schedule for one step, so their own checks (ranges,
+    types) run at composition time, torch's SGD/AdamW included; a failure names the key."""
+    for key in _FRACTIONS:
+        value = cfg.optimizer.get(key)
+        if value is not None and not (_is_number(value) and 0 <= value < 1):
+            raise UserError(f"optimizer.{key} must be in [0, 1) (got {value!r})")
+    betas = cfg.optimizer.get("betas")
+    if betas is not None and not (len(betas) == 2 and all(_is_number(b) and 0 <= b < 1 for b in betas)):
+        raise UserError(f"optimizer.betas must be two numbers in [0, 1) (got {list(betas)!r})")
+    dummy = torch.nn.Parameter(torch.zeros(2, 2))
+    groups = [{"params": [dummy], "weight_decay": float(cfg.optimizer.get("weight_decay", 0.0)), "adapt": True}]
+    lr = resolved_lr(cfg)
+    instantiate_node(cfg.optimizer, "optimizer", params=groups, lr=lr, steps_per_epoch=1, total_steps=cfg.epochs)
+    instantiate_node(cfg.schedule, "schedule", base_lr=lr, steps_per_epoch=1, total_steps=cfg.epochs)
 
 
 def resolved_lr(cfg: DictConfig) -> float:
@@ -194,3 +235,38 @@ def run_id(cfg: DictConfig) -> str:
     """A short stable hash of :func:`semantic_config`: equal ids ⇔ the same experiment."""
     blob = json.dumps(semantic_config(cfg), sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:10]
+
+
+def compose(overrides: list[str]) -> DictConfig:
+    """``config.yaml`` with ``overrides``, as the entry point composes it (inside a running Hydra app, with its
+    search path; otherwise from :data:`CONFIG_DIR`)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():
+        return hydra_compose(config_name="config", overrides=overrides)
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=overrides)
+
+
+def group_choices() -> dict[str, str]:
+    """The config-group options chosen on the command line (empty when composed without @hydra.main)."""
+    try:
+        choices = HydraConfig.get().runtime.choices
+    except ValueError:
+        return {}
+    return {k: v for k, v in choices.items() if not k.startswith("hydra") and v is not None}
+
+
+def default_run_dir(cfg: DictConfig, rid: str) -> Path:
+    """``<out_dir>/<name or the group choices>-b<batch>-s<seed>-<run id>``."""
+    choices = group_choices()
+    groups = ("task", "dataset", "model", "optimizer", "schedule")
+    parts = [cfg.name] if cfg.name else [choices[g] for g in groups if g in choices] or ["run"]
+    return Path(cfg.out_dir) / "-".join([*parts, f"b{cfg.batch_size}", f"s{cfg.seed}", rid])
+
+
+def run_dir(cfg: DictConfig) -> Path:
+    """The run directory: ``run_dir`` if set, else :func:`default_run_dir`."""
+    return Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg, run_id(cfg))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import random
 import sys
 import time
@@ -64,22 +65,88 @@ class EngineOptions:
     checkpoint_every: int = 1
     log_every: int = 50
     log_trust_every: int = 100
-    progress_bar: bool = False
+    progress: str = "lines"  # "bar" (tqdm) or "lines" (a log line every log_every steps); rank 0 only
+    name: str = ""  # the run's name, at the start of progress lines (parallel jobs share a log)
+
+
+def progress_mode(setting: str) -> str:
+    """``bar`` or ``lines`` for a ``progress`` setting: ``auto`` draws a bar only on a terminal at least 40
+    columns wide (a zero-width terminal, as some schedulers give, gets lines)."""
+    if setting != "auto":
+        return setting
+    try:
+        columns = os.get_terminal_size(sys.stderr.fileno()).columns if sys.stderr.isatty() else 0
+    except (OSError, ValueError):  # not a real file descriptor (captured output)
+        columns = 0
+    return "bar" if columns >= 40 else "lines"
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
+
+
+class Progress:
+    """Training progress of rank 0: images/s, loss, LR and the run's ETA, as a tqdm bar or plain log lines.
+
+    Values arrive every ``log_every`` steps, where the loop reads the loss anyway (no extra host sync).
+    """
+
+    def __init__(self, opts: EngineOptions, steps_per_epoch: int, images_per_step: int, enabled: bool) -> None:
+        self.opts, self.steps_per_epoch, self.images_per_step = opts, steps_per_epoch, images_per_step
+        self.enabled = enabled
+        self.bar: Any = None
+        self._mark: tuple[float, int] | None = None  # (time, step) of the last update
+
+    def start_epoch(self, epoch: int, step: int) -> None:
+        self._mark = (time.perf_counter(), step)
+        if self.enabled and self.opts.progress == "bar":
+            self.bar = tqdm(total=self.steps_per_epoch, desc=f"{self.opts.name} epoch {epoch + 1}/{self.opts.epochs}",
+                            leave=False, file=sys.stderr, dynamic_ncols=True)
+
+    def step(self) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def update(self, epoch: int, step: int, loss: float, lr: float) -> None:
+        """Report at global ``step``: speed since the last update and the ETA of the remaining training steps."""
+        if not self.enabled or self._mark is None:
+            return
+        now = time.perf_counter()
+        elapsed, steps = now - self._mark[0], step - self._mark[1]
+        self._mark = (now, step)
+        rate = steps / elapsed if elapsed > 0 and steps > 0 else math.nan
+        remaining = self.opts.epochs * self.steps_per_epoch - step
+        eta = _duration(remaining / rate) if math.isfinite(rate) and rate > 0 else "?"
+        speed = f"{rate * self.images_per_step:.0f} img/s" if math.isfinite(rate) else "? img/s"
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"loss {loss:.4f} | lr {lr:.4g} | {speed} | ETA {eta}", refresh=False)
+            return
+        within = step - epoch * self.steps_per_epoch
+        log.info("%s epoch %d/%d step %d/%d | loss %.4f | lr %.4g | %s | ETA %s", self.opts.name, epoch + 1,
+                 self.opts.epochs, within, self.steps_per_epoch, loss, lr, speed, eta)
+
+    def end_epoch(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 def _add(total: Sums | None, new: Sums) -> Sums:
     if total is None:
-        return {k: v.detach().clone() for k, v in new.items()}
+        return {k: v.detach().clone() if isinstance(v, Tensor) else v for k, v in new.items()}
     for k, v in new.items():
-        total[k] += v.detach()
+        total[k] += v.detach() if isinstance(v, Tensor) else v
     return total
 
 
 def reduce_means(sums: Sums, prefix: str) -> dict[str, float]:
     """All-reduce epoch sums and return ``{prefix_key: sum_key / count}`` as Python floats (one sync)."""
     keys = sorted(sums)
-    packed = distributed.all_reduce_sum(torch.stack([sums[k].float() for k in keys])).tolist()
-    values = dict(zip(keys, packed, strict=True))
+    device = next(v.device for v in sums.values() if isinstance(v, Tensor))
+    packed = torch.stack([torch.as_tensor(sums[k], device=device).float() for k in keys])
+    values = dict(zip(keys, distributed.all_reduce_sum(packed).tolist(), strict=True))
     count = max(values.pop("count"), 1.0)
     return {f"{prefix}_{k}": v / count for k, v in values.items()}
 
@@ -87,21 +154,24 @@ def reduce_means(sums: Sums, prefix: str) -> dict[str, float]:
 class Engine:
     """Runs a task's training and evaluation for a number of epochs; rank 0 writes records and logs."""
 
-    def __init__(self, opts: EngineOptions, dist: DistInfo, task: Task, model: nn.Module, train_model: nn.Module,
+    def __init__(self, opts: EngineOptions, dist: DistInfo, *, task: Task, model: nn.Module, train_model: nn.Module,
                  optimizer: torch.optim.Optimizer, schedule: Schedule, train_loader: DataLoader | DeviceLoader,
-                 test_loader: DataLoader | DeviceLoader, records: RunRecords | None, logger: NullLogger) -> None:
+                 test_loader: DataLoader | DeviceLoader, records: RunRecords | None = None,
+                 logger: NullLogger | None = None) -> None:
         self.opts, self.dist, self.task = opts, dist, task
         self.model = model  # the bare module (checkpoints, evaluation)
         self.train_model = train_model  # possibly compiled and/or DDP-wrapped
         self.optimizer, self.schedule = optimizer, schedule
         self.train_loader, self.test_loader = train_loader, test_loader
-        self.records, self.logger = records, logger
+        self.records, self.logger = records, logger or NullLogger()
         self.device = dist.device
         self.amp = contextlib.nullcontext
         if opts.precision == "bf16":
             self.amp = lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)
         self.needs_closure = bool(getattr(optimizer, "needs_closure", False))
         self.layer_names = [n for g in optimizer.param_groups for n in g.get("names", [""] * len(g["params"]))]
+        batch = getattr(train_loader, "batch_size", None) or 0
+        self.progress = Progress(opts, len(train_loader), batch * dist.world_size, enabled=dist.is_main)
 
     # ----------------------------------------------------------------------------------------- state
     def state_dict(self, state: TrainState) -> dict[str, Any]:
@@ -158,12 +228,26 @@ class Engine:
         return lr
 
     def _trust_snapshot(self, step: int, epoch: int) -> dict[str, Any] | None:
+        """The optimizer's per-layer observables of the last step as a ``trust.jsonl`` row (host values: this
+        is a logging step), also logged to W&B at ``step`` (so W&B receives steps in order)."""
         stats = getattr(self.optimizer, "trust_stats", None)
-        if stats is None:
+        values = stats() if stats is not None else {}
+        if not values:
             return None
-        values = stats()
-        return {"step": step, "epoch": epoch, **{k: v.detach().float().clone() for k, v in values.items()}} \
-            if values else None
+        row: dict[str, Any] = {"step": step, "epoch": epoch}
+        summary: dict[str, float] = {}
+        for key, value in values.items():
+            host = value.detach().float().cpu()
+            row[key] = host.tolist()
+            if host.ndim == 0:
+                summary[f"trust/{key}"] = host.item()
+                continue
+            finite = host[torch.isfinite(host)]
+            if finite.numel():
+                summary |= {f"trust/{key}_min": finite.min().item(), f"trust/{key}_median": finite.median().item(),
+                            f"trust/{key}_max": finite.max().item()}
+        self.logger.log(summary, step=step)
+        return row
 
     # ----------------------------------------------------------------------------------------- epochs
     def evaluate(self) -> dict[str, float]:
@@ -173,7 +257,8 @@ class Engine:
             for batch in self.test_loader:
                 sums = _add(sums, self.task.eval_step(self.model, self._to_device(batch)))
         self.model.train()
-        assert sums is not None, "empty test loader"
+        if sums is None:  # the builder refuses test sets smaller than the world size; this guards direct use
+            raise RuntimeError("evaluation on an empty test shard")
         return reduce_means(sums, "test")
 
     def train_epoch(self, state: TrainState, epoch: int) -> tuple[dict[str, float], bool, list[dict[str, Any]]]:
@@ -186,8 +271,7 @@ class Engine:
         nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
         sums: Sums | None = None
         snapshots: list[dict[str, Any]] = []
-        bar = tqdm(total=len(self.train_loader), desc=f"epoch {epoch + 1}/{opts.epochs}", leave=False,
-                   disable=not opts.progress_bar, file=sys.stderr, dynamic_ncols=True)
+        self.progress.start_epoch(epoch, state.step)
         diverged = False
         for i, batch in enumerate(self.train_loader):
             lr = self._set_lr(state.step)
@@ -200,41 +284,24 @@ class Engine:
                 snap = self._trust_snapshot(state.step, epoch + 1)
                 if snap:
                     snapshots.append(snap)
-            bar.update(1)
+            self.progress.step()
             if state.step % opts.log_every == 0 or i + 1 == len(self.train_loader):
                 if distributed.all_reduce_max(nonfinite.float()).item() > 0:
                     diverged = True
                     break
-                bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.4g}")
-                self.logger.log({"train/loss": loss.item(), "train/lr": lr}, step=state.step)
-        bar.close()
-        assert sums is not None, "empty training loader"
+                host_loss = loss.item()
+                self.progress.update(epoch, state.step, host_loss, lr)
+                self.logger.log({"train/loss": host_loss, "train/lr": lr}, step=state.step)
+        self.progress.end_epoch()
+        if sums is None:
+            raise RuntimeError("the training loader yielded no batch")
         return reduce_means(sums, "train"), diverged, snapshots
 
-    def _write_trust(self, snapshots: list[dict[str, Any]]) -> None:
-        if not snapshots or self.records is None:
+    def _write_trust(self, rows: list[dict[str, Any]]) -> None:
+        if not rows or self.records is None:
             return
         if not self.records.trust.exists():
             self.records.append_jsonl(self.records.trust, [{"layers": self.layer_names}])
-        rows = []
-        for snap in snapshots:
-            row: dict[str, Any] = {"step": snap["step"], "epoch": snap["epoch"]}
-            summary: dict[str, float] = {}
-            for key, value in snap.items():
-                if key in ("step", "epoch"):
-                    continue
-                values = value.cpu()
-                row[key] = values.tolist()
-                if values.ndim == 1:
-                    finite = values[torch.isfinite(values)]
-                    if finite.numel():
-                        summary |= {f"trust/{key}_min": finite.min().item(),
-                                    f"trust/{key}_median": finite.median().item(),
-                                    f"trust/{key}_max": finite.max().item()}
-                else:
-                    summary[f"trust/{key}"] = values.item()
-            rows.append(row)
-            self.logger.log(summary, step=snap["step"])
         self.records.append_jsonl(self.records.trust, rows)
 
     def fit(self, state: TrainState) -> str:

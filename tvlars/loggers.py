@@ -5,10 +5,13 @@ Only rank 0 builds a real logger. The local run directory is written whatever th
 
 from __future__ import annotations
 
+import logging
 import netrc
 import os
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger("tvlars")
 
 
 class NullLogger:
@@ -70,6 +73,9 @@ class WandbLogger(NullLogger):
             settings=wandb.Settings(silent=True, console="off"),
         )
         self.run_id = self._run.id
+        if self.mode == "offline":
+            log.info("W&B is offline (no API key or WANDB_MODE=offline); upload this run later with: wandb sync %s",
+                     self._run.settings.sync_dir)
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
         if self._run is not None:

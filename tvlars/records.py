@@ -15,8 +15,12 @@ Only rank 0 creates a :class:`RunRecords`; every write of a whole file goes thro
 from __future__ import annotations
 
 import json
+import logging
 import os
+import shutil
 import tempfile
+import time
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +28,22 @@ import torch
 
 from tvlars.errors import UserError
 
-STATUSES = ("running", "completed", "diverged", "failed")
+log = logging.getLogger("tvlars")
+
+
+class Status(str, Enum):
+    """The ``status`` of a run in ``summary.json``."""
+
+    running = "running"  # started (or killed without a chance to say so): a rerun resumes it
+    completed = "completed"  # final
+    diverged = "diverged"  # final: a non-finite training loss; a rerun skips it
+    failed = "failed"  # an error ended it (``error`` says which); a rerun retries it
+    interrupted = "interrupted"  # Ctrl-C / SIGTERM: a rerun resumes it from the last checkpoint
+
+    @property
+    def final(self) -> bool:
+        """Whether a rerun skips the run instead of resuming or retrying it."""
+        return self in (Status.completed, Status.diverged)
 
 
 def _atomic_write(path: Path, write: Any) -> None:
@@ -46,9 +65,19 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The JSON objects of a JSONL file, one per line; a missing file gives none. Lines that are not whole JSON
+    objects (the torn last line of a killed run, bytes that are not UTF-8) are dropped."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for line in path.read_bytes().decode(errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
 
 
 class RunRecords:
@@ -63,24 +92,40 @@ class RunRecords:
         self.summary = self.dir / "summary.json"
 
     def prepare(self) -> None:
-        """Create the directory and prove it is writable, or fail with one line naming it."""
+        """Create the directory and prove it is writable, or fail with one line naming it; remove temporary
+        files that an interrupted atomic write left behind."""
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             probe = self.dir / ".write-test"
             probe.write_text("ok")
             probe.unlink()
+            for stale in self.dir.glob(".*.tmp"):
+                stale.unlink()
         except OSError as exc:
             raise UserError(
                 f"run directory {self.dir} is not writable ({exc.strerror}); "
                 "set out_dir=<writable dir> or run_dir=<writable dir>") from None
 
     def read_summary(self) -> dict[str, Any] | None:
-        if not self.summary.exists():
-            return None
+        """The run's summary, or ``None`` if there is none or it is unreadable (see :meth:`unreadable_summary`)."""
         try:
-            return json.loads(self.summary.read_text())
-        except (OSError, json.JSONDecodeError):
+            summary = json.loads(self.summary.read_bytes())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             return None
+        return summary if isinstance(summary, dict) else None
+
+    def unreadable_summary(self) -> bool:
+        """A ``summary.json`` exists but is not a JSON object (damaged, truncated, binary)."""
+        return self.summary.exists() and self.read_summary() is None
+
+    def move_aside(self) -> Path:
+        """Move the whole run directory to ``<run_dir>.unreadable-<UTC time>`` (records are never deleted) and
+        return where it went."""
+        target = self.dir.with_name(f"{self.dir.name}.unreadable-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
+        shutil.move(str(self.dir), target)
+        log.warning("warning: %s had an unreadable summary.json and no usable checkpoint; its files were moved "
+                    "to %s", self.dir, target)
+        return target
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         write_json(self.summary, summary)
@@ -89,16 +134,41 @@ class RunRecords:
         _atomic_write(self.config, lambda f: f.write(text.encode()))
 
     def append_jsonl(self, path: Path, rows: list[dict[str, Any]]) -> None:
-        with path.open("a") as f:
-            f.writelines(json.dumps(row, default=str) + "\n" for row in rows)
+        """Append ``rows``, first cutting a torn last line (a run killed mid-write) so every line stays whole."""
+        with path.open("ab") as f:
+            size = f.tell()
+            if size:
+                with path.open("rb") as existing:
+                    tail = existing.read()
+                if not tail.endswith(b"\n"):
+                    f.truncate(tail.rfind(b"\n") + 1)
+            f.writelines((json.dumps(row, default=str) + "\n").encode() for row in rows)
 
-    def truncate_after(self, epoch: int) -> None:
-        """Drop metric rows and trust rows written after the checkpoint at ``epoch`` (resume)."""
-        for path in (self.metrics, self.trust):
-            if not path.exists():
-                continue
-            rows = [r for r in read_jsonl(path) if r.get("epoch", 0) <= epoch]
+    def truncate_after(self, epoch: int, step: int) -> None:
+        """Drop the rows of every ``*.jsonl`` log written after the checkpoint at ``epoch``/``step`` (resume):
+        rows with a ``step`` after ``step``, or without one but with an ``epoch`` after ``epoch``; torn lines go too."""
+        def keep(row: dict[str, Any]) -> bool:
+            return row["step"] <= step if "step" in row else row.get("epoch", 0) <= epoch
+
+        for path in sorted(self.dir.glob("*.jsonl")):
+            rows = [r for r in read_jsonl(path) if keep(r)]
             _atomic_write(path, lambda f, rows=rows: f.write("".join(json.dumps(r) + "\n" for r in rows).encode()))
+
+    def summarize(self) -> dict[str, Any]:
+        """Best and final metrics from ``metrics.jsonl`` (the single source of per-epoch truth)."""
+        rows = read_jsonl(self.metrics)
+        evaluated = [r for r in rows if "test_top1" in r]
+        out: dict[str, Any] = {"epochs_completed": rows[-1]["epoch"] if rows else 0}
+        if evaluated:
+            best = max(evaluated, key=lambda r: r["test_top1"])
+            final = evaluated[-1]
+            out |= {"best_test_top1": best["test_top1"], "best_test_top5": best.get("test_top5"),
+                    "best_epoch": best["epoch"], "final_test_top1": final["test_top1"],
+                    "final_test_top5": final.get("test_top5"), "final_test_loss": final.get("test_loss")}
+        if rows:
+            speeds = sorted(r["train_images_per_s"] for r in rows)
+            out |= {"final_train_loss": rows[-1].get("train_loss"), "images_per_s": speeds[len(speeds) // 2]}
+        return out
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         _atomic_write(self.checkpoint, lambda f: torch.save(state, f))

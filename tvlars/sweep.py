@@ -23,11 +23,11 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-from tvlars.config import run_id, validate
+from tvlars.cli import one_line
+from tvlars.config import CONFIG_DIR, default_run_dir, run_id, validate
 from tvlars.errors import UserError
 from tvlars.experiments import Job, Spec, slug
 from tvlars.records import RunRecords
-from tvlars.train import CONFIG_DIR, default_run_dir, one_line
 
 # Training-set sizes for cost estimates (train_subset overrides them).
 TRAIN_SIZES = {"cifar10": 50_000, "cifar100": 50_000, "tinyimagenet": 100_000, "imagenet": 1_281_167,

@@ -11,12 +11,13 @@ from torch.utils.data import DataLoader, Subset
 from torchvision.datasets import ImageFolder
 
 from tvlars import distributed
+from tvlars.build import build
 from tvlars.data import TensorImageDataset, load_cifar10
 from tvlars.data.fake import write_fake_imagefolder, write_fake_tinyimagenet
 from tvlars.data.loaders import DeviceLoader, ShardSampler, in_memory, train_sampler
 from tvlars.errors import UserError
 from tvlars.records import read_jsonl
-from tvlars.train import build_engine, run
+from tvlars.run import run
 
 
 def _indexed(n: int) -> TensorImageDataset:
@@ -107,7 +108,7 @@ def test_without_augmentation_both_paths_train_identically(tmp_path: Path) -> No
 ])
 def test_auto_chooses_the_device_path_where_it_applies(overrides: list[str], path: str) -> None:
     cfg = compose_config(tiny(*overrides))
-    engine, _ = build_engine(cfg, distributed.init("cpu"))
+    engine = build(cfg, distributed.init("cpu")).engine
     assert isinstance(engine.train_loader, DeviceLoader) == (path == "device")
     assert isinstance(engine.test_loader, DeviceLoader) == (path == "device")
 
@@ -116,7 +117,7 @@ def test_on_device_true_refuses_large_images_before_training(tmp_path: Path) -> 
     write_fake_tinyimagenet(tmp_path)  # 64 px: applies
     cfg = compose_config(tiny("dataset=tinyimagenet", f"data_root={tmp_path}", "data.on_device=true",
                               "batch_size=4", "dataset.augment.crop_padding=0"))
-    engine, _ = build_engine(cfg, distributed.init("cpu"))
+    engine = build(cfg, distributed.init("cpu")).engine
     assert isinstance(engine.train_loader, DeviceLoader) and engine.train_loader.inputs.shape[1:] == (3, 64, 64)
     write_fake_imagefolder(tmp_path / "imagenet", ["n01", "n02"], n_per_class=2, size=160, splits=("train", "val"))
     for setting, expected in (("true", UserError), ("auto", None)):
@@ -124,7 +125,7 @@ def test_on_device_true_refuses_large_images_before_training(tmp_path: Path) -> 
                                   "batch_size=2"))
         if expected:
             with pytest.raises(UserError, match="data.on_device=true does not apply: .*128"):
-                build_engine(cfg, distributed.init("cpu"))
+                build(cfg, distributed.init("cpu"))
         else:
-            engine, _ = build_engine(cfg, distributed.init("cpu"))
+            engine = build(cfg, distributed.init("cpu")).engine
             assert isinstance(engine.train_loader, DataLoader)

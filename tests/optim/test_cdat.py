@@ -13,7 +13,7 @@ from torch import nn
 
 from tvlars.optim import CDAT, LAMB, LARS
 from tvlars.records import read_jsonl
-from tvlars.train import run
+from tvlars.run import run
 
 DTYPE = torch.float64
 

@@ -10,19 +10,30 @@ from torch.utils.data import Dataset
 
 from tvlars.data import DataBundle, DatasetInfo
 
-Sums = dict[str, Tensor]
-"""Per-batch sums of statistics (0-d device tensors), always including ``count``; the engine adds them up
-over an epoch and across processes and reports ``sum / count`` for every other key."""
+Sums = dict[str, Tensor | int]
+"""Per-batch sums of statistics: 0-d device tensors, plus ``count``, the number of samples, as a Python int (the
+batch size is known on the host: counting costs no device work and no host sync). The engine adds them up over an
+epoch and across processes and reports ``sum / count`` for every other key."""
 
 BatchTransforms = tuple[Callable[[Tensor], Any] | None, Callable[[Tensor], Any] | None]
 """(train, test) batched transforms of the device path; ``None`` = identity."""
 
 
 class Task:
-    """A task never knows which optimizer or schedule it runs with."""
+    """A task never knows which optimizer or schedule it runs with.
 
-    def prepare(self, data: DataBundle) -> DataBundle:
-        """The data this task trains on (e.g. frozen features instead of images); by default ``data`` itself."""
+    A task whose trained module is meant to be evaluated by another run declares it: ``follow_up`` names the
+    ``configs/task`` option that runs after it completes (SSL pre-training → ``linear_eval``) on the module that
+    :meth:`exported_module` returns, saved as ``<run_dir>/backbone.pt``.
+    """
+
+    views: int = 1  # images of a sample the model processes per step (two-view SSL: 2); for cost estimates
+    required_model: str | None = None  # the model ``_target_`` this task insists on (checked at composition)
+    follow_up: str | None = None  # the configs/task option that evaluates this task's exported module
+
+    def prepare(self, data: DataBundle, backbone: nn.Module) -> DataBundle:
+        """The data this task trains on (e.g. features of a frozen ``backbone`` instead of images); by default
+        ``data`` itself. Called after :meth:`build_model`."""
         return data
 
     def datasets(self, data: DataBundle, augment: dict[str, Any]) -> tuple[Dataset, Dataset]:
@@ -35,13 +46,21 @@ class Task:
         apply to this data."""
         return None
 
-    def build_model(self, backbone: nn.Module) -> nn.Module:
+    def build_model(self, backbone: nn.Module, info: DatasetInfo) -> nn.Module:
         """The module that is trained (e.g. backbone plus heads); classification trains the backbone itself."""
         return backbone
 
     def optimized_module(self, model: nn.Module) -> nn.Module:
         """The part of ``model`` the optimizer under test trains (auxiliary monitors may train themselves)."""
         return model
+
+    def exported_module(self, model: nn.Module) -> nn.Module:
+        """The module the :attr:`follow_up` run evaluates (only called when ``follow_up`` is set)."""
+        raise NotImplementedError
+
+    def follow_up_settings(self) -> dict[str, Any]:
+        """Top-level config values for the :attr:`follow_up` run that differ from its option's YAML."""
+        return {}
 
     def training_step(self, model: nn.Module, batch: Any) -> tuple[Tensor, Sums]:
         """The loss to minimise and the sums to report, without host synchronisation."""

@@ -37,7 +37,7 @@ class Classification(Task):
         x, y = batch
         logits = model(x)
         loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
-        n = torch.tensor(float(y.shape[0]), device=y.device)
+        n = y.shape[0]
         with torch.no_grad():
             top1 = topk_correct(logits, y, 1) * 100.0
         return loss, {"loss": loss.detach() * n, "top1": top1, "count": n}
@@ -45,7 +45,6 @@ class Classification(Task):
     def eval_step(self, model: nn.Module, batch: Any) -> Sums:
         x, y = batch
         logits = model(x)
-        n = torch.tensor(float(y.shape[0]), device=y.device)
         loss = F.cross_entropy(logits.float(), y, reduction="sum")
         return {"loss": loss, "top1": topk_correct(logits, y, 1) * 100.0,
-                "top5": topk_correct(logits, y, 5) * 100.0, "count": n}
+                "top5": topk_correct(logits, y, 5) * 100.0, "count": y.shape[0]}

@@ -8,6 +8,7 @@ evaluation cost about one pass of the backbone over the data.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,8 @@ from tvlars.errors import UserError
 from tvlars.tasks.base import BatchTransforms
 from tvlars.tasks.classification import Classification
 
+log = logging.getLogger("tvlars")
+
 
 def save_backbone(path: Path, backbone: nn.Module, model_cfg: dict[str, Any], model_kwargs: dict[str, Any]) -> None:
     """Write ``backbone.pt``: the model config (with ``_target_``), its build kwargs and the weights."""
@@ -33,14 +36,24 @@ def save_backbone(path: Path, backbone: nn.Module, model_cfg: dict[str, Any], mo
     torch.save({"model": model_cfg, "model_kwargs": model_kwargs, "state_dict": state}, path)
 
 
-def load_backbone(path: str | Path, device: torch.device) -> nn.Module:
-    """Rebuild a backbone saved by :func:`save_backbone`, frozen, in eval mode, classifier removed."""
+def load_backbone(path: str | Path | None, in_channels: int | None = None, device: Any = "cpu") -> nn.Module:
+    """The backbone saved by :func:`save_backbone`, frozen, in eval mode, classifier removed, on ``device``.
+
+    The target of ``model=from_backbone`` (which ``task=linear_eval`` selects): the architecture is the saved one,
+    so no ``model.*`` key applies. ``in_channels`` (the dataset's) must match the backbone's input channels.
+    """
+    if not path:
+        raise UserError("task=linear_eval needs backbone=<path to backbone.pt> (written by an SSL pre-training run)")
     path = Path(path)
     if not path.is_file():
         raise UserError(f"backbone checkpoint {path} not found; pass backbone=<run dir>/backbone.pt of a "
                         "finished pre-training run")
     try:
         saved = torch.load(path, map_location="cpu", weights_only=False)
+        saved_channels = saved["model_kwargs"].get("in_channels")
+        if in_channels is not None and saved_channels is not None and saved_channels != in_channels:
+            raise UserError(f"backbone {path} takes {saved_channels}-channel images but the dataset has "
+                            f"{in_channels} channel(s); evaluate it on the dataset it was pre-trained on")
         backbone = instantiate_node(OmegaConf.create(saved["model"]), "model", **saved["model_kwargs"])
         backbone.fc = nn.Identity()
         backbone.load_state_dict(saved["state_dict"])
@@ -49,7 +62,7 @@ def load_backbone(path: str | Path, device: torch.device) -> nn.Module:
     except Exception as exc:  # noqa: BLE001 - any failure here means the file is not a usable backbone
         raise UserError(f"backbone checkpoint {path} cannot be loaded ({type(exc).__name__}: {exc})") from None
     backbone.requires_grad_(False)
-    return backbone.to(device).eval()
+    return backbone.to(torch.device(device)).eval()
 
 
 @torch.no_grad()
@@ -74,23 +87,34 @@ def extract_features(backbone: nn.Module, dataset: Dataset, info: DatasetInfo, d
     return TensorDataset(torch.cat(feats), torch.cat(targets))
 
 
+def check_features(features: Tensor, split: str) -> None:
+    """Warn (one line) when frozen features are non-finite or absurdly large: a broken pre-training would
+    otherwise end in a 'completed' linear evaluation at chance level."""
+    finite = torch.isfinite(features)
+    if not finite.all():
+        log.warning("warning: %.1f %% of the %s features are not finite: the backbone is broken (diverged "
+                    "pre-training?); the linear evaluation will be at chance level", 100 * (~finite).float().mean(),
+                    split)
+    elif features.abs().max() > 1e4:
+        log.warning("warning: %s features reach |x| = %.3g: the linear evaluation may diverge or sit at chance "
+                    "level", split, features.abs().max())
+
+
 class LinearEval(Classification):
-    """Linear classifier on frozen features of ``backbone`` (a ``backbone.pt`` written by pre-training)."""
+    """Linear classifier on frozen features of the backbone that ``model=from_backbone`` loads."""
 
-    def __init__(self, backbone: str | None = None, device: Any = "cpu") -> None:
+    required_model = f"{__name__}.load_backbone"  # the saved architecture: no other model applies
+
+    def __init__(self, device: Any = "cpu") -> None:
         super().__init__(label_smoothing=0.0)
-        if not backbone:
-            raise UserError("task=linear_eval needs backbone=<path to backbone.pt> "
-                            "(written by an SSL pre-training run)")
-        self.backbone_path, self.device = backbone, torch.device(device)
-        self.num_features = 0
+        self.device = torch.device(device)
 
-    def prepare(self, data: DataBundle) -> DataBundle:
+    def prepare(self, data: DataBundle, backbone: nn.Module) -> DataBundle:
         """Replace the images by frozen features (deterministic transform), computed once."""
-        backbone = load_backbone(self.backbone_path, self.device)
         train = extract_features(backbone, data.train, data.info, self.device)
         test = extract_features(backbone, data.test, data.info, self.device)
-        self.num_features = train.tensors[0].shape[1]
+        for split, dataset in (("train", train), ("test", test)):
+            check_features(dataset.tensors[0], split)
         return DataBundle(train=train, test=test, info=data.info)
 
     def datasets(self, data: DataBundle, augment: dict[str, Any]) -> tuple[Dataset, Dataset]:
@@ -99,8 +123,8 @@ class LinearEval(Classification):
     def batch_transforms(self, info: DatasetInfo, augment: dict[str, Any]) -> BatchTransforms | None:
         return None, None
 
-    def build_model(self, backbone: nn.Module) -> nn.Module:
-        head = nn.Linear(self.num_features, backbone.fc.out_features)
+    def build_model(self, backbone: nn.Module, info: DatasetInfo) -> nn.Module:
+        head = nn.Linear(backbone.num_features, info.num_classes)
         nn.init.normal_(head.weight, std=0.01)
         nn.init.zeros_(head.bias)
         return head

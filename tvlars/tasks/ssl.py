@@ -32,34 +32,40 @@ from tvlars.tasks.classification import topk_correct
 
 def gather(z: Tensor) -> Tensor:
     """Concatenate ``z`` from all processes along dim 0, differentiably (identity in one process)."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if not (dist.is_available() and dist.is_initialized()):
         return z
     return torch.cat(all_gather(z), dim=0)
 
 
 def barlow_twins_loss(z1: Tensor, z2: Tensor, lambd: float) -> Tensor:
     """``Σ_i (1 − C_ii)² + λ Σ_{i≠j} C_ij²`` with ``C`` the cross-correlation of the batch-normalised
-    embeddings of the global batch, divided by the global batch size (Zbontar et al. 2021)."""
-    z1, z2 = gather(z1.float()), gather(z2.float())
-    n = z1.shape[0]
-    z1 = F.batch_norm(z1, None, None, training=True)
-    z2 = F.batch_norm(z2, None, None, training=True)
-    c = z1.T @ z2 / n
-    diag = torch.diagonal(c)
-    on_diag = (diag - 1).pow(2).sum()
-    off_diag = c.pow(2).sum() - diag.pow(2).sum()
-    return on_diag + lambd * off_diag
+    embeddings of the global batch, divided by the global batch size (Zbontar et al. 2021).
+
+    Computed in float32 even under bf16 autocast: late in training ``1 − C_ii`` is ~1e-3, below bf16's resolution
+    near 1 (~4e-3), and a bf16 matrix product would round it away."""
+    with torch.autocast(z1.device.type, enabled=False):
+        z1, z2 = gather(z1.float()), gather(z2.float())
+        n = z1.shape[0]
+        z1 = F.batch_norm(z1, None, None, training=True)
+        z2 = F.batch_norm(z2, None, None, training=True)
+        c = z1.T @ z2 / n
+        diag = torch.diagonal(c)
+        on_diag = (diag - 1).pow(2).sum()
+        off_diag = c.pow(2).sum() - diag.pow(2).sum()
+        return on_diag + lambd * off_diag
 
 
 def nt_xent_loss(z1: Tensor, z2: Tensor, temperature: float) -> Tensor:
     """SimCLR's NT-Xent over the global batch: each of the 2N embeddings must pick its partner among the
-    other 2N − 1 by cosine similarity / temperature (Chen et al. 2020); mean over the 2N anchors."""
-    z = F.normalize(torch.cat([gather(z1.float()), gather(z2.float())]), dim=1)
-    n = z.shape[0] // 2
-    logits = z @ z.T / temperature
-    logits = logits.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
-    partner = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
-    return F.cross_entropy(logits, partner)
+    other 2N − 1 by cosine similarity / temperature (Chen et al. 2020); mean over the 2N anchors. Float32 even
+    under bf16 autocast (as :func:`barlow_twins_loss`)."""
+    with torch.autocast(z1.device.type, enabled=False):
+        z = F.normalize(torch.cat([gather(z1.float()), gather(z2.float())]), dim=1)
+        n = z.shape[0] // 2
+        logits = z @ z.T / temperature
+        logits = logits.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
+        partner = torch.arange(2 * n, device=z.device).roll(n)  # i ↔ i + n
+        return F.cross_entropy(logits, partner)
 
 
 class SSLModel(nn.Module):
@@ -82,12 +88,16 @@ class SSLModel(nn.Module):
 
 
 class SelfSupervised(Task):
-    """Shared pre-training step; subclasses choose the views, the projector and the loss."""
+    """Shared pre-training step; subclasses choose the views, the projector and the loss. Followed by the
+    offline linear evaluation of the backbone (``configs/task/linear_eval.yaml``; ``linear_eval`` holds the
+    top-level values in which the follow-up differs from that file, e.g. ``{epochs: 2}``; ``None`` keeps it)."""
 
     method = ""
+    views = 2
+    follow_up = "linear_eval"
 
     def __init__(self, linear_eval: dict[str, Any], probe_lr: float = 0.1, min_scale: float = 0.08) -> None:
-        self.linear_eval = dict(linear_eval)
+        self.linear_eval = {k: v for k, v in dict(linear_eval).items() if v is not None}
         self.probe_lr, self.min_scale = probe_lr, min_scale
         self.probe_optimizer: torch.optim.Optimizer | None = None
 
@@ -105,20 +115,26 @@ class SelfSupervised(Task):
     def batch_transforms(self, info: DatasetInfo, augment: dict[str, Any]) -> BatchTransforms | None:
         return batch_two_view_transform(info, self.method, min_scale=self.min_scale), BatchNormalize(info)
 
-    def build_model(self, backbone: nn.Module) -> nn.Module:
-        model = SSLModel(backbone, self.projector(backbone.num_features), backbone.fc.out_features)
+    def build_model(self, backbone: nn.Module, info: DatasetInfo) -> nn.Module:
+        model = SSLModel(backbone, self.projector(backbone.num_features), info.num_classes)
         self.probe_optimizer = torch.optim.SGD(model.probe.parameters(), lr=self.probe_lr, momentum=0.9)
         return model
 
     def optimized_module(self, model: nn.Module) -> nn.Module:
         return model.encoder
 
+    def exported_module(self, model: nn.Module) -> nn.Module:
+        return model.encoder["backbone"]
+
+    def follow_up_settings(self) -> dict[str, Any]:
+        return dict(self.linear_eval)
+
     def training_step(self, model: nn.Module, batch: Any) -> tuple[Tensor, Sums]:
         (v1, v2), y = batch
         z1, z2, logits = model(v1, v2)
         ssl_loss = self.loss(z1, z2)
         probe_loss = F.cross_entropy(logits.float(), y)  # reaches the probe only: its input is detached
-        n = torch.tensor(float(y.shape[0]), device=y.device)
+        n = y.shape[0]
         with torch.no_grad():
             top1 = topk_correct(logits, y, 1) * 100.0
         return ssl_loss + probe_loss, {"loss": ssl_loss.detach() * n, "probe_top1": top1, "count": n}
@@ -131,9 +147,8 @@ class SelfSupervised(Task):
     def eval_step(self, model: nn.Module, batch: Any) -> Sums:
         x, y = batch
         logits = model(x)
-        n = torch.tensor(float(y.shape[0]), device=y.device)
         return {"probe_top1": topk_correct(logits, y, 1) * 100.0, "probe_top5": topk_correct(logits, y, 5) * 100.0,
-                "count": n}
+                "count": y.shape[0]}
 
     def state_dict(self) -> dict[str, Any]:
         return {"probe_optimizer": self.probe_optimizer.state_dict()} if self.probe_optimizer else {}

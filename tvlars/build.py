@@ -1,0 +1,146 @@
+"""Builders: a composed config → data, task, model, optimizer, schedule and loaders, as one :class:`Built`.
+
+Data comes first, so a missing dataset fails before any model is built; nothing is written to disk here.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+from torch.nn.parallel import DistributedDataParallel
+
+from tvlars.config import Precision, Progress, instantiate_node, resolved_lr, run_dir, run_id
+from tvlars.data import DataBundle, DatasetInfo
+from tvlars.data.loaders import (
+    DeviceLoader,
+    ShardSampler,
+    device_loader,
+    sampler_loader,
+    subset,
+    train_sampler,
+    worker_count,
+)
+from tvlars.distributed import DistInfo
+from tvlars.engine import Engine, EngineOptions, progress_mode, seed_all
+from tvlars.errors import UserError
+from tvlars.loggers import NullLogger
+from tvlars.optim import param_groups
+from tvlars.records import RunRecords
+from tvlars.tasks.base import BatchTransforms, Task
+
+log = logging.getLogger("tvlars")
+
+
+@dataclass
+class Built:
+    """Everything a run needs, built from one config: the engine and the facts the builder decided."""
+
+    engine: Engine
+    info: DatasetInfo
+    lr: float  # optimizer.lr after lr_scaling
+    steps_per_epoch: int
+    data_path: str  # "device" or "sampler"
+    run_id: str
+
+
+def device_transforms(setting: bool | str, task: Task, info: DatasetInfo,
+                      augment: dict[str, Any]) -> BatchTransforms | None:
+    """The task's batched transforms if the device path is on (``data.on_device``) and applies, else ``None``."""
+    if setting is False:
+        return None
+    try:
+        transforms = task.batch_transforms(info, augment)
+        reason = None if transforms is not None else f"task {type(task).__name__} has no batched transforms"
+    except ValueError as exc:
+        transforms, reason = None, str(exc)
+    if reason is None:
+        return transforms
+    if setting is True:
+        raise UserError(f"data.on_device=true does not apply: {reason}; set data.on_device=auto or false")
+    log.info("data path: sampler (%s)", reason)
+    return None
+
+
+def make_loaders(cfg: DictConfig, dist: DistInfo, data: DataBundle, task: Task) -> tuple[Any, Any]:
+    """(train, test) loaders of the device path where it applies (see :func:`device_transforms`), else of the
+    sampler path. Both visit the same indices in the same order; per-process batch = batch_size / world_size."""
+    per_device, eval_per_device = cfg.batch_size // dist.world_size, cfg.eval_batch_size // dist.world_size
+    workers = worker_count(cfg.num_workers, dist.device, dist.world_size)
+    sampler = train_sampler(len(data.train), dist.rank, dist.world_size, cfg.seed)
+    if len(sampler) < per_device:
+        raise UserError(f"batch_size={cfg.batch_size} exceeds the training set ({len(data.train)} images); "
+                        "lower batch_size")
+    if len(data.test) < dist.world_size:
+        raise UserError(f"the test set has {len(data.test)} images, fewer than the {dist.world_size} processes; "
+                        "raise test_subset or use fewer processes")
+    shard = ShardSampler(len(data.test), dist.rank, dist.world_size)
+    augment = dict(cfg.dataset.get("augment", {}))
+    transforms = device_transforms(cfg.data.on_device, task, data.info, augment)
+    if transforms is not None:
+        train_tf, test_tf = transforms
+        return (device_loader(data.train, dist.device, per_device, sampler, train_tf, drop_last=True,
+                              workers=workers, desc="train set"),
+                device_loader(data.test, dist.device, eval_per_device, shard, test_tf, drop_last=False,
+                              workers=workers, desc="test set"))
+    train_set, test_set = task.datasets(data, augment)
+    return (sampler_loader(train_set, per_device, sampler, workers, dist.device, drop_last=True),
+            sampler_loader(test_set, eval_per_device, shard, workers, dist.device, drop_last=False))
+
+
+def run_name(cfg: DictConfig) -> str:
+    """The name at the start of progress lines: the run directory's (parallel jobs of a sweep share one log)."""
+    return run_dir(cfg).name
+
+
+def wrap_for_training(model: torch.nn.Module, cfg: DictConfig, dist: DistInfo) -> torch.nn.Module:
+    """The module the loop trains: SyncBatchNorm + DDP when in a process group (CUDA: SyncBatchNorm), then
+    ``torch.compile`` if asked. The bare ``model`` keeps its parameters (checkpoints, evaluation)."""
+    train_model = model
+    if dist.distributed:
+        if dist.device.type == "cuda":
+            train_model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(train_model)
+        train_model = DistributedDataParallel(train_model, device_ids=[dist.device.index] if
+                                              dist.device.type == "cuda" else None)
+    if cfg.compile:
+        train_model = torch.compile(train_model)
+    return train_model
+
+
+def build(cfg: DictConfig, dist: DistInfo, records: RunRecords | None = None,
+          logger: NullLogger | None = None) -> Built:
+    """Data, task, model, optimizer, schedule and loaders from ``cfg``, ready to train."""
+    data: DataBundle = instantiate_node(cfg.dataset, "dataset", skip=("augment",))
+    data.train, data.test = subset(data.train, cfg.train_subset), subset(data.test, cfg.test_subset)
+    info = data.info
+    task: Task = instantiate_node(cfg.task, "task", device=dist.device)
+    seed_all(cfg.seed)
+    backbone = instantiate_node(cfg.model, "model", num_classes=info.num_classes, in_channels=info.in_channels,
+                                image_size=info.image_size, device=dist.device)
+    model = task.build_model(backbone, info).to(dist.device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    data = task.prepare(data, backbone)
+    train_loader, test_loader = make_loaders(cfg, dist, data, task)
+    steps_per_epoch = len(train_loader)
+    total_steps = steps_per_epoch * cfg.epochs
+    lr = resolved_lr(cfg)
+    groups = param_groups(task.optimized_module(model), float(cfg.optimizer.get("weight_decay", 0.0)))
+    optimizer = instantiate_node(cfg.optimizer, "optimizer", params=groups, lr=lr,
+                                 steps_per_epoch=steps_per_epoch, total_steps=total_steps)
+    schedule = instantiate_node(cfg.schedule, "schedule", base_lr=lr, steps_per_epoch=steps_per_epoch,
+                                total_steps=total_steps)
+    rid = run_id(cfg)
+    opts = EngineOptions(epochs=cfg.epochs, seed=cfg.seed, run_id=rid, precision=Precision(cfg.precision).value,
+                         channels_last=cfg.channels_last, eval_every=cfg.eval_every,
+                         checkpoint_every=cfg.checkpoint_every, log_every=cfg.log_every,
+                         log_trust_every=cfg.log_trust_every, progress=progress_mode(Progress(cfg.progress).value),
+                         name=run_name(cfg))
+    engine = Engine(opts, dist, task=task, model=model, train_model=wrap_for_training(model, cfg, dist),
+                    optimizer=optimizer, schedule=schedule, train_loader=train_loader, test_loader=test_loader,
+                    records=records, logger=logger)
+    data_path = "device" if isinstance(train_loader, DeviceLoader) else "sampler"
+    return Built(engine, info, lr, steps_per_epoch, data_path, rid)

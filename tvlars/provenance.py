@@ -1,0 +1,77 @@
+"""Where a run came from: the code (a content hash of the package, git commit and uncommitted changes), the
+machine and the library versions. Written into every ``summary.json``; the code hash lets a rerun notice that a
+finished or resumed run was produced by different code.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import torch
+import torchvision
+
+import tvlars
+
+PACKAGE_DIR = Path(tvlars.__file__).resolve().parent
+_SOURCE_SUFFIXES = (".py", ".yaml")
+
+
+@functools.cache
+def code_hash() -> str:
+    """SHA-256 (first 16 hex digits) of every ``.py`` and ``.yaml`` file of the installed ``tvlars`` package.
+
+    Independent of git, so it identifies the code of a checkout, a wheel or a Docker image alike.
+    """
+    digest = hashlib.sha256()
+    for path in sorted(p for p in PACKAGE_DIR.rglob("*") if p.suffix in _SOURCE_SUFFIXES and p.is_file()):
+        digest.update(path.relative_to(PACKAGE_DIR).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=PACKAGE_DIR, capture_output=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.decode(errors="replace")
+
+
+@functools.cache
+def git_state() -> dict[str, Any]:
+    """``git_commit``, ``git_dirty`` and ``git_diff_hash`` of the checkout this package runs from.
+
+    All ``None`` for an installed copy that is not the ``tvlars/`` directory of a git work tree (a wheel inside a
+    virtual environment that happens to sit in some repository is not mistaken for that repository's code).
+    ``git_diff_hash`` hashes the uncommitted changes (tracked diff plus untracked files) of the whole work tree.
+    """
+    none = {"git_commit": None, "git_dirty": None, "git_diff_hash": None}
+    top = _git("rev-parse", "--show-toplevel")
+    if top is None or Path(top.strip()).resolve() / "tvlars" != PACKAGE_DIR:
+        return none
+    commit, diff = _git("rev-parse", "HEAD"), _git("diff", "HEAD", "--binary")
+    status = _git("status", "--porcelain", "--untracked-files=all")
+    if commit is None or status is None or diff is None:
+        return none
+    digest = hashlib.sha256(diff.encode())
+    untracked = sorted(line[3:] for line in status.splitlines() if line.startswith("?? "))
+    root = Path(top.strip())
+    for name in untracked:
+        path = root / name
+        digest.update(name.encode() + (path.read_bytes() if path.is_file() else b""))
+    dirty = bool(status.strip())
+    return {"git_commit": commit.strip(), "git_dirty": dirty,
+            "git_diff_hash": digest.hexdigest()[:16] if dirty else None}
+
+
+def environment(device: torch.device, world_size: int) -> dict[str, Any]:
+    """Code, machine and versions of a run (the ``summary.json`` fields besides results)."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    return {"code_hash": code_hash(), **git_state(), "device": str(device), "device_name": name,
+            "world_size": world_size, "hostname": platform.node(),
+            "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                         "torchvision": torchvision.__version__, "tvlars": tvlars.__version__}}
