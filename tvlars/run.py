@@ -7,6 +7,7 @@ when the run starts (``running``) and when it ends (``completed``, ``diverged``,
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -146,6 +147,18 @@ def _log_start(cfg: DictConfig, built: Built, dist: DistInfo) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- follow-up
+def _warn_if_at_chance(result: dict[str, Any], classes: int, what: str) -> None:
+    """One warning line when an evaluation ends with an absurd training loss or at chance level (a broken
+    pre-training would otherwise end 'completed' without a word)."""
+    loss, top1 = result.get("final_train_loss"), result.get("final_test_top1")
+    chance = 100.0 / classes
+    if loss is not None and not (math.isfinite(loss) and loss < 10 * math.log(classes)):
+        log.warning("warning: the %s ended at training loss %.3g (%.2f at chance): its accuracy means little",
+                    what, loss, math.log(classes))
+    elif top1 is not None and top1 < chance + 2.0:
+        log.warning("warning: the %s ended at %.2f %% test top-1, chance level (%.2f %%)", what, top1, chance)
+
+
 def option_keys(group: str, option: str) -> set[str]:
     """The top-level keys that choosing ``group=option`` sets: the option itself, or, for a ``@package _global_``
     option, every key of its body and every group its defaults list overrides."""
@@ -196,6 +209,7 @@ def _follow_up(cfg: DictConfig, dist: DistInfo, built: Built, directory: Path) -
     sub = follow_up_config(cfg, task.follow_up, directory, task.follow_up_settings(), built.run_id)
     validate(sub, dist.world_size)
     result = _run(sub, dist)
+    _warn_if_at_chance(result, built.info.num_classes, task.follow_up)
     out = {k: result[k] for k in FOLLOW_UP_KEYS if k in result}
     out[task.follow_up] = {"run_dir": str(directory / task.follow_up), "status": result.get("status"),
                            "epochs": result.get("epochs_completed")}
