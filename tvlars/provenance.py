@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import platform
 import subprocess
 from pathlib import Path
@@ -41,18 +42,28 @@ def _git(*args: str) -> str | None:
     return out.stdout.decode(errors="replace")
 
 
+def _build_info() -> dict[str, Any]:
+    """What ``setup.py`` recorded when this installed copy was built (``{}`` if nothing was)."""
+    try:
+        info = json.loads((PACKAGE_DIR / "_build_info.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: info.get(k) for k in ("git_commit", "git_dirty")} if isinstance(info, dict) else {}
+
+
 @functools.cache
 def git_state() -> dict[str, Any]:
     """``git_commit``, ``git_dirty`` and ``git_diff_hash`` of the checkout this package runs from.
 
-    All ``None`` for an installed copy that is not the ``tvlars/`` directory of a git work tree (a wheel inside a
-    virtual environment that happens to sit in some repository is not mistaken for that repository's code).
+    For an installed copy that is not the ``tvlars/`` directory of a git work tree (a wheel inside a virtual
+    environment that happens to sit in some repository is not mistaken for that repository's code), the commit
+    recorded when the wheel was built (see ``setup.py``), else ``None``.
     ``git_diff_hash`` hashes the uncommitted changes (tracked diff plus untracked files) of the whole work tree.
     """
     none = {"git_commit": None, "git_dirty": None, "git_diff_hash": None}
     top = _git("rev-parse", "--show-toplevel")
     if top is None or Path(top.strip()).resolve() / "tvlars" != PACKAGE_DIR:
-        return none
+        return {**none, **_build_info()}
     commit, diff = _git("rev-parse", "HEAD"), _git("diff", "HEAD", "--binary")
     status = _git("status", "--porcelain", "--untracked-files=all")
     if commit is None or status is None or diff is None:
