@@ -285,7 +285,7 @@ def test_figures(spec, runs: Path, tmp_path: Path) -> None:
     df = collect(runs)
     out = tmp_path / "out"
     paths = write_figures(spec, build_table(spec, df), df, out)
-    assert sorted(p.name for p in paths) == ["accuracy_vs_epoch.png", "phi.png", "trust_ratio.png"]
+    assert sorted(p.name for p in paths) == ["accuracy_vs_epoch.png", "phi.png", "trust_ratio.png", "tuning_curve.png"]
     assert all(p.stat().st_size > 1000 for p in paths)
     # No metrics, no trust, no TVLARS configs: nothing is drawn, nothing crashes.
     empty = collect(tmp_path / "out")
