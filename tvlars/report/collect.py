@@ -142,13 +142,13 @@ def read_summary(path: Path) -> tuple[dict[str, Any] | None, str | None]:
 
 
 def _from_directory(root: Path) -> list[dict]:
-    """Rows of every run below ``root``; ``path`` is the summary's location relative to ``root`` (as shown in
-    tables, which must not depend on where the records lie)."""
+    """Rows of every run below ``root``; ``path`` is ``<run dir name>/summary.json`` (as shown in tables, which
+    must not depend on where the records lie)."""
     rows = []
     for path in sorted(root.rglob("summary.json")):
         if _is_linear_eval(path):
             continue
-        shown = path.relative_to(root).as_posix()
+        shown = f"{path.parent.name}/summary.json"
         summary, problem = read_summary(path)
         if summary is None:
             rows.append(_corrupt(shown, str(path.parent), problem or "unreadable"))

@@ -12,6 +12,7 @@ The output is deterministic: the same records give the same PNG bytes.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import warnings
@@ -27,6 +28,7 @@ from matplotlib.ticker import MaxNLocator
 
 from tvlars.experiments import Spec
 from tvlars.report.collect import normalize
+from tvlars.report.records import write_atomic
 from tvlars.report.tables import METRIC_TEXT, Table, column_header, format_value
 
 # metrics.jsonl key -> y label; SSL pre-training rows have only the online probe (the linear eval runs after).
@@ -115,7 +117,9 @@ def _save(fig: Figure, axes: list[Axes], ylabel: str, title: str, path: Path, sh
         fig.legend(legend.values(), legend.keys(), loc="outside lower center", ncols=min(len(legend), 4),
                    fontsize="small")
     fig.suptitle(title)
-    fig.savefig(path, dpi=120, metadata={"Software": None})  # no version string: bytes depend on the data only
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120, metadata={"Software": None})  # no version: bytes follow the data
+    write_atomic(path, buffer.getvalue())
     return [path]
 
 

@@ -361,7 +361,8 @@ def _md_cell(cell: Cell, bold: bool) -> str:
     return _cell_text(cell, bold)
 
 
-def _md_table(header: list[str], rows: list[list[str]]) -> str:
+def md_table(header: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table (pipes in cells escaped)."""
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
     lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
     return "\n".join(lines)
@@ -452,12 +453,12 @@ def _markdown(spec: Spec, cells: dict[tuple[str, Any], Cell], bold: set[tuple[st
     over = f"mean ± std over {len(seeds)} seed(s)" + (" (confirmation runs of the chosen point)"
                                                        if spec.confirm_seeds else "")
     lines = [f"# {spec.display_title}", "", f"Table `{spec.name}`: {METRIC_TEXT[spec.metric]}, {over}.", "",
-             _md_table(["Method", "Budget (runs/cell)", *headers], main), "", _statistics_rule(spec), "",
+             md_table(["Method", "Budget (runs/cell)", *headers], main), "", _statistics_rule(spec), "",
              _budget_text(spec), "", _selection_rule(spec), ""]
     if spec.notes:
         lines += [f"Notes: {spec.notes.strip()}", ""]
     if any(r.grid or r.trials is not None for r in spec.rows):
-        lines += ["## Selected point per cell", "", _md_table(["Method", *headers], points), ""]
+        lines += ["## Selected point per cell", "", md_table(["Method", *headers], points), ""]
     lines += [*_claim(spec, cells), ""]
     done = "None: every expected run finished (completed or diverged)."
     lines += ["## Problems", ""] + ([f"- {p}" for p in problems] or [done])
