@@ -43,7 +43,8 @@ notes: Synthetic numbers for the tests.
 
 def write_run(root: Path, row: str, column: int, point: dict[str, Any], seed: int, best: float | None = None,
               status: str = "completed", table: str = "mini", epochs: int = 3, trust: bool = False,
-              optimizer: dict[str, Any] | None = None, error: str | None = None) -> Path:
+              optimizer: dict[str, Any] | None = None, error: str | None = None,
+              num_classes: int | None = 10) -> Path:
     """One run directory as tvlars.train writes it: summary.json, metrics.jsonl, optionally trust.jsonl."""
     run_dir = root / f"{table}-{row}-{column}-{json.dumps(point, sort_keys=True)}-{seed}".replace(" ", "_")
     run_dir.mkdir(parents=True)
@@ -64,7 +65,7 @@ def write_run(root: Path, row: str, column: int, point: dict[str, Any], seed: in
                "steps_per_epoch": 10, "lr": 1.0, "best_test_top1": best if best is not None else float("nan"),
                "final_test_top1": (best if best is not None else float("nan")) - 1.0, "best_test_top5": 99.0,
                "final_test_top5": 98.0, "images_per_s": 1000.0, "wall_time_s": 12.0, "epochs_completed": epochs,
-               "num_classes": 10, "error": error}
+               "error": error, **({"num_classes": num_classes} if num_classes else {})}
     (run_dir / "summary.json").write_text(json.dumps(summary))  # NaN written as in tvlars.records
     return run_dir
 

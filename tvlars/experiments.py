@@ -203,7 +203,7 @@ def _search_trials(name: str, label: str, columns: list[Any], raw: Any) -> dict[
     space = dict(raw["space"])
     per_column: dict[Any, dict[str, Any]] = {c: {} for c in columns}
     for key, spec in space.items():
-        by_column = isinstance(spec, dict) and not set(spec) <= set(_DISTRIBUTIONS)
+        by_column = isinstance(spec, dict) and bool(set(spec) & set(columns))
         for column in columns:
             if by_column and column not in spec:
                 raise _fail(name, f"{where}: space {key} has no range for {column} (give every column)")
