@@ -126,3 +126,42 @@ def test_rerun_launches_only_failed_running_and_missing_jobs(tmp_path: Path) -> 
     assert launched == len(again) - 5  # completed, diverged and the 3 corrupt records are left alone
     listed = json.loads((tmp_path / "jobs" / "plan.json").read_text())
     assert [p["status"] for p in listed[:3]] == ["completed", "diverged", "failed"]
+
+
+@pytest.mark.slow
+def test_search_confirmation_and_comparison_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A tiny search table with confirmation seeds through reproduce_table.py: search sweep, confirmation sweep,
+    table of the confirmation seeds, records beside it; a rerun launches nothing and compares equal."""
+    import importlib.util
+
+    from conftest import ROOT, TINY
+
+    base = [o for o in TINY if not o.startswith(("batch_size", "epochs"))] + ["epochs=1", "checkpoint_every=0"]
+    spec = write(tmp_path, f"""
+title: tiny search
+columns: {{key: batch_size, values: [64]}}
+seeds: [0]
+confirm_seeds: [0, 1]
+chance: 10.0
+base: {json.dumps(base)}
+compare: {{method: [b], baselines: [a]}}
+rows:
+  - {{label: a, overrides: [optimizer=sgd], search: {{trials: 2, space: {{optimizer.lr: {{log: [0.01, 0.1]}}}}}}}}
+  - {{label: b, overrides: [optimizer=adamw], search: {{trials: 2, space: {{optimizer.lr: {{log: [0.001, 0.01]}}}}}}}}
+""", "tiny")
+    loader = importlib.util.spec_from_file_location("reproduce_table", ROOT / "scripts" / "reproduce_table.py")
+    reproduce = importlib.util.module_from_spec(loader)
+    loader.loader.exec_module(reproduce)
+    args = ["--table", str(spec), "--launcher", "basic", "--runs", str(tmp_path / "runs"),
+            "--results", str(tmp_path / "results")]
+    assert reproduce.main(args) == 0
+    table = (tmp_path / "results" / "tiny" / "table.md").read_text()
+    assert "mean ± std over 2 seed(s) (confirmation runs of the chosen point)" in table
+    assert "None: every expected run finished" in table
+    summaries = list((tmp_path / "runs" / "tiny").glob("*/summary.json"))
+    assert len(summaries) == 2 * 2 + 2 * 1  # 2 rows × 2 trials × seed 0, then seed 1 at each chosen point
+    assert len(list((tmp_path / "results" / "tiny" / "runs").iterdir())) == 6
+    capsys.readouterr()
+    assert reproduce.main(args) == 0  # everything is done: nothing launches, every cell equals the committed one
+    out = capsys.readouterr().out
+    assert "to run: 0 jobs" in out and "0 run(s) to go now" in out and "2 same value" in out
