@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -360,3 +361,22 @@ def test_make_tables_cli(spec, runs: Path, tmp_path: Path, capsys: pytest.Captur
     assert len(err) == 1 and err[0].startswith("error: no experiment spec")
     assert main(["--table", str(spec.path), "--source", str(tmp_path / "missing"), "--out", str(out)]) == 2
     assert capsys.readouterr().err.startswith("error: run source")
+
+
+def test_trust_families_and_short_series() -> None:
+    from matplotlib.figure import Figure
+
+    from tvlars.report.figures import _family, _series
+
+    def config(target: str, **extra: Any) -> dict[str, Any]:
+        return {"optimizer": {"_target_": target, **extra}}
+
+    assert _family(config("tvlars.optim.LARS")) == _family(config("tvlars.optim.tvlars.tvlars_from_epochs")) == "lars"
+    assert _family(config("tvlars.optim.LAMBC")) == _family(config("tvlars.optim.CDAT", base="lamb")) == "lamb"
+    assert _family(config("tvlars.optim.CDAT", base="lars")) == "lars"
+    assert _family(config("torch.optim.SGD")) is None and _family({}) is None
+    ax = Figure().subplots()
+    _series(ax, np.array([5.0]), np.array([0.3]), np.array([0.2]), np.array([0.4]), "C0", "one point")
+    line = ax.lines[0]  # then the error bar's caps
+    assert line.get_marker() == "o" and line.get_linestyle() == "None"  # a marker with an error bar, not a line
+    assert len(ax.containers) == 1
