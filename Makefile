@@ -36,11 +36,11 @@ bench: $(STAMP)  ## loop vs bare PyTorch, sampler vs device data path, optimizer
 train: $(STAMP)  ## one run; pass Hydra overrides with ARGS="dataset=cifar10 optimizer=lars ..."
 	$(PYTHON) -m tvlars.train $(ARGS)
 
-reproduce-table: $(STAMP)  ## sweep TABLE (LAUNCHER=joblib|basic|submitit_local|submitit_slurm, PROFILE=full|smoke) → results/
+reproduce-table: $(STAMP)  ## sweep TABLE into runs/ (LAUNCHER=joblib|basic|submitit_*, PROFILE=full|smoke, ARGS=--continue) → results/, compared with the committed table
 	$(PYTHON) scripts/reproduce_table.py --table $(TABLE) --launcher $(LAUNCHER) --profile $(PROFILE) $(ARGS)
 
-tables: $(STAMP)  ## rebuild results/TABLE from existing records (SOURCE=runs/TABLE or wandb:<entity>/<project>)
-	$(PYTHON) scripts/make_tables.py --table $(TABLE) $(if $(SOURCE),--source $(SOURCE))
+tables: $(STAMP)  ## rebuild results/TABLE from records (SOURCE= default runs/TABLE, else results/TABLE/runs; or wandb:<entity>/<project>)
+	$(PYTHON) scripts/make_tables.py --table $(TABLE) $(if $(SOURCE),--source $(SOURCE)) $(ARGS)
 
 clean:  ## remove caches (keeps .venv, runs/ and data/)
 	rm -rf .pytest_cache .ruff_cache **/__pycache__

@@ -1,11 +1,16 @@
-"""`make tables`: run records → the paper's table (Markdown, LaTeX, CSV) and figures. Never re-runs anything.
+"""`make tables`: run records → the paper's table (Markdown, LaTeX, CSV), figures and the records beside them.
+Never re-runs anything.
 
     python scripts/make_tables.py --table fmnist-mini [--source runs/fmnist-mini | wandb:<entity>/<project>]
-        [--out results/fmnist-mini] [--profile full|smoke]
+        [--out results/fmnist-mini] [--profile full|smoke] [--allow-empty] [--replace-records]
 
-Prints the runs found by status, the problems (missing, running, failed, corrupt runs) and the table. Exit
-code 0 whenever the table could be built (also with missing or diverged runs); 2 with one ``error:`` line
-for an unknown table or an unreadable source.
+The source defaults to ``runs/<table>`` when it exists, else to the committed records ``results/<table>/runs``.
+Writes into ``--out`` (default ``results/<table>``) the table files, the figures its records support (figures of
+an older build that this one does not draw are removed) and, from a local source, a copy of the table's run
+records in ``<out>/runs/`` (no checkpoints, backbones, W&B files). Prints the runs found by status, the problems
+and the table. Exit code 0 whenever the table was written; 2 with one ``error:`` line for an unknown table, an
+unreadable source, a source without any run of the table (unless --allow-empty), or records of an older build
+that this one would drop (unless --replace-records).
 """
 
 from __future__ import annotations
@@ -14,25 +19,51 @@ import argparse
 import sys
 from pathlib import Path
 
-from tvlars.errors import UserError
-from tvlars.experiments import load_spec, smoke_spec
-from tvlars.report import build_table, collect, status_summary, write_figures
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's tvlars, whatever is installed
+
+from tvlars.errors import UserError  # noqa: E402
+from tvlars.experiments import load_spec, smoke_spec  # noqa: E402
+from tvlars.report import build_table, collect, records, status_summary, write_figures  # noqa: E402
+from tvlars.report.collect import WANDB_PREFIX  # noqa: E402
+from tvlars.report.figures import FIGURES  # noqa: E402
+
+
+def default_source(table: str, results: Path) -> Path:
+    """``runs/<table>`` when a sweep ran here, else the records committed with the table."""
+    local = Path("runs") / table
+    return local if local.is_dir() else results / "runs"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--table", required=True, help="spec name (experiments/<name>.yaml) or path")
-    parser.add_argument("--source", help="run directory tree or wandb:<entity>/<project> (default runs/<table>)")
+    parser.add_argument("--source", help="run directory tree or wandb:<entity>/<project> "
+                                         "(default runs/<table>, else results/<table>/runs)")
     parser.add_argument("--out", help="output directory (default results/<table>)")
     parser.add_argument("--profile", choices=("full", "smoke"), default="full",
                         help="smoke: the table as `reproduce_table.py --profile smoke` shrank it")
+    parser.add_argument("--allow-empty", action="store_true",
+                        help="write the table even when the source holds no run of it (every cell '–')")
+    parser.add_argument("--replace-records", action="store_true",
+                        help="let <out>/runs lose records that this build does not use")
     args = parser.parse_args(argv)
     try:
         spec = load_spec(args.table)
         if args.profile == "smoke":
             spec = smoke_spec(spec, data_root="")
-        df = collect(args.source or Path("runs") / spec.name)
         out = Path(args.out or Path("results") / spec.name)
+        source = args.source or str(default_source(spec.name, out))
+        df = collect(source)
+        mine = df[(df["table"] == spec.name) | (df["status"] == "corrupt")]
+        if not (mine["table"] == spec.name).any() and not args.allow_empty:
+            raise UserError(f"{source} holds no run of table {spec.name}, so every cell would be '–'; run "
+                            f"`make reproduce-table TABLE={spec.name}`, pass --source <runs dir>, or --allow-empty")
+        local = not source.startswith(WANDB_PREFIX)
+        in_place = local and Path(source).resolve() == (out / "runs").resolve()
+        names = records.record_names(mine["run_dir"]) if local else {}
+        if not in_place:
+            records.check_replace(out / "runs", names, args.replace_records)
+        table = build_table(spec, df)
         out.mkdir(parents=True, exist_ok=True)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -40,16 +71,21 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"error: cannot create the output directory ({exc}); pass --out <writable dir>", file=sys.stderr)
         return 2
-    table = build_table(spec, df)
     written = []
     for name, text in (("table.md", table.markdown), ("table.tex", table.latex), ("table.csv", table.csv)):
-        (out / name).write_text(text)
+        records.write_atomic(out / name, text.encode())
         written.append(out / name)
-    written += write_figures(spec, table, df, out)
+    figures = write_figures(spec, table, df, out)
+    for stale in (out / name for name in FIGURES if out / name not in figures):
+        stale.unlink(missing_ok=True)  # a figure of an older build that these records no longer support
+    if not in_place:
+        records.copy_records(names, out / "runs")
+    count, size = records.size(out / "runs")
     print(status_summary(spec, df))
     print(f"{len(table.problems)} problem(s)" + (" (listed under Problems below)" if table.problems else "") + "\n")
     print(table.markdown)
-    print("wrote " + ", ".join(str(p) for p in written))
+    print("wrote " + ", ".join(str(p) for p in [*written, *figures]))
+    print(f"records: {count} run(s), {size / 1e6:.1f} MB in {out / 'runs'}")
     return 0
 
 

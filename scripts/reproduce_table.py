@@ -1,10 +1,15 @@
-"""`make reproduce-table`: experiment spec → plan → Hydra multirun (any launcher) → tables and figures.
+"""`make reproduce-table`: experiment spec → plan → Hydra multirun (any launcher) → tables, figures, records →
+a comparison with the committed table.
 
     python scripts/reproduce_table.py --table fmnist-mini [--launcher basic|joblib|submitit_local|submitit_slurm]
-        [--profile full|smoke] [--dry-run] [hydra launcher overrides, e.g. hydra.launcher.n_jobs=2]
+        [--profile full|smoke] [--continue] [--dry-run] [hydra launcher overrides, e.g. hydra.launcher.n_jobs=2]
 
-Finished runs are skipped (run directories are derived from the config hash), so rerunning resumes a killed
-sweep. `--profile smoke` shrinks any table to minutes on fake data in the real on-disk formats.
+Runs go to ``runs/<table>/``. Finished runs are skipped (run directories are derived from the config hash), so
+rerunning resumes a killed sweep; ``--continue`` first copies the committed records of ``results/<table>/runs``
+into ``runs/<table>/`` so that only what the committed study lacks runs. With ``confirm_seeds`` in the spec, a
+second sweep re-runs each cell's chosen point with those seeds once the cell's search trials have finished.
+The table is then written to ``results/<table>/`` (with its records) and compared cell by cell with the table
+that was there before. ``--profile smoke`` shrinks any table to minutes on fake data in the real on-disk formats.
 """
 
 from __future__ import annotations
@@ -14,14 +19,26 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]  # this checkout's tvlars first, whatever is installed
 
 import torch  # noqa: E402
 
 from tvlars.data import fake  # noqa: E402
 from tvlars.errors import UserError  # noqa: E402
-from tvlars.experiments import load_spec, smoke_spec  # noqa: E402
-from tvlars.sweep import describe, launch, measured_throughput, plan, write_job_files  # noqa: E402
+from tvlars.experiments import Spec, load_spec, smoke_spec  # noqa: E402
+from tvlars.report import collect, records  # noqa: E402
+from tvlars.report.compare import compare  # noqa: E402
+from tvlars.report.tables import build_table, select  # noqa: E402
+from tvlars.sweep import HELD, PlannedJob, describe, launch, measured_throughput, plan, write_job_files  # noqa: E402
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask), not every CPU of the machine."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS has no affinity masks
+        return os.cpu_count() or 1
 
 
 def fake_data(root: Path) -> None:
@@ -45,6 +62,26 @@ def launcher_defaults(args: argparse.Namespace) -> list[str]:
     return []
 
 
+def sweep(spec: Spec, planned: list[PlannedJob], jobs_root: Path, out_dir: Path, args: argparse.Namespace) -> None:
+    """Launch the pending jobs of ``planned`` (if any) as one multirun."""
+    if not write_job_files(spec, planned, jobs_root):
+        return
+    if args.launcher == "joblib":  # parallel jobs share the cores instead of oversubscribing them
+        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, usable_cpus() // args.jobs)))
+    code = launch(jobs_root, args.launcher, launcher_defaults(args) + args.launcher_args,
+                  out_dir / f"multirun-{jobs_root.name}")
+    if code:
+        print(f"warning: the sweep exited with code {code}; going on with the runs that finished", file=sys.stderr)
+
+
+def confirmation_plan(spec: Spec, out_dir: Path) -> tuple[list[PlannedJob], int]:
+    """The confirmation runs of every cell whose search trials have all finished, and how many cells wait."""
+    cells, _ = select(spec, collect(out_dir)) if out_dir.is_dir() else ({}, [])
+    ready = {key: cell.point for key, cell in cells.items() if cell.search_done and cell.point is not None}
+    waiting = len(spec.rows) * len(spec.columns) - len(ready)
+    return plan(spec, out_dir, spec.confirm_jobs(ready)), waiting
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--table", default="fmnist-mini")
@@ -52,10 +89,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", choices=("full", "smoke"), default="full")
     parser.add_argument("--runs", default="runs", help="root of the run directories")
     parser.add_argument("--results", default="results", help="root of the generated tables")
-    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
-                        help="parallel jobs for --launcher joblib (default: one per core, one thread each)")
+    parser.add_argument("--jobs", type=int, default=usable_cpus(),
+                        help="parallel jobs for --launcher joblib (default: one per usable CPU, one thread each)")
     parser.add_argument("--gpus-per-node", type=int, default=1,
                         help="SLURM: GPUs (= DDP processes) per run for --launcher submitit_slurm")
+    parser.add_argument("--continue", dest="resume", action="store_true",
+                        help="continue the committed study: copy results/<table>/runs into runs/<table> first")
+    parser.add_argument("--replace-records", action="store_true",
+                        help="let results/<table>/runs lose committed records that this reproduction lacks")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and stop")
     parser.add_argument("launcher_args", nargs="*", help="extra Hydra overrides for the launcher")
     args = parser.parse_args(argv)
@@ -68,27 +109,36 @@ def main(argv: list[str] | None = None) -> int:
             spec = smoke_spec(spec, str(data_root.resolve()))
             out_dir = Path(args.runs) / "smoke" / spec.name
             results = out_dir / "results"
+        if args.resume and not args.dry_run:
+            print(f"continuing the committed study: {records.seed_from(results / 'runs', out_dir)} record(s) "
+                  f"copied from {results / 'runs'} into {out_dir}")
         planned = plan(spec, out_dir)
+        confirm, waiting = confirmation_plan(spec, out_dir) if spec.confirm_seeds else ([], 0)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     device = "GPU" if args.launcher == "submitit_slurm" or torch.cuda.is_available() else "CPU"
     print(describe(spec, planned, measured_throughput(planned), device), flush=True)
+    if spec.confirm_seeds:
+        todo = sum(p.status not in HELD for p in confirm)
+        print(f"  confirmation: each cell's chosen point re-runs with seeds {spec.confirm_seeds}: {todo} run(s) to "
+              f"go now, {waiting} cell(s) still wait for their search trials", flush=True)
     if args.dry_run:
         return 0
-    pending = write_job_files(spec, planned, out_dir / "jobs")
-    if pending and args.launcher == "joblib":  # parallel jobs share the cores instead of oversubscribing them
-        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.jobs)))
-    if pending:
-        code = launch(out_dir / "jobs", args.launcher, launcher_defaults(args) + args.launcher_args,
-                      out_dir / "multirun")
-        if code:
-            print(f"warning: the sweep exited with code {code}; building tables from the runs that finished",
-                  file=sys.stderr)
+    committed = (results / "table.csv").read_text() if (results / "table.csv").is_file() else None
+    sweep(spec, planned, out_dir / "jobs", out_dir, args)
+    if spec.confirm_seeds:
+        confirm, waiting = confirmation_plan(spec, out_dir)
+        sweep(spec, confirm, out_dir / "jobs-confirm", out_dir, args)
     import make_tables
 
-    return make_tables.main(["--table", str(spec.path), "--profile", args.profile, "--source", str(out_dir),
-                             "--out", str(results)])
+    code = make_tables.main(["--table", str(spec.path), "--profile", args.profile, "--source", str(out_dir),
+                             "--out", str(results), *(["--replace-records"] if args.replace_records else [])])
+    if code == 0 and committed is not None:
+        report = compare(committed, build_table(spec, collect(out_dir)))
+        (out_dir / "comparison.md").write_text(report)
+        print(f"\n{report}(also in {out_dir / 'comparison.md'})")
+    return code
 
 
 if __name__ == "__main__":

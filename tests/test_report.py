@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -36,13 +37,15 @@ rows:
   - label: TVLARS
     overrides: [optimizer=tvlars]
     grid: {optimizer.lr: [1], optimizer.lam: [1.0e-3, 1.0e-2]}
+compare: {method: [TVLARS], no_warmup: [LARS (no warm-up)]}
 notes: Synthetic numbers for the tests.
 """
 
 
 def write_run(root: Path, row: str, column: int, point: dict[str, Any], seed: int, best: float | None = None,
               status: str = "completed", table: str = "mini", epochs: int = 3, trust: bool = False,
-              optimizer: dict[str, Any] | None = None) -> Path:
+              optimizer: dict[str, Any] | None = None, error: str | None = None,
+              num_classes: int | None = 10) -> Path:
     """One run directory as tvlars.train writes it: summary.json, metrics.jsonl, optionally trust.jsonl."""
     run_dir = root / f"{table}-{row}-{column}-{json.dumps(point, sort_keys=True)}-{seed}".replace(" ", "_")
     run_dir.mkdir(parents=True)
@@ -62,7 +65,8 @@ def write_run(root: Path, row: str, column: int, point: dict[str, Any], seed: in
                           "labels": {"table": table, "row": row, "column": column, "point": point}},
                "steps_per_epoch": 10, "lr": 1.0, "best_test_top1": best if best is not None else float("nan"),
                "final_test_top1": (best if best is not None else float("nan")) - 1.0, "best_test_top5": 99.0,
-               "final_test_top5": 98.0, "images_per_s": 1000.0, "wall_time_s": 12.0, "epochs_completed": epochs}
+               "final_test_top5": 98.0, "images_per_s": 1000.0, "wall_time_s": 12.0, "epochs_completed": epochs,
+               "error": error, **({"num_classes": num_classes} if num_classes else {})}
     (run_dir / "summary.json").write_text(json.dumps(summary))  # NaN written as in tvlars.records
     return run_dir
 
@@ -80,8 +84,11 @@ def spec(tmp_path: Path):
 
 @pytest.fixture
 def runs(tmp_path: Path) -> Path:
+    return write_table_runs(tmp_path / "runs")
+
+
+def write_table_runs(root: Path) -> Path:
     """A table with every kind of record: selection traps, divergence, gaps, corrupt and foreign runs."""
-    root = tmp_path / "runs"
     nw = "LARS (no warm-up)"
     # B=512: lr=2 has the best single seed (95) but the worse mean (95, 70) -> lr=1 (85, 83) wins.
     for seed, acc in ((0, 85.0), (1, 83.0)):
@@ -152,20 +159,24 @@ def test_selection_and_cells(spec, runs: Path) -> None:
     md = table.markdown
     assert "| LARS (no warm-up) | 4 | 84.00 ± 1.41 | div |" in md
     assert "| LARS + warm-up | 4 | 87.50 ± 0.71 | – |" in md
-    assert "**89.50 ± 0.71**" in md and "**80.00** (n=1/2)" in md  # bold best per column
+    # Not bold: 89.50 ± 0.71 vs the runner-up 87.50 ± 0.71 is p = 0.11 (Welch, 2 seeds); 80.00 has one seed.
+    assert "| TVLARS | 4 | 89.50 ± 0.71 | 80.00 (n=1/2)‡ |" in md and "**" not in md.split("Bold:")[0]
     assert "lr=1, lam=0.001" in md and "B=512" in md
-    assert "Budgets are equal" in md and "Selection rule" in md and "Synthetic numbers for the tests." in md
+    assert "Budget: every row had 2 grid point(s) × 2 seed(s) = 4 runs per cell." in md
+    assert "Selection rule" in md and "Synthetic numbers for the tests." in md
     assert "99.9" not in md  # the other table's run is ignored
     problems = "\n".join(table.problems)
     assert "unreadable summary.json" in problems and "corrupt" in problems and "empty" in problems
     assert "LARS + warm-up @ B=1024: 0 of 4 runs finished" in problems
     assert "TVLARS @ B=1024: 1 of 4 runs finished" in problems and "1 running" in problems
     assert "1 failed" in problems and "1 missing (lr=1, lam=0.01 seed 1)" in problems
+    assert "TVLARS @ B=1024: lr=1, lam=0.01 seed 0 failed: no error recorded in summary.json" in problems
 
 
 def test_divergence_duplicates_and_strays(tmp_path: Path) -> None:
-    (tmp_path / "t.yaml").write_text(SPEC.replace("grid: {optimizer.lr: [1, 2]}\n  - label: LARS +",
-                                                  "grid: {optimizer.lr: [1, 2, 3]}\n  - label: LARS +"))
+    # Budgets must be equal (the loader refuses others), so every row gets a third point.
+    (tmp_path / "t.yaml").write_text(SPEC.replace("grid: {optimizer.lr: [1, 2]}", "grid: {optimizer.lr: [1, 2, 3]}")
+                                     .replace("[1.0e-3, 1.0e-2]", "[1.0e-3, 1.0e-2, 1.0e-1]"))
     spec = load_spec(tmp_path / "t.yaml")
     root, nw = tmp_path / "runs", "LARS (no warm-up)"
     write_run(root, nw, 512, {"optimizer.lr": 1}, 0, 80.0, table="t")
@@ -183,12 +194,11 @@ def test_divergence_duplicates_and_strays(tmp_path: Path) -> None:
     clean, partial = table.cells[(nw, 512)], table.cells[(nw, 1024)]
     assert clean.point == {"optimizer.lr": 1} and clean.mean == pytest.approx(81.0) and clean.diverged == 0
     assert partial.point == {"optimizer.lr": 3} and partial.diverged == 1 and partial.n == 1
-    assert "**70.00** (n=1/2)†" in table.markdown
+    assert "| 70.00 (n=1/2)† |" in table.markdown  # one seed: not bold
     problems = "\n".join(table.problems)
     assert "1 duplicate run(s)" in problems and "1 run(s) at grid points or seeds not in the spec" in problems
     assert "run(s) with row label 'SGD'" in problems and "run(s) at column '4096'" in problems
     assert "the chosen point (lr=3) had 1 diverged seed(s)" in problems
-    assert "Budgets differ (LARS (no warm-up) 6, LARS + warm-up 4, TVLARS 4 runs per cell)" in table.markdown
     assert "99.00" not in table.markdown
 
 
@@ -197,17 +207,18 @@ def test_claim_section(spec, runs: Path) -> None:
     claim = md.split("## Paper's claim vs our numbers")[1]
     assert "TVLARS beats LARS without warm-up" in claim
     assert "- B=512: TVLARS 89.50 ± 0.71 vs the best no-warm-up baseline LARS (no warm-up) 84.00 ± 1.41: " \
-           "+5.50 points (exceeds the larger std, 1.41)" in claim
-    assert "vs the best baseline overall LARS + warm-up 87.50 ± 0.71: +2.00 points (exceeds" in claim
-    assert "- B=1024: TVLARS 80.00 (n=1/2) vs the best no-warm-up baseline: every such row diverged; " \
-           "vs the best baseline overall: no row has a number." in claim
-    assert "TVLARS beats the best no-warm-up baseline in 1 of 1 columns with numbers for both (of 2), by up to " \
-           "5.50 points (1 by more than the larger std); in 1 column(s) every no-warm-up baseline diverged while " \
-           "TVLARS trained; beats the best baseline overall in 1 of 1 columns" in claim
+           "+5.50 points (95 % CI -1.42 to +12.42, p = 0.069: not significant)" in claim
+    assert "vs the best baseline overall LARS + warm-up 87.50 ± 0.71: +2.00 points (95 % CI" in claim
+    assert "- B=1024: TVLARS 80.00 (n=1/2)‡ vs the best no-warm-up baseline: every such row diverged, failed or is " \
+           "at chance level; vs the best baseline overall: no row has a number." in claim
+    assert "TVLARS beats the best no-warm-up baseline significantly in 0 of 1 columns (columns where both have a " \
+           "number above chance level, of 2); it is significantly worse in 0; in 1 column(s) every no-warm-up " \
+           "baseline diverged, failed or stayed at chance level while TVLARS trained (not counted)." in claim
+    assert "TVLARS beats the best baseline overall significantly in 0 of 1 columns" in claim
     assert "small-scale run" in claim
 
 
-def test_claim_single_seed_and_no_method(tmp_path: Path) -> None:
+def test_claim_single_seed_and_no_compare(tmp_path: Path) -> None:
     text = SPEC.replace("seeds: [0, 1]", "seeds: [0]").replace("Fashion-MNIST mini table", "Full table")
     (tmp_path / "one.yaml").write_text(text)
     spec = load_spec(tmp_path / "one.yaml")
@@ -215,12 +226,17 @@ def test_claim_single_seed_and_no_method(tmp_path: Path) -> None:
     write_run(root, "LARS (no warm-up)", 512, {"optimizer.lr": 1}, 0, 80.0, table="one")
     write_run(root, "TVLARS", 512, {"optimizer.lr": 1, "optimizer.lam": 1e-3}, 0, 79.0, table="one")
     md = build_table(spec, collect(root)).markdown
-    assert "-1.00 points (single seed: no spread estimate)" in md
-    assert "TVLARS beats the best no-warm-up baseline in 0 of 1 columns with numbers for both (of 2);" in md
-    assert "small-scale" not in md
-    (tmp_path / "base.yaml").write_text(text.split("  - label: TVLARS")[0])
-    md = build_table(load_spec(tmp_path / "base.yaml"), collect(root)).markdown
+    assert "-1.00 points (one seed: no estimate of seed noise; no test)" in md
+    assert "TVLARS beats the best no-warm-up baseline significantly in 0 of 1 columns" in md
+    assert "1 column(s) could not be tested" in md and "small-scale" not in md
+    assert "Nothing is bold in this table: with one seed per cell there is no estimate of seed noise" in md
+    assert "**" not in md.split("Bold:")[0]
+    # Without `compare:` nothing is guessed from the labels.
+    (tmp_path / "plain.yaml").write_text(text.replace("compare: {method: [TVLARS], no_warmup: [LARS (no warm-up)]}\n",
+                                                      ""))
+    md = build_table(load_spec(tmp_path / "plain.yaml"), collect(root)).markdown
     assert "TVLARS beats LARS without warm-up" in md and "beats the best" not in md
+    assert "The spec declares no `compare:` rows" in md
 
 
 def test_columns_other_than_batch_size_without_grid(tmp_path: Path) -> None:
@@ -229,7 +245,7 @@ def test_columns_other_than_batch_size_without_grid(tmp_path: Path) -> None:
     spec = load_spec(tmp_path / "lrs.yaml")
     write_run(tmp_path / "runs", "TVLARS", 5, {}, 0, 70.0, table="lrs")
     table = build_table(spec, collect(tmp_path / "runs"))
-    assert "| TVLARS | 1 | **70.00** | – |" in table.markdown and "Selected grid point" not in table.markdown
+    assert "| TVLARS | 1 | 70.00 | – |" in table.markdown and "Selected point" not in table.markdown  # 1 seed
     assert "LARS @ lr=10: 0 of 1 runs finished (1 grid point(s) × 1 seed(s)); 1 missing (seed 0)" in table.problems
 
 
@@ -237,7 +253,8 @@ def test_latex_and_csv(spec, runs: Path) -> None:
     table = build_table(spec, collect(runs))
     tex = table.latex
     assert r"\toprule" in tex and r"\bottomrule" in tex and r"\begin{tabular}{lrcc}" in tex
-    assert r"\textbf{89.50 $\pm$ 0.71}" in tex and "LARS (no warm-up) & 4 & 84.00 $\\pm$ 1.41" in tex
+    assert r"TVLARS & 4 & 89.50 $\pm$ 0.71" in tex and "LARS (no warm-up) & 4 & 84.00 $\\pm$ 1.41" in tex
+    assert r"\textbf" not in tex.split(r"\midrule")[1]  # not significant (p = 0.11), so not bold
     assert " & div & " not in tex and tex.count(" & div") == 1 and " & -- \\\\" in tex
     assert tex_escape("a_b & 50% #1") == r"a\_b \& 50\% \#1"
     df = pd.read_csv(io.StringIO(table.csv))
@@ -270,7 +287,7 @@ def test_figures(spec, runs: Path, tmp_path: Path) -> None:
     df = collect(runs)
     out = tmp_path / "out"
     paths = write_figures(spec, build_table(spec, df), df, out)
-    assert sorted(p.name for p in paths) == ["accuracy_vs_epoch.png", "phi.png", "trust_ratio.png"]
+    assert sorted(p.name for p in paths) == ["accuracy_vs_epoch.png", "phi.png", "trust_ratio.png", "tuning_curve.png"]
     assert all(p.stat().st_size > 1000 for p in paths)
     # No metrics, no trust, no TVLARS configs: nothing is drawn, nothing crashes.
     empty = collect(tmp_path / "out")
@@ -287,7 +304,8 @@ def test_wandb_source(spec, monkeypatch: pytest.MonkeyPatch) -> None:
         config = {"optimizer": {"_target_": "tvlars.optim.LARS"}, "epochs": 3, "seed": seed,
                   "labels": {"table": "mini", "row": label, "column": 512, "point": point}}
         summary = {"summary/best_test_top1": best, "summary/final_test_top1": best, "summary/seed": seed,
-                   "summary/epochs_completed": epochs_done, "summary/steps_per_epoch": 10, "_step": 30}
+                   "summary/epochs_completed": epochs_done, "summary/steps_per_epoch": 10, "summary/num_classes": 10,
+                   "_step": 30}
         return FakeRun(f"r{seed}{state}", state, config, summary)
 
     runs = [fake("LARS (no warm-up)", {"optimizer.lr": 1}, 0, "finished", 80.0),
@@ -343,3 +361,22 @@ def test_make_tables_cli(spec, runs: Path, tmp_path: Path, capsys: pytest.Captur
     assert len(err) == 1 and err[0].startswith("error: no experiment spec")
     assert main(["--table", str(spec.path), "--source", str(tmp_path / "missing"), "--out", str(out)]) == 2
     assert capsys.readouterr().err.startswith("error: run source")
+
+
+def test_trust_families_and_short_series() -> None:
+    from matplotlib.figure import Figure
+
+    from tvlars.report.figures import _family, _series
+
+    def config(target: str, **extra: Any) -> dict[str, Any]:
+        return {"optimizer": {"_target_": target, **extra}}
+
+    assert _family(config("tvlars.optim.LARS")) == _family(config("tvlars.optim.tvlars.tvlars_from_epochs")) == "lars"
+    assert _family(config("tvlars.optim.LAMBC")) == _family(config("tvlars.optim.CDAT", base="lamb")) == "lamb"
+    assert _family(config("tvlars.optim.CDAT", base="lars")) == "lars"
+    assert _family(config("torch.optim.SGD")) is None and _family({}) is None
+    ax = Figure().subplots()
+    _series(ax, np.array([5.0]), np.array([0.3]), np.array([0.2]), np.array([0.4]), "C0", "one point")
+    line = ax.lines[0]  # then the error bar's caps
+    assert line.get_marker() == "o" and line.get_linestyle() == "None"  # a marker with an error bar, not a line
+    assert len(ax.containers) == 1

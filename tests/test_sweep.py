@@ -65,11 +65,13 @@ def test_unknown_table_lists_the_known_ones() -> None:
 
 
 def test_per_column_grids_and_extends() -> None:
-    spec = load_spec("cifar10-mini")
-    assert spec.seeds == [0] and "dataset=cifar10" in spec.base
+    spec = load_spec("cifar10-mini")  # extends fmnist-mini: its rows (searches), its own base and seeds
+    assert spec.seeds == [0] and "dataset=cifar10" in spec.base and spec.confirm_seeds == [0, 1, 2]
     tvlars = next(r for r in spec.rows if r.label == "TVLARS")
-    assert tvlars.points(4096) == [{"optimizer.lr": 12, "optimizer.lam": 1.0},
-                                   {"optimizer.lr": 20, "optimizer.lam": 1.0}]
+    assert all(6 <= p["optimizer.lr"] <= 32 and 0.2 <= p["optimizer.lam"] <= 5 for p in tvlars.points(4096))
+    assert all(0.5 <= p["optimizer.lr"] <= 4 for p in tvlars.points(256))  # per-column ranges
+    lars = next(r for r in load_spec("ablation-lambda").rows if r.label == "LARS, no warm-up")
+    assert lars.points(4096) == [{"optimizer.lr": 12}, {"optimizer.lr": 20}]  # per-column grids
 
 
 def test_job_file_reproduces_the_planned_run(tmp_path: Path) -> None:

@@ -5,6 +5,9 @@ defaults overrides, its values, and ``labels`` naming its table cell) in a direc
 path, so one ``python -m tvlars.train -m +sweep_job=glob(*)`` sweeps a grid that is not a Cartesian product
 (per-batch-size LR grids) in a single submission. Run directories are derived from the config hash, so a
 finished run is found again and skipped: sweeps are idempotent and a killed sweep resumes where it stopped.
+Only ``completed`` and ``diverged`` runs are final: failed, running (killed) and missing jobs are launched again.
+A run directory whose ``summary.json`` cannot be read (binary, not JSON, no status string) is ``corrupt``: it is
+reported and left alone (never overwritten), and reruns once it is deleted.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ class PlannedJob:
     job: Job
     overrides: list[str]
     run_dir: Path
-    status: str  # pending | running | failed | completed | diverged
+    status: str  # pending | running | failed | completed | diverged | corrupt
     train_images: int  # images the optimizer under test processes (epochs × train set; SSL: × 2 views)
 
 
@@ -88,12 +91,31 @@ def _train_images(cfg: DictConfig) -> int:
     return int(size * cfg.epochs * views)
 
 
-def plan(spec: Spec, out_dir: Path) -> list[PlannedJob]:
-    """Compose and validate every job (any bad override fails here, before anything launches)."""
+FINAL = ("completed", "diverged")  # statuses a sweep never reruns
+HELD = (*FINAL, "corrupt")  # ... and records it leaves alone
+
+
+def recorded_status(run_dir: Path) -> str:
+    """The run's status from its ``summary.json``: ``pending`` without one, ``corrupt`` if it cannot be read
+    (not UTF-8, not JSON, not an object, no status string)."""
+    path = run_dir / "summary.json"
+    if not path.exists():
+        return "pending"
+    try:
+        summary = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, ValueError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        return "corrupt"
+    status = summary.get("status") if isinstance(summary, dict) else None
+    return status if isinstance(status, str) else "corrupt"
+
+
+def plan(spec: Spec, out_dir: Path, jobs: list[Job] | None = None) -> list[PlannedJob]:
+    """Compose and validate every job (any bad override fails here, before anything launches); ``jobs``
+    defaults to the spec's search-phase jobs."""
     planned: list[PlannedJob] = []
     cells: dict[Any, DictConfig] = {}
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        for job in spec.jobs():
+        for job in spec.jobs() if jobs is None else jobs:
             overrides = job_overrides(spec, job, out_dir)
             cfg = _job_config(job, overrides, cells)
             try:
@@ -101,16 +123,15 @@ def plan(spec: Spec, out_dir: Path) -> list[PlannedJob]:
             except UserError as exc:
                 raise UserError(f"table {spec.name}, row {job.row!r}, {spec.column_key}={job.column}: {exc}") from None
             run_dir = default_run_dir(cfg, run_id(cfg))
-            summary = RunRecords(run_dir).read_summary()
-            status = summary["status"] if summary else "pending"
-            planned.append(PlannedJob(job, overrides, run_dir, status, _train_images(cfg)))
+            planned.append(PlannedJob(job, overrides, run_dir, recorded_status(run_dir), _train_images(cfg)))
     return planned
 
 
 def measured_throughput(planned: list[PlannedJob]) -> float | None:
     """Median images/s of this table's finished runs (None before any has finished)."""
     speeds = sorted(s["images_per_s"] for p in planned if p.status == "completed"
-                    and (s := RunRecords(p.run_dir).read_summary()) and s.get("images_per_s"))
+                    and isinstance(s := RunRecords(p.run_dir).read_summary(), dict)
+                    and isinstance(s.get("images_per_s"), int | float) and s["images_per_s"] > 0)
     return speeds[len(speeds) // 2] if speeds else None
 
 
@@ -119,8 +140,8 @@ def describe(spec: Spec, planned: list[PlannedJob], throughput: float | None, de
     counts: dict[str, int] = {}
     for p in planned:
         counts[p.status] = counts.get(p.status, 0) + 1
-    todo = [p for p in planned if p.status not in ("completed", "diverged")]
-    lines = [f"table {spec.name}: {spec.title}",
+    todo = [p for p in planned if p.status not in HELD]
+    lines = [f"table {spec.name}: {spec.display_title}",
              f"  {len(planned)} jobs = {len(spec.rows)} rows × {len(spec.columns)} {spec.column_key} values × "
              f"grid × {len(spec.seeds)} seeds; " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())),
              f"  to run: {len(todo)} jobs, {sum(p.train_images for p in todo) / 1e6:.2f} M training images"]
@@ -131,6 +152,10 @@ def describe(spec: Spec, planned: list[PlannedJob], throughput: float | None, de
     else:
         lines.append("  estimate: no finished run of this table yet to measure throughput; the first runs will "
                      "provide it (see `make bench` for this machine's images/s)")
+    corrupt = [p.run_dir for p in planned if p.status == "corrupt"]
+    if corrupt:
+        lines.append(f"  problem: {len(corrupt)} run director(ies) hold an unreadable summary.json and are left alone "
+                     f"(e.g. {corrupt[0]}); delete them to rerun those jobs")
     return "\n".join(lines)
 
 
@@ -162,7 +187,7 @@ def write_job_files(spec: Spec, planned: list[PlannedJob], jobs_root: Path) -> i
     group = jobs_root / "sweep_job"
     shutil.rmtree(group, ignore_errors=True)
     group.mkdir(parents=True)
-    todo = [p for p in planned if p.status not in ("completed", "diverged")]
+    todo = [p for p in planned if p.status not in HELD]
     for i, p in enumerate(todo):
         (group / f"job_{i:05d}.yaml").write_text(job_file(spec, p))
     (jobs_root / "plan.json").write_text(json.dumps(

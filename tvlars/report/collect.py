@@ -18,8 +18,9 @@ from tvlars.errors import UserError
 
 METRIC_KEYS = ("best_test_top1", "final_test_top1", "best_test_top5", "final_test_top5", "images_per_s",
                "wall_time_s")
+INTEGER_KEYS = ("seed", "epochs_completed", "steps_per_epoch", "num_classes")
 COLUMNS = ("table", "row", "column", "seed", "point", "status", *METRIC_KEYS, "run_dir", "epochs_completed",
-           "steps_per_epoch", "epochs", "optimizer", "task", "config", "path")
+           "steps_per_epoch", "num_classes", "epochs", "optimizer", "task", "config", "path", "error", "problem")
 WANDB_PREFIX = "wandb:"
 
 
@@ -77,23 +78,46 @@ def _target(config: Mapping[str, Any], group: str) -> str | None:
     return node.get("_target_") if isinstance(node, Mapping) else None
 
 
+def summary_problem(summary: Any) -> str | None:
+    """Why a parsed ``summary.json`` cannot be used (wrong type of a field the tables read), or ``None``."""
+    if not isinstance(summary, Mapping):
+        return f"not a JSON object but {type(summary).__name__}"
+    config = summary.get("config", {})
+    if not isinstance(config, Mapping):
+        return f"config is {config!r}, not a mapping"
+    labels = config.get("labels", {})
+    if not isinstance(labels, Mapping):
+        return f"config.labels is {labels!r}, not a mapping"
+    if labels.get("point") is not None and not isinstance(labels["point"], Mapping):
+        return f"config.labels.point is {labels['point']!r}, not a mapping"
+    if not isinstance(summary.get("status", ""), str):
+        return f"status is {summary['status']!r}, not a string"
+    for key in (*METRIC_KEYS, *INTEGER_KEYS):
+        value = summary.get(key, config.get(key) if key == "seed" else None)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            return f"{key} is {value!r}, not a number"
+    return None
+
+
 def _row(summary: Mapping[str, Any], config: Mapping[str, Any], status: str, run_dir: str, path: str) -> dict:
     labels = config.get("labels") if isinstance(config.get("labels"), Mapping) else {}
     seed = summary.get("seed", config.get("seed"))
+    error = summary.get("error")
     return {
         "table": labels.get("table"), "row": labels.get("row"), "column": labels.get("column"),
         "seed": _int_or_none(seed), "point": point_key(labels.get("point")) if "point" in labels else None,
         "status": status, **{k: _number(summary.get(k)) for k in METRIC_KEYS}, "run_dir": run_dir,
         "epochs_completed": _int_or_none(summary.get("epochs_completed")),
-        "steps_per_epoch": _int_or_none(summary.get("steps_per_epoch")), "epochs": _int_or_none(config.get("epochs")),
+        "steps_per_epoch": _int_or_none(summary.get("steps_per_epoch")),
+        "num_classes": _int_or_none(summary.get("num_classes")), "epochs": _int_or_none(config.get("epochs")),
         "optimizer": _target(config, "optimizer"), "task": _target(config, "task"), "config": dict(config),
-        "path": path,
+        "path": path, "error": str(error).strip().splitlines()[0] if error else None, "problem": None,
     }
 
 
-def _corrupt(path: str, run_dir: str) -> dict:
+def _corrupt(path: str, run_dir: str, problem: str) -> dict:
     return {**dict.fromkeys(COLUMNS), **dict.fromkeys(METRIC_KEYS, math.nan), "status": "corrupt",
-            "run_dir": run_dir, "path": path, "config": {}}
+            "run_dir": run_dir, "path": path, "config": {}, "problem": problem}
 
 
 def _is_linear_eval(summary_path: Path) -> bool:
@@ -102,20 +126,35 @@ def _is_linear_eval(summary_path: Path) -> bool:
     return parent.name == "linear_eval" and (parent.parent / "summary.json").exists()
 
 
+def read_summary(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """A ``summary.json`` and ``None``, or ``None`` and why it cannot be used (unreadable, not UTF-8 JSON, fields
+    of the wrong type)."""
+    try:
+        summary = json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as exc:
+        return None, f"unreadable ({exc.strerror})"
+    except UnicodeDecodeError:
+        return None, "not UTF-8 text"
+    except json.JSONDecodeError as exc:
+        return None, f"not valid JSON: {exc.msg}, line {exc.lineno}"
+    problem = summary_problem(summary)
+    return (None, problem) if problem else (dict(summary), None)
+
+
 def _from_directory(root: Path) -> list[dict]:
+    """Rows of every run below ``root``; ``path`` is ``<run dir name>/summary.json`` (as shown in tables, which
+    must not depend on where the records lie)."""
     rows = []
     for path in sorted(root.rglob("summary.json")):
         if _is_linear_eval(path):
             continue
-        try:
-            summary = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-            summary = None
-        if not isinstance(summary, dict):
-            rows.append(_corrupt(str(path), str(path.parent)))
+        shown = f"{path.parent.name}/summary.json"
+        summary, problem = read_summary(path)
+        if summary is None:
+            rows.append(_corrupt(shown, str(path.parent), problem or "unreadable"))
             continue
-        config = summary.get("config") if isinstance(summary.get("config"), dict) else {}
-        rows.append(_row(summary, config, str(summary.get("status", "unknown")), str(path.parent), str(path)))
+        config = summary.get("config") or {}
+        rows.append(_row(summary, config, str(summary.get("status", "unknown")), str(path.parent), shown))
     return rows
 
 
@@ -145,7 +184,8 @@ def _from_wandb(path: str, runs: Iterable[Any]) -> list[dict]:
 def collect(source: str | Path) -> pd.DataFrame:
     """One row per run found in ``source`` (a directory searched recursively, or ``wandb:<entity>/<project>``).
 
-    Unreadable ``summary.json`` files give a row with ``status="corrupt"``; missing keys give NaN/None.
+    Unreadable ``summary.json`` files (and fields of the wrong type) give a row with ``status="corrupt"`` and the
+    reason in ``problem``; missing keys give NaN/None; a failed run's one-line ``error`` is in ``error``.
     Raises :class:`UserError` when the source itself cannot be read.
     """
     text = str(source)

@@ -2,11 +2,17 @@
 
 Each function writes its figure only when the records hold data for it and returns the paths written.
 Per-epoch curves and trust ratios are read from local run directories (``metrics.jsonl``, ``trust.jsonl``);
-runs collected from W&B have none, and only ``phi.png`` (from their configs) is drawn for them.
+runs collected from W&B have none, and only ``phi.png`` and ``tuning_curve.png`` (from summaries) are drawn.
+
+Conventions: one y-scale per figure (``trust_ratio.png``: per row of panels, one row per optimizer family,
+since LARS-family ratios include η and LAMB-family ratios do not); bands over seeds show their min–max;
+a series of one or two points is drawn as markers with error bars; smoke-profile titles say "smoke".
+The output is deterministic: the same records give the same PNG bytes.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import warnings
@@ -22,11 +28,18 @@ from matplotlib.ticker import MaxNLocator
 
 from tvlars.experiments import Spec
 from tvlars.report.collect import normalize
-from tvlars.report.tables import Table, column_header, format_value
+from tvlars.report.records import write_atomic
+from tvlars.report.tables import METRIC_TEXT, Table, column_header, format_value
 
 # metrics.jsonl key -> y label; SSL pre-training rows have only the online probe (the linear eval runs after).
 CURVE_KEYS = {"test_top1": "test top-1 (%)", "test_probe_top1": "online-probe test top-1 (%)"}
 TVLARS_TARGETS = {"tvlars", "tvlars_from_epochs"}  # last component of optimizer._target_
+# Trust-ratio families (last component of optimizer._target_, or CDAT's base): LARS-family ratios include the
+# trust coefficient η (≈1e-3 × ‖w‖/‖u‖), LAMB-family ratios do not (≈‖w‖/‖u‖); they share no y-scale.
+FAMILIES = {"lars": "LARS family (ratio includes η)", "lamb": "LAMB family"}
+FAMILY_OF = {"lars": "lars", "tvlars": "lars", "tvlars_from_epochs": "lars", "lamb": "lamb", "lambc": "lamb"}
+FIGURES = ("accuracy_vs_epoch.png", "trust_ratio.png", "phi.png", "tuning_curve.png")
+FEW_POINTS = 2  # series with at most this many points are drawn as markers with error bars
 
 
 def phi(t: np.ndarray, lam: float, alpha: float, delay_steps: float, gamma_min: float) -> np.ndarray:
@@ -50,14 +63,39 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _grid(count: int, height: float = 3.3) -> tuple[Figure, list[Axes]]:
+def _grid(count: int, height: float = 3.3, sharey: bool = True) -> tuple[Figure, list[Axes]]:
+    """Panels for ``count`` columns, at most 3 per line, sharing one y-scale unless ``sharey`` is false."""
     ncols = min(count, 3)
     nrows = math.ceil(count / ncols)
     fig = Figure(figsize=(max(4.4 * ncols, 6.0), height * nrows), layout="constrained")
-    axes = list(fig.subplots(nrows, ncols, squeeze=False).ravel())
+    axes = list(fig.subplots(nrows, ncols, squeeze=False, sharey="all" if sharey else "none").ravel())
     for ax in axes[count:]:
         ax.set_visible(False)
+    for ax in axes[:count]:
+        ax.yaxis.set_tick_params(labelleft=True)  # shared scale, but every panel stays readable on its own
     return fig, axes[:count]
+
+
+def _title(spec: Spec, text: str) -> str:
+    """Figure title: table name, what is drawn, and "smoke" for the smoke profile."""
+    return f"{spec.name}{' [smoke]' if spec.profile == 'smoke' else ''}: {text}"
+
+
+def _series(ax: Axes, x: np.ndarray, y: np.ndarray, low: np.ndarray | None, high: np.ndarray | None, colour: str,
+            label: str) -> None:
+    """A line with its band, or, for :data:`FEW_POINTS` points or fewer, markers with error bars."""
+    if len(x) <= FEW_POINTS:
+        yerr = None if low is None else np.vstack([y - low, high - y])
+        ax.errorbar(x, y, yerr=yerr, fmt="o", color=colour, label=label, capsize=3)
+        return
+    ax.plot(x, y, marker="." if len(x) < 30 else None, color=colour, label=label)
+    if low is not None:
+        ax.fill_between(x, low, high, color=colour, alpha=0.2, linewidth=0)
+
+
+def _sensible_x(ax: Axes, largest: float) -> None:
+    """An x-axis from 0 to a little past the last point (a single point is not left alone on a ±0.05 axis)."""
+    ax.set_xlim(0, max(largest, 1) * 1.05 + 0.5)
 
 
 def _colours(spec: Spec) -> dict[str, Any]:
@@ -79,7 +117,9 @@ def _save(fig: Figure, axes: list[Axes], ylabel: str, title: str, path: Path, sh
         fig.legend(legend.values(), legend.keys(), loc="outside lower center", ncols=min(len(legend), 4),
                    fontsize="small")
     fig.suptitle(title)
-    fig.savefig(path, dpi=120)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120, metadata={"Software": None})  # no version: bytes follow the data
+    write_atomic(path, buffer.getvalue())
     return [path]
 
 
@@ -94,18 +134,22 @@ def _accuracy_curve(run_dir: str) -> tuple[str, pd.Series] | None:
 
 
 def accuracy_vs_epoch(spec: Spec, table: Table, out_dir: Path) -> list[Path]:
-    """``accuracy_vs_epoch.png``: per column, each row's selected grid point, test top-1 per epoch (seed mean)."""
+    """``accuracy_vs_epoch.png``: per column, each row's reported runs, test top-1 per epoch: the mean over seeds
+    with a min–max band; one y-scale for the figure."""
     fig, axes = _grid(len(spec.columns))
-    colours, keys = _colours(spec), set()
+    colours, keys, last = _colours(spec), set(), 0
     for ax, column in zip(axes, spec.columns, strict=True):
         for row in spec.rows:
             curves = [c for c in map(_accuracy_curve, table.cells[(row.label, column)].runs) if c]
             if not curves:
                 continue
             keys.update(key for key, _ in curves)
-            mean = pd.concat([series for _, series in curves], axis=1).mean(axis=1)
-            ax.plot(mean.index, mean.values, marker="." if len(mean) < 30 else None, color=colours[row.label],
-                    label=row.label)
+            frame = pd.concat([series for _, series in curves], axis=1)
+            mean, low, high = frame.mean(axis=1), frame.min(axis=1), frame.max(axis=1)
+            x = mean.index.to_numpy(dtype=float)
+            band = (low.to_numpy(), high.to_numpy()) if len(curves) > 1 else (None, None)
+            _series(ax, x, mean.to_numpy(), *band, colours[row.label], row.label)
+            last = max(last, x.max())
         ax.set_title(column_header(spec, column))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
@@ -113,8 +157,11 @@ def accuracy_vs_epoch(spec: Spec, table: Table, out_dir: Path) -> list[Path]:
         return []
     for ax in axes:
         ax.set_xlabel("pre-training epoch" if keys == {"test_probe_top1"} else "epoch")
+        _sensible_x(ax, last)
+    seeds = len(spec.reported_seeds)
     return _save(fig, axes, " / ".join(CURVE_KEYS[k] for k in CURVE_KEYS if k in keys),
-                 f"{spec.name}: selected grid point per cell, mean over seeds", out_dir / "accuracy_vs_epoch.png")
+                 _title(spec, f"reported runs per cell, mean over {seeds} seed(s)"
+                              + (" with min–max band" if seeds > 1 else "")), out_dir / "accuracy_vs_epoch.png")
 
 
 # ------------------------------------------------------------------------------------------ trust ratio
@@ -138,29 +185,50 @@ def _trust_quantiles(run_dir: str) -> pd.DataFrame | None:
     return pd.DataFrame({"q10": q10, "q50": q50, "q90": q90}, index=[int(r["step"]) for r in rows])
 
 
-def trust_ratio(spec: Spec, table: Table, out_dir: Path) -> list[Path]:
-    """``trust_ratio.png``: per column, median over layers of the trust ratio vs step and its 10–90 % band."""
-    fig, axes = _grid(len(spec.columns))
-    colours, drawn = _colours(spec), False
-    for ax, column in zip(axes, spec.columns, strict=True):
+def _family(config: Any) -> str | None:
+    """``lars`` or ``lamb`` for the optimizers whose trust ratios are comparable, from the resolved config."""
+    optimizer = config.get("optimizer") if isinstance(config, dict) else None
+    if not isinstance(optimizer, dict):
+        return None
+    name = str(optimizer.get("_target_", "")).rsplit(".", 1)[-1].lower()
+    return FAMILY_OF.get(str(optimizer.get("base", "")).lower() if name == "cdat" else name)
+
+
+def trust_ratio(spec: Spec, table: Table, df: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """``trust_ratio.png``: one row of panels per optimizer family (its own log y-scale), one panel per column:
+    median over adapting layers of the trust ratio vs step and its 10–90 % band across layers (seed mean)."""
+    configs = dict(zip(df["run_dir"], df["config"], strict=True))
+    series: dict[str, dict[Any, list[tuple[str, pd.DataFrame]]]] = {}
+    for column in spec.columns:
         for row in spec.rows:
-            frames = [q for q in map(_trust_quantiles, table.cells[(row.label, column)].runs) if q is not None]
-            if not frames:
-                continue
-            mean = pd.concat(frames).groupby(level=0).mean().dropna()
-            ax.plot(mean.index, mean["q50"], marker="." if len(mean) < 30 else None, color=colours[row.label],
-                    label=row.label)
-            ax.fill_between(mean.index, mean["q10"], mean["q90"], color=colours[row.label], alpha=0.2, linewidth=0)
-            drawn = True
-        ax.set_title(column_header(spec, column))
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3, which="both")
-        if ax.has_data():
-            ax.set_yscale("log")
-    if not drawn:
+            runs = table.cells[(row.label, column)].runs
+            frames = [q for q in map(_trust_quantiles, runs) if q is not None]
+            family = next((f for f in (_family(configs.get(r)) for r in runs) if f), None)
+            if frames and family:
+                mean = pd.concat(frames).groupby(level=0).mean().dropna()
+                series.setdefault(family, {}).setdefault(column, []).append((row.label, mean))
+    if not series:
         return []
+    families = [f for f in FAMILIES if f in series]
+    fig = Figure(figsize=(max(4.4 * len(spec.columns), 6.0), 3.3 * len(families)), layout="constrained")
+    grid = fig.subplots(len(families), len(spec.columns), squeeze=False, sharey="row")
+    colours, last = _colours(spec), max(m.index.max() for f in series.values() for c in f.values() for _, m in c)
+    for family, axes in zip(families, grid, strict=True):
+        for ax, column in zip(axes, spec.columns, strict=True):
+            for label, mean in series[family].get(column, []):
+                _series(ax, mean.index.to_numpy(dtype=float), mean["q50"].to_numpy(), mean["q10"].to_numpy(),
+                        mean["q90"].to_numpy(), colours[label], label)
+            ax.set_title(f"{column_header(spec, column)}: {FAMILIES[family]}", fontsize="medium")
+            ax.set_xlabel("step")
+            ax.grid(alpha=0.3, which="both")
+            ax.yaxis.set_tick_params(labelleft=True)
+            _sensible_x(ax, last)
+            if ax.has_data():
+                ax.set_yscale("log")
+        axes[0].set_ylabel("trust ratio (layer median, 10–90 %)")
+    axes = [ax for row in grid for ax in row]
     return _save(fig, axes, "trust ratio (layer median, 10–90 %)",
-                 f"{spec.name}: trust ratio of adapting layers (selected runs, seed mean)",
+                 _title(spec, "trust ratio of adapting layers (reported runs, seed mean); one y-scale per row"),
                  out_dir / "trust_ratio.png")
 
 
@@ -223,12 +291,42 @@ def phi_curves(spec: Spec, table: Table, df: pd.DataFrame, out_dir: Path) -> lis
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
         ax.legend(fontsize="x-small")
-    return _save(fig, axes, "φ(t)", f"{spec.name}: TVLARS multiplier φ(t) = 1/(α + exp(λ(t − d))) + γ_min",
+    return _save(fig, axes, "φ(t)", _title(spec, "TVLARS multiplier φ(t) = 1/(α + exp(λ(t − d))) + γ_min"),
                  out_dir / "phi.png", shared_legend=False)
+
+
+# ------------------------------------------------------------------------------------------ tuning curve
+def tuning_curve(spec: Spec, table: Table, out_dir: Path) -> list[Path]:
+    """``tuning_curve.png``: per column, each row's best metric (mean over the search seeds) among its first k
+    points in trial order, against k: how much tuning each optimizer needs. Only for budgets of 2 points or more."""
+    if spec.budget(spec.rows[0]) < 2:
+        return []
+    fig, axes = _grid(len(spec.columns))
+    colours, drawn = _colours(spec), False
+    for ax, column in zip(axes, spec.columns, strict=True):
+        for row in spec.rows:
+            trials = np.array(table.cells[(row.label, column)].trials, dtype=float)
+            if not np.isfinite(trials).any():
+                continue
+            best = np.fmax.accumulate(trials)  # NaN (diverged, missing) never improves the best so far
+            k = np.arange(1, len(best) + 1, dtype=float)
+            _series(ax, k[np.isfinite(best)], best[np.isfinite(best)], None, None, colours[row.label], row.label)
+            drawn = True
+        ax.set_title(column_header(spec, column))
+        ax.set_xlabel("trials k")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        _sensible_x(ax, spec.budget(spec.rows[0]))
+    if not drawn:
+        return []
+    return _save(fig, axes, f"best so far: {METRIC_TEXT[spec.metric]}",
+                 _title(spec, f"tuning curve: best of the first k points (mean over {len(spec.seeds)} search seed(s))"),
+                 out_dir / "tuning_curve.png")
 
 
 def write_figures(spec: Spec, table: Table, df: pd.DataFrame, out_dir: str | Path) -> list[Path]:
     """All figures of ``table`` that the records support, written into ``out_dir``; returns their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    return [*accuracy_vs_epoch(spec, table, out), *trust_ratio(spec, table, out), *phi_curves(spec, table, df, out)]
+    return [*accuracy_vs_epoch(spec, table, out), *trust_ratio(spec, table, df, out),
+            *phi_curves(spec, table, df, out), *tuning_curve(spec, table, out)]

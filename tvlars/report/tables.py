@@ -1,8 +1,14 @@
 """Collected runs + an experiment spec → the paper-style table (Markdown, LaTeX, CSV) and its problems.
 
-Selection per row × column: each grid point's metric is averaged over its completed seeds; the point with
-the best mean wins (points where a seed diverged rank after every point where none did; ties → first in
-grid order). The cell shows that mean ± sample std over seeds.
+Selection per row × column: each grid point's (or search trial's) metric is averaged over its completed seeds;
+the point with the best mean wins (points where a seed diverged rank after every point where none did; ties →
+first in trial order). The cell shows that mean ± sample std over seeds, or, when the spec gives
+``confirm_seeds``, the mean ± std of the chosen point re-run with those seeds.
+
+Statistics (:func:`welch`): two cells differ beyond seed noise when Welch's t-test over their per-seed values
+(``scipy.stats.ttest_ind(equal_var=False)``, two-sided) gives p < :data:`ALPHA`. A column's best cell is bold
+only then (against the runner-up); the claim section prints every difference with its 95 % interval and p.
+A cell whose mean is within :data:`CHANCE_MARGIN` points of chance (100 / classes %) is marked and never compared.
 """
 
 from __future__ import annotations
@@ -13,17 +19,21 @@ import json
 import math
 import re
 import statistics
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
+from scipy import stats
 
+from tvlars.errors import UserError
 from tvlars.experiments import Row, Spec, slug
 from tvlars.report.collect import normalize, point_key
 
 METRIC_TEXT = {"best_test_top1": "best-epoch test top-1 (%)", "final_test_top1": "final-epoch test top-1 (%)"}
-_NO_WARMUP = re.compile(r"no[ -]?warm-?up", re.IGNORECASE)
+ALPHA = 0.05  # significance level of every test in the tables
+CHANCE_MARGIN = 5.0  # points above chance level within which a cell counts as "at chance"
 _SMALL_SCALE = re.compile(r"mini|smoke", re.IGNORECASE)
 # Preference among several records of the same (point, seed): the most finished one counts.
 _RANK = {"usable": 0, "diverged": 1, "running": 2, "failed": 3}
@@ -35,14 +45,24 @@ class Cell:
 
     row: str
     column: Any
-    status: str  # ok | diverged (every run diverged) | missing (no usable run)
+    status: str  # ok | diverged (every run diverged) | failed (runs failed, none usable) | missing (no usable run)
     mean: float = math.nan
     std: float = math.nan  # sample std over seeds; NaN with one seed
     n: int = 0  # seeds averaged at the chosen point
-    expected: int = 0  # seeds the spec asks for
-    point: dict[str, Any] | None = None  # the chosen grid point
-    diverged: int = 0  # seeds that diverged at the chosen point
-    runs: list[str] = field(default_factory=list)  # run directories averaged at the chosen point
+    expected: int = 0  # seeds the spec asks for at the reported point
+    point: dict[str, Any] | None = None  # the chosen grid point / search trial
+    diverged: int = 0  # seeds that diverged at the reported point
+    runs: list[str] = field(default_factory=list)  # run directories averaged at the reported point
+    values: list[float] = field(default_factory=list)  # the per-seed metric behind mean and std
+    failed: int = 0  # failed runs anywhere in the cell (listed under Problems)
+    chance: float = math.nan  # chance-level accuracy (%) of the cell's dataset
+    trials: list[float] = field(default_factory=list)  # per point in trial order: mean over search seeds (NaN: none)
+    search_done: bool = False  # every point × search seed finished (completed or diverged)
+
+    @property
+    def at_chance(self) -> bool:
+        """The mean is within :data:`CHANCE_MARGIN` points of chance level (kept out of every claim)."""
+        return self.status == "ok" and self.mean <= self.chance + CHANCE_MARGIN
 
 
 @dataclass
@@ -55,6 +75,42 @@ class Table:
     latex: str
     csv: str
     problems: list[str]
+    bold: set[tuple[str, Any]] = field(default_factory=set)  # cells that beat their column's runner-up
+
+
+@dataclass(frozen=True)
+class Difference:
+    """``a − b`` in points with its Welch 95 % confidence interval and two-sided p-value."""
+
+    diff: float
+    low: float
+    high: float
+    p: float
+
+    @property
+    def significant(self) -> bool:
+        return self.p < ALPHA
+
+    def text(self) -> str:
+        p = "p < 0.001" if self.p < 0.001 else f"p = {self.p:.3f}"
+        verdict = "significant" if self.significant else "not significant"
+        return f"{self.diff:+.2f} points (95 % CI {self.low:+.2f} to {self.high:+.2f}, {p}: {verdict})"
+
+
+def welch(a: Cell, b: Cell) -> tuple[Difference | None, str]:
+    """Welch's t-test of ``a.values`` against ``b.values``: the difference, or ``None`` and why no test is possible.
+
+    t = (x̄_a − x̄_b) / sqrt(s_a²/n_a + s_b²/n_b), with Welch–Satterthwaite degrees of freedom (scipy).
+    """
+    if min(len(a.values), len(b.values)) < 2:
+        return None, "one seed: no estimate of seed noise"
+    if statistics.pvariance(a.values) == 0 and statistics.pvariance(b.values) == 0:
+        return None, "no spread over seeds in either cell"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # near-identical values: scipy warns, the result stands
+        result = stats.ttest_ind(a.values, b.values, equal_var=False)
+        interval = result.confidence_interval(1 - ALPHA)
+    return Difference(a.mean - b.mean, float(interval.low), float(interval.high), float(result.pvalue)), ""
 
 
 # --------------------------------------------------------------------------------------------- formatting
@@ -102,25 +158,52 @@ def _in_columns(runs: pd.DataFrame, columns: list[Any]) -> pd.Series:
     return runs["column"].map(lambda c: normalize(c) in targets).astype(bool)
 
 
+@dataclass(frozen=True)
+class _Record:
+    state: str
+    value: float
+    run_dir: str
+    error: str | None
+    num_classes: int | None
+
+
+def _listing(items: list[str]) -> str:
+    return "; ".join(items[:4]) + (f"; … {len(items) - 4} more" if len(items) > 4 else "")
+
+
+def _chance(spec: Spec, records: list[_Record], where: str) -> float:
+    """Chance-level accuracy (%): 100 / num_classes from the runs' summaries, else the spec's ``chance``."""
+    classes = next((r.num_classes for r in records if r.num_classes), None)
+    if classes:
+        return 100.0 / classes
+    if spec.chance is not None:
+        return spec.chance
+    where_spec = spec.path or f"experiments/{spec.name}.yaml"
+    raise UserError(f"table {spec.name}: the chance level of {where} is unknown (its runs' summary.json has no "
+                    f"num_classes); add `chance: <accuracy in %>` (e.g. 10.0 for 10 classes) to {where_spec}")
+
+
 def _cell(spec: Spec, row: Row, column: Any, runs: pd.DataFrame) -> tuple[Cell, list[str]]:
-    """Select the grid point of one cell; returns the cell and its problems."""
+    """Select the point of one cell and gather its reported seeds; returns the cell and its problems."""
     points = row.points(column)
     keys = [point_key(p) for p in points]
     seeds = [int(s) for s in spec.seeds]
+    reported = [int(s) for s in spec.reported_seeds]
     where = f"{row.label} @ {column_header(spec, column)}"
     problems: list[str] = []
-    best: dict[tuple[str, int], tuple[str, float, str]] = {}  # (point, seed) -> (state, value, run_dir)
+    best: dict[tuple[str, int], _Record] = {}
     duplicates = outside = 0
     for run in runs.itertuples(index=False):
-        if run.point not in keys or run.seed not in seeds:
+        if run.point not in keys or pd.isna(run.seed) or int(run.seed) not in seeds + reported:
             outside += 1
             continue
         value = float(getattr(run, spec.metric))
-        record = (_state(run.status, value), value, run.run_dir)
-        slot = (run.point, run.seed)
+        record = _Record(_state(run.status, value), value, run.run_dir, run.error,
+                         None if pd.isna(run.num_classes) else int(run.num_classes))
+        slot = (run.point, int(run.seed))
         if slot in best:
             duplicates += 1
-            if _RANK[record[0]] >= _RANK[best[slot][0]]:
+            if _RANK[record.state] >= _RANK[best[slot].state]:
                 continue
         best[slot] = record
     if outside:
@@ -128,38 +211,59 @@ def _cell(spec: Spec, row: Row, column: Any, runs: pd.DataFrame) -> tuple[Cell, 
     if duplicates:
         problems.append(f"{where}: {duplicates} duplicate run(s) of the same grid point and seed "
                         "(the most finished one counted)")
+    for (key, seed), record in best.items():
+        if record.state == "failed":
+            point = format_point(points[keys.index(key)])
+            problems.append(f"{where}: {point + ' ' if point else ''}seed {seed} failed: "
+                            f"{record.error or 'no error recorded in summary.json'}")
 
+    search = {(k, s): best[(k, s)] for k in keys for s in seeds if (k, s) in best}
     expected = len(keys) * len(seeds)
     missing = [f"{format_point(p)} seed {s}".lstrip() for p, k in zip(points, keys, strict=True)
                for s in seeds if (k, s) not in best]
-    counts = Counter(state for state, _, _ in best.values())
+    counts = Counter(r.state for r in search.values())
     issues = [f"{n} {state}" for state in ("running", "failed") if (n := counts[state])]
     if missing:
-        shown = "; ".join(missing[:4]) + (f"; … {len(missing) - 4} more" if len(missing) > 4 else "")
-        issues.insert(0, f"{len(missing)} missing ({shown})")
+        issues.insert(0, f"{len(missing)} missing ({_listing(missing)})")
     if issues:
         finished = counts["usable"] + counts["diverged"]
         problems.append(f"{where}: {finished} of {expected} runs finished ({len(keys)} grid point(s) × "
                         f"{len(seeds)} seed(s)); " + ", ".join(issues))
 
-    candidates = []
+    trials, candidates = [], []
     for index, (point, key) in enumerate(zip(points, keys, strict=True)):
-        records = [best[(key, s)] for s in seeds if (key, s) in best]
-        values = [v for state, v, _ in records if state == "usable"]
+        records = [search[(key, s)] for s in seeds if (key, s) in search]
+        values = [r.value for r in records if r.state == "usable"]
+        trials.append(statistics.fmean(values) if values else math.nan)
         if values:
-            diverged = sum(state == "diverged" for state, _, _ in records)
-            runs_used = [d for state, _, d in records if state == "usable"]
-            candidates.append((diverged > 0, -statistics.fmean(values), index, point, values, diverged, runs_used))
+            diverged = sum(r.state == "diverged" for r in records)
+            candidates.append((diverged > 0, -statistics.fmean(values), index, point, key))
+    failed = sum(r.state == "failed" for r in best.values())
+    base = {"expected": len(reported), "failed": failed, "trials": trials,
+            "search_done": counts["usable"] + counts["diverged"] == expected}
     if not candidates:
-        status = "diverged" if counts["diverged"] else "missing"
-        return Cell(row.label, column, status, expected=len(seeds)), problems
-    _, neg_mean, _, point, values, diverged, runs_used = min(candidates, key=lambda c: c[:3])
+        status = "diverged" if counts["diverged"] else "failed" if counts["failed"] else "missing"
+        return Cell(row.label, column, status, **base), problems
+    _, _, _, point, key = min(candidates, key=lambda c: c[:3])
+    chosen = [best[(key, s)] for s in reported if (key, s) in best]
+    used = [r for r in chosen if r.state == "usable"]
+    diverged = sum(r.state == "diverged" for r in chosen)
+    if spec.confirm_seeds and len(used) < len(reported):
+        absent = [str(s) for s in reported if (key, s) not in best or best[(key, s)].state != "usable"]
+        problems.append(f"{where}: confirmation of the chosen point ({format_point(point)}): {len(used)} of "
+                        f"{len(reported)} seeds usable (seeds {', '.join(absent)} not)")
+    if not used:
+        status = "diverged" if diverged else "missing"
+        return Cell(row.label, column, status, point=point, diverged=diverged, **base), problems
+    values = [r.value for r in used]
     std = statistics.stdev(values) if len(values) > 1 else math.nan
     if diverged:
         problems.append(f"{where}: the chosen point ({format_point(point)}) had {diverged} diverged seed(s); "
                         "its mean is over the completed seeds only (marked †)")
-    return Cell(row.label, column, "ok", -neg_mean, std, len(values), len(seeds), point, diverged,
-                runs_used), problems
+    cell = Cell(row.label, column, "ok", statistics.fmean(values), std, len(values), point=point, diverged=diverged,
+                runs=[r.run_dir for r in used], values=values, chance=_chance(spec, list(best.values()), where),
+                **base)
+    return cell, problems
 
 
 def _unplaced(spec: Spec, runs: pd.DataFrame) -> list[str]:
@@ -176,8 +280,9 @@ def _unplaced(spec: Spec, runs: pd.DataFrame) -> list[str]:
 def select(spec: Spec, df: pd.DataFrame) -> tuple[dict[tuple[str, Any], Cell], list[str]]:
     """Every cell of the table and the problems found (missing, running, failed, corrupt, stray runs)."""
     runs = df[df["table"] == spec.name]
-    corrupt = df.loc[df["status"] == "corrupt", "path"].tolist()
-    problems = [f"unreadable summary.json (cannot be placed in a cell): {p}" for p in corrupt]
+    corrupt = df[df["status"] == "corrupt"]
+    problems = [f"unreadable summary.json ({problem}; the run cannot be placed in a cell): {path}"
+                for path, problem in zip(corrupt["path"], corrupt["problem"], strict=True)]
     problems += _unplaced(spec, runs)
     cells = {}
     for row in spec.rows:
@@ -189,52 +294,75 @@ def select(spec: Spec, df: pd.DataFrame) -> tuple[dict[tuple[str, Any], Cell], l
     return cells, problems
 
 
-def _best_per_column(spec: Spec, cells: dict[tuple[str, Any], Cell]) -> dict[Any, float]:
-    best = {}
+def significant_best(spec: Spec, cells: dict[tuple[str, Any], Cell]) -> set[tuple[str, Any]]:
+    """Per column, the best cell if it beats the runner-up beyond seed noise (Welch, p < ALPHA) and is above
+    chance level; columns with fewer than two numbers, or a test that cannot be made, have none."""
+    bold = set()
     for column in spec.columns:
-        means = [cells[(r.label, column)].mean for r in spec.rows if cells[(r.label, column)].status == "ok"]
-        best[column] = max(means) if means else math.nan
-    return best
+        ranked = sorted((cells[(r.label, column)] for r in spec.rows if cells[(r.label, column)].status == "ok"),
+                        key=lambda c: -c.mean)
+        if len(ranked) < 2 or ranked[0].at_chance:
+            continue
+        difference, _ = welch(ranked[0], ranked[1])
+        if difference is not None and difference.significant and difference.diff > 0:
+            bold.add((ranked[0].row, column))
+    return bold
 
 
-def _budgets(spec: Spec) -> tuple[dict[str, int], str]:
-    """Runs per cell of each row, and a sentence saying whether they are equal."""
-    seeds = len(spec.seeds)
-    budgets = {r.label: spec.budget(r) * seeds for r in spec.rows}
-    if len(set(budgets.values())) == 1:
-        points = spec.budget(spec.rows[0])
-        return budgets, (f"Budgets are equal: every row had {points} grid point(s) × {seeds} seed(s) "
-                         f"= {next(iter(budgets.values()))} runs per cell.")
-    listing = ", ".join(f"{label} {n}" for label, n in budgets.items())
-    return budgets, (f"Budgets differ ({listing} runs per cell): a row with a larger grid was tuned more, "
-                     "which favours it.")
+def _budget_text(spec: Spec) -> str:
+    """How many runs each cell had (equal for every row: the spec loader refuses unequal budgets)."""
+    row = spec.rows[0]
+    kind = "search trial(s)" if row.trials is not None else "grid point(s)"
+    text = f"Budget: every row had {spec.budget(row)} {kind} × {len(spec.seeds)} seed(s)"
+    extra = len(set(spec.confirm_seeds) - set(spec.seeds))
+    if spec.confirm_seeds:
+        text += f", then the chosen point re-run with seeds {', '.join(map(str, spec.confirm_seeds))} ({extra} new)"
+    return text + f" = {spec.runs_per_cell(row)} runs per cell."
 
 
 def _selection_rule(spec: Spec) -> str:
-    return (f"Selection rule: for every row and column, each grid point's {METRIC_TEXT[spec.metric]} is "
-            f"averaged over seeds ({', '.join(map(str, spec.seeds))}; completed runs only); the grid point with the "
-            "best mean is chosen (points where a seed diverged rank after all others; ties go to the first point "
-            "in grid order), and the cell shows that mean ± the sample standard deviation over seeds. "
-            "Bold: best mean of the column. `div`: every run of the cell diverged. `–`: no usable run. "
-            "`(n=k/m)`: only k of the m seeds completed. †: a seed diverged at the chosen point.")
+    seeds = ", ".join(map(str, spec.seeds))
+    text = (f"Selection rule: for every row and column, each point's {METRIC_TEXT[spec.metric]} is averaged over "
+            f"seeds {seeds} (completed runs only); the point with the best mean is chosen (points where a seed "
+            "diverged rank after all others; ties go to the first point in trial order)")
+    if spec.confirm_seeds:
+        text += (f"; the chosen point is re-run with seeds {', '.join(map(str, spec.confirm_seeds))}, and the cell "
+                 "shows those runs' mean ± sample standard deviation (not the search seeds').")
+    else:
+        text += ", and the cell shows that mean ± the sample standard deviation over seeds."
+    return text + (" `div`: every run of the cell diverged. `failed`: runs failed and none completed. `–`: no usable "
+                   "run. `(n=k/m)`: only k of the m seeds completed. †: a seed diverged at the chosen point. "
+                   "‡: some runs of the cell failed (see Problems).")
+
+
+def _statistics_rule(spec: Spec) -> str:
+    text = (f"Bold: the column's best mean, only where it beats the runner-up beyond seed noise: Welch's t-test over "
+            f"the seeds of the two cells (two-sided, p < {ALPHA:g}) and above chance level.")
+    if len(spec.reported_seeds) < 2:
+        text += " **Nothing is bold in this table: with one seed per cell there is no estimate of seed noise.**"
+    return text + (f" `(chance)`: the mean is within {CHANCE_MARGIN:g} points of chance level (100 / number of "
+                   "classes, from each run's summary, else the spec's `chance`); such cells never count in the "
+                   "claim section.")
 
 
 # --------------------------------------------------------------------------------------------- renderers
 def _cell_text(cell: Cell, bold: bool = False) -> str:
-    """``mean ± std`` with its marks: ``(n=k/m)`` when seeds are missing, ``†`` when a seed diverged."""
+    """``mean ± std`` with its marks: ``(n=k/m)``, ``†`` (a seed diverged), ``‡`` (runs failed), ``(chance)``."""
     text = f"**{_mean_std(cell)}**" if bold else _mean_std(cell)
     if cell.n < cell.expected:
         text += f" (n={cell.n}/{cell.expected})"
-    return text + ("†" if cell.diverged else "")
+    text += ("†" if cell.diverged else "") + ("‡" if cell.failed else "")
+    return text + (" (chance)" if cell.at_chance else "")
 
 
-def _md_cell(cell: Cell, best: float) -> str:
+def _md_cell(cell: Cell, bold: bool) -> str:
     if cell.status != "ok":
-        return "div" if cell.status == "diverged" else "–"
-    return _cell_text(cell, bold=cell.mean == best)
+        return {"diverged": "div", "failed": "failed"}.get(cell.status, "–") + ("‡" if cell.failed else "")
+    return _cell_text(cell, bold)
 
 
-def _md_table(header: list[str], rows: list[list[str]]) -> str:
+def md_table(header: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table (pipes in cells escaped)."""
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
     lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
     return "\n".join(lines)
@@ -242,90 +370,95 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
 
 @dataclass
 class _Tally:
-    """TVLARS vs one kind of baseline over the columns."""
+    """The method against one kind of baseline over the columns."""
 
-    diffs: list[tuple[float, bool | None]] = field(default_factory=list)  # (difference, > larger std? None: 1 seed)
-    all_diverged: int = 0  # columns where TVLARS has a number and every such baseline diverged
+    wins: int = 0  # columns where the method is significantly better
+    losses: int = 0  # significantly worse
+    compared: int = 0  # columns where both have a number above chance
+    untestable: int = 0  # of those, columns where no test could be made (one seed, no spread)
+    beaten_only: int = 0  # columns where every such baseline diverged, failed or sat at chance while the method trained
 
     def text(self, method: str, kind: str, columns: int) -> str:
-        wins = [d for d, _ in self.diffs if d > 0]
-        clear = sum(1 for d, c in self.diffs if d > 0 and c)
-        spread = "single seed: no spread estimate" if all(c is None for _, c in self.diffs) else \
-            f"{clear} by more than the larger std"
-        text = f"beats the best {kind} in {len(wins)} of {len(self.diffs)} columns"
-        if len(self.diffs) < columns:
-            text += f" with numbers for both (of {columns})"
-        if wins:
-            text += f", by up to {max(wins):.2f} points ({spread})"
-        if self.all_diverged:
-            text += f"; in {self.all_diverged} column(s) every {kind} diverged while {method} trained"
-        return text
+        text = (f"{method} beats the best {kind} significantly in {self.wins} of {self.compared} columns "
+                f"(columns where both have a number above chance level, of {columns}); it is significantly worse "
+                f"in {self.losses}")
+        if self.untestable:
+            text += f"; {self.untestable} column(s) could not be tested (one seed or no spread over seeds)"
+        if self.beaten_only:
+            text += (f"; in {self.beaten_only} column(s) every {kind} diverged, failed or stayed at chance level "
+                     f"while {method} trained (not counted)")
+        return text + "."
 
 
 def _versus(mine: Cell, others: list[Cell], what: str, tally: _Tally) -> str:
-    """One comparison of a TVLARS cell with the best of ``others``; records it in ``tally``."""
-    ok = [c for c in others if c.status == "ok"]
+    """One comparison of a method cell with the best above-chance cell of ``others``; records it in ``tally``."""
+    ok = [c for c in others if c.status == "ok" and not c.at_chance]
     if not ok:
-        if others and all(c.status == "diverged" for c in others):
-            tally.all_diverged += 1
-            return f"vs {what}: every such row diverged"
+        if others and all(c.status in ("diverged", "failed") or c.at_chance for c in others):
+            tally.beaten_only += 1
+            return f"vs {what}: every such row diverged, failed or is at chance level"
         return f"vs {what}: no row has a number"
     other = max(ok, key=lambda c: c.mean)
-    diff, spread = mine.mean - other.mean, max(mine.std, other.std)
-    if math.isnan(spread):
-        verdict, clear = "single seed: no spread estimate", None
-    else:
-        clear = abs(diff) > spread
-        verdict = f"{'exceeds' if clear else 'within'} the larger std, {spread:.2f}"
-    tally.diffs.append((diff, clear))
-    return f"vs {what} {other.row} {_cell_text(other)}: {diff:+.2f} points ({verdict})"
+    tally.compared += 1
+    difference, reason = welch(mine, other)
+    if difference is None:
+        tally.untestable += 1
+        return f"vs {what} {other.row} {_cell_text(other)}: {mine.mean - other.mean:+.2f} points ({reason}; no test)"
+    tally.wins += difference.significant and difference.diff > 0
+    tally.losses += difference.significant and difference.diff < 0
+    return f"vs {what} {other.row} {_cell_text(other)}: {difference.text()}"
 
 
 def _claim(spec: Spec, cells: dict[tuple[str, Any], Cell]) -> list[str]:
-    """The paper's claim, then per column each TVLARS row vs the best no-warm-up baseline and the best baseline."""
+    """The paper's claim, then per column each method row vs the best no-warm-up baseline and the best baseline,
+    with Welch's test; rows come from the spec's ``compare``."""
     lines = ["## Paper's claim vs our numbers", "", f"> {spec.claim or '(the spec states no claim)'}", ""]
-    methods = [r.label for r in spec.rows if r.label.upper().startswith("TVLARS")]
-    if not methods:
-        return lines
-    baselines = [r.label for r in spec.rows if r.label not in methods]
-    no_warmup = [label for label in baselines if _NO_WARMUP.search(label)]
-    for method in methods:
-        versus_no_warmup, versus_all = _Tally(), _Tally()
+    compare = spec.compare
+    if compare is None:
+        return [*lines, "The spec declares no `compare:` rows (method and baselines), so no comparison is made."]
+    kinds = ([("no-warm-up baseline", compare.no_warmup)] if compare.no_warmup else []) + \
+        [("baseline overall", compare.baselines)]
+    lines.append(f"Each method row against the best {' and the best '.join(k for k, _ in kinds)} (by mean, above "
+                 f"chance level) per column: difference in points, Welch's 95 % interval and two-sided p-value.")
+    lines.append("")
+    for method in compare.method:
+        tallies = {kind: _Tally() for kind, _ in kinds}
         for column in spec.columns:
             mine, head = cells[(method, column)], column_header(spec, column)
             if mine.status != "ok":
-                lines.append(f"- {head}: {method} has no number ({_md_cell(mine, math.nan)}); not compared.")
+                lines.append(f"- {head}: {method} has no number ({_md_cell(mine, False)}); not compared.")
                 continue
-            parts = [_versus(mine, [cells[(b, column)] for b in no_warmup], "the best no-warm-up baseline",
-                             versus_no_warmup)] if no_warmup else []
-            parts.append(_versus(mine, [cells[(b, column)] for b in baselines], "the best baseline overall",
-                                 versus_all))
+            if mine.at_chance:
+                lines.append(f"- {head}: {method} {_cell_text(mine)} is within {CHANCE_MARGIN:g} points of chance "
+                             f"level ({mine.chance:.1f} %); not compared.")
+                continue
+            parts = [_versus(mine, [cells[(b, column)] for b in group], f"the best {kind}", tallies[kind])
+                     for kind, group in kinds]
             lines.append(f"- {head}: {method} {_cell_text(mine)} " + "; ".join(parts) + ".")
-        n = len(spec.columns)
-        first = (versus_no_warmup.text(method, "no-warm-up baseline", n) if no_warmup
-                 else "(the table has no no-warm-up baseline row)")
-        lines += ["", f"{method} {first}; {versus_all.text(method, 'baseline overall', n)}.", ""]
-    if _SMALL_SCALE.search(spec.title):
-        lines.append(f"This is a small-scale run ({spec.title}): it tests the direction of the claim at reduced "
-                     "scale and does not reproduce the paper's absolute numbers.")
+        lines.append("")
+        for kind, _ in kinds:
+            lines += [tallies[kind].text(method, kind, len(spec.columns)), ""]
+    if _SMALL_SCALE.search(spec.display_title):
+        lines.append(f"This is a small-scale run ({spec.display_title}): it tests the direction of the claim at "
+                     "reduced scale and does not reproduce the paper's absolute numbers.")
     return lines
 
 
-def _markdown(spec: Spec, cells: dict[tuple[str, Any], Cell], problems: list[str]) -> str:
-    best = _best_per_column(spec, cells)
-    budgets, budget_text = _budgets(spec)
+def _markdown(spec: Spec, cells: dict[tuple[str, Any], Cell], bold: set[tuple[str, Any]], problems: list[str]) -> str:
     headers = [column_header(spec, c) for c in spec.columns]
-    main = [[r.label, str(budgets[r.label]), *(_md_cell(cells[(r.label, c)], best[c]) for c in spec.columns)]
-            for r in spec.rows]
+    main = [[r.label, str(spec.runs_per_cell(r)), *(_md_cell(cells[(r.label, c)], (r.label, c) in bold)
+                                                   for c in spec.columns)] for r in spec.rows]
     points = [[r.label, *(format_point(cells[(r.label, c)].point) or "–" for c in spec.columns)] for r in spec.rows]
-    lines = [f"# {spec.title}", "",
-             f"Table `{spec.name}`: {METRIC_TEXT[spec.metric]}, mean ± std over {len(spec.seeds)} seed(s).", "",
-             _md_table(["Method", "Budget (runs/cell)", *headers], main), "", budget_text, "",
-             _selection_rule(spec), ""]
+    seeds = spec.reported_seeds
+    over = f"mean ± std over {len(seeds)} seed(s)" + (" (confirmation runs of the chosen point)"
+                                                       if spec.confirm_seeds else "")
+    lines = [f"# {spec.display_title}", "", f"Table `{spec.name}`: {METRIC_TEXT[spec.metric]}, {over}.", "",
+             md_table(["Method", "Budget (runs/cell)", *headers], main), "", _statistics_rule(spec), "",
+             _budget_text(spec), "", _selection_rule(spec), ""]
     if spec.notes:
         lines += [f"Notes: {spec.notes.strip()}", ""]
-    if any(r.grid for r in spec.rows):
-        lines += ["## Selected grid point per cell", "", _md_table(["Method", *headers], points), ""]
+    if any(r.grid or r.trials is not None for r in spec.rows):
+        lines += ["## Selected point per cell", "", md_table(["Method", *headers], points), ""]
     lines += [*_claim(spec, cells), ""]
     done = "None: every expected run finished (completed or diverged)."
     lines += ["## Problems", ""] + ([f"- {p}" for p in problems] or [done])
@@ -342,31 +475,36 @@ def tex_escape(text: str) -> str:
     return "".join(_TEX_ESCAPES.get(ch, ch) for ch in text)
 
 
-def _tex_cell(cell: Cell, best: float) -> str:
+def _tex_cell(cell: Cell, bold: bool) -> str:
     if cell.status != "ok":
-        return "div" if cell.status == "diverged" else "--"
+        return {"diverged": "div", "failed": "failed"}.get(cell.status, "--") + (r"$^\ddagger$" if cell.failed else "")
     text = f"{cell.mean:.2f}" + ("" if math.isnan(cell.std) else f" $\\pm$ {cell.std:.2f}")
-    if cell.mean == best:
+    if bold:
         text = f"\\textbf{{{text}}}"
     if cell.n < cell.expected:
         text += f"$^{{({cell.n}/{cell.expected})}}$"
     if cell.diverged:
         text += r"$^\dagger$"
+    if cell.failed:
+        text += r"$^\ddagger$"
+    if cell.at_chance:
+        text += r"$^{c}$"
     point = format_point(cell.point)
     return text + (f" {{\\scriptsize ({tex_escape(point)})}}" if point else "")
 
 
-def _latex(spec: Spec, cells: dict[tuple[str, Any], Cell]) -> str:
-    best = _best_per_column(spec, cells)
-    budgets, _ = _budgets(spec)
+def _latex(spec: Spec, cells: dict[tuple[str, Any], Cell], bold: set[tuple[str, Any]]) -> str:
     head = " & ".join(["Method", "Budget", *(tex_escape(column_header(spec, c)) for c in spec.columns)])
-    body = [" & ".join([tex_escape(r.label), str(budgets[r.label]),
-                        *(_tex_cell(cells[(r.label, c)], best[c]) for c in spec.columns)]) + r" \\"
+    body = [" & ".join([tex_escape(r.label), str(spec.runs_per_cell(r)),
+                        *(_tex_cell(cells[(r.label, c)], (r.label, c) in bold) for c in spec.columns)]) + r" \\"
             for r in spec.rows]
-    caption = (f"{tex_escape(spec.title)}. {tex_escape(METRIC_TEXT[spec.metric])}: mean $\\pm$ sample std over "
-               f"{len(spec.seeds)} seed(s) at the grid point (small text) with the best mean; budget = runs per cell; "
-               "bold: best of the column; $^{(k/m)}$: only k of m seeds completed; $^\\dagger$: a seed diverged at "
-               "the chosen point; div: every run diverged; --: no run.")
+    single = " (one seed: nothing is bold)" if len(spec.reported_seeds) < 2 else ""
+    caption = (f"{tex_escape(spec.display_title)}. {tex_escape(METRIC_TEXT[spec.metric])}: mean $\\pm$ sample std "
+               f"over {len(spec.reported_seeds)} seed(s) at the point (small text) with the best mean; budget = runs "
+               f"per cell; bold: best of the column and better than the runner-up by Welch's t-test, "
+               f"p $<$ {ALPHA:g}{single}; $^{{c}}$: within {CHANCE_MARGIN:g} points of chance level; $^{{(k/m)}}$: "
+               "only k of m seeds completed; $^\\dagger$: a seed diverged at the chosen point; $^\\ddagger$: runs "
+               "failed; div: every run diverged; --: no run.")
     return "\n".join([r"\begin{table}[t]", r"\centering", f"\\caption{{{caption}}}",
                       f"\\label{{tab:{slug(spec.name)}}}", f"\\begin{{tabular}}{{lr{'c' * len(spec.columns)}}}",
                       r"\toprule", head + r" \\", r"\midrule", *body, r"\bottomrule", r"\end{tabular}",
@@ -392,14 +530,16 @@ def _csv(spec: Spec, cells: dict[tuple[str, Any], Cell]) -> str:
 def build_table(spec: Spec, df: pd.DataFrame) -> Table:
     """Select every cell from the collected runs ``df`` and render the table in Markdown, LaTeX and CSV."""
     cells, problems = select(spec, df)
-    return Table(spec, cells, _markdown(spec, cells, problems), _latex(spec, cells), _csv(spec, cells), problems)
+    bold = significant_best(spec, cells)
+    return Table(spec, cells, _markdown(spec, cells, bold, problems), _latex(spec, cells, bold), _csv(spec, cells),
+                 problems, bold)
 
 
 def status_summary(spec: Spec, df: pd.DataFrame) -> str:
     """One line: runs of this table by status, corrupt records, and runs of other tables ignored."""
     mine = df[df["table"] == spec.name]
     counts = ", ".join(f"{n} {status}" for status, n in mine["status"].value_counts().items()) or "none"
-    expected = sum(len(r.points(c)) for r in spec.rows for c in spec.columns) * len(spec.seeds)
+    expected = sum(spec.runs_per_cell(r) for r in spec.rows) * len(spec.columns)
     corrupt = int((df["status"] == "corrupt").sum())
     other = len(df) - len(mine) - corrupt
     return (f"{len(mine)} run(s) of table {spec.name} (expected {expected}): {counts}; {corrupt} unreadable "

@@ -1,0 +1,167 @@
+"""Experiment specs: quasi-random search spaces, equal budgets, compare rows, chance, confirmation jobs, and the
+planner's rerun rule (tvlars.experiments, tvlars.sweep); no training."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from tvlars.errors import UserError
+from tvlars.experiments import load_spec, smoke_spec
+from tvlars.sweep import plan, write_job_files
+
+SEARCH = """
+title: search
+columns: {key: batch_size, values: [16, 32]}
+seeds: [0]
+confirm_seeds: [0, 1, 2]
+chance: 10.0
+compare: {method: [b], no_warmup: [a]}
+rows:
+  - label: a
+    overrides: [optimizer=sgd]
+    search: {trials: 8, space: {optimizer.lr: {log: [0.01, 1.0]}}}
+  - label: b
+    overrides: [optimizer=sgd]
+    search:
+      trials: 8
+      space:
+        optimizer.lr: {16: {log: [0.1, 0.4]}, 32: {log: [1, 4]}}
+        optimizer.momentum: {linear: [0.8, 0.99]}
+        optimizer.nesterov: [true, false]
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "search") -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_search_trials_are_deterministic_and_inside_the_space(tmp_path: Path) -> None:
+    first, second = load_spec(write(tmp_path, SEARCH)), load_spec(write(tmp_path, SEARCH))
+    for column in (16, 32):
+        assert [r.points(column) for r in first.rows] == [r.points(column) for r in second.rows]
+        assert len(first.rows[0].points(column)) == 8
+    assert [j.overrides for j in first.jobs()] == [j.overrides for j in second.jobs()]
+    a, b = first.rows
+    lrs = [p["optimizer.lr"] for p in a.points(16)]
+    assert all(0.01 <= lr < 1.0 for lr in lrs) and len(set(lrs)) == 8
+    assert all(float(f"{lr:.3g}") == lr for lr in lrs)  # rounded to 3 significant digits
+    # log-uniform: a quasi-random design puts half of the trials in each half of the log range
+    assert sum(math.log10(lr) < -1 for lr in lrs) == 4
+    assert all(0.1 <= p["optimizer.lr"] < 0.4 for p in b.points(16))
+    assert all(1 <= p["optimizer.lr"] < 4 for p in b.points(32))  # per-column ranges
+    assert all(0.8 <= p["optimizer.momentum"] < 0.99 for p in b.points(16))
+    assert {p["optimizer.nesterov"] for p in b.points(16)} == {True, False}
+    # another spec name, or an explicit search seed, gives another design
+    other = load_spec(write(tmp_path, SEARCH, "other"))
+    assert other.rows[0].points(16) != a.points(16)
+    seeded = load_spec(write(tmp_path, SEARCH.replace("trials: 8, space", "trials: 8, seed: 1, space")))
+    assert seeded.rows[0].points(16) != a.points(16)
+
+
+def test_budget_and_confirmation(tmp_path: Path) -> None:
+    spec = load_spec(write(tmp_path, SEARCH))
+    assert spec.budget(spec.rows[0]) == 8 and spec.runs_per_cell(spec.rows[0]) == 8 + 2  # seed 0 already ran
+    assert len(spec.jobs()) == 2 * 2 * 8 and spec.reported_seeds == [0, 1, 2]
+    chosen = {("b", 16): spec.rows[1].points(16)[3]}
+    jobs = spec.confirm_jobs(chosen)
+    assert [j.seed for j in jobs] == [0, 1, 2] and all(j.point == chosen[("b", 16)] for j in jobs)
+    assert "batch_size=16" in jobs[0].overrides and "seed=2" in jobs[2].overrides
+    smoke = smoke_spec(spec, "/data")
+    assert smoke.confirm_seeds == [] and smoke.rows[1].points(16) == [spec.rows[1].points(16)[0]]
+    assert smoke.profile == "smoke" and smoke.display_title == "search [smoke]"
+
+
+@pytest.mark.parametrize(
+    ("edit", "needle"),
+    [
+        (lambda s: s.replace("trials: 8, space: {optimizer.lr: {log: [0.01, 1.0]}}",
+                             "trials: 4, space: {optimizer.lr: {log: [0.01, 1.0]}}"),
+         "unequal tuning budgets at 16 (a 4, b 8 points per cell)"),
+        (lambda s: s.replace("{log: [0.01, 1.0]}", "{log: [0, 1.0]}"), "must be {log: [lo, hi]} (0 < lo < hi)"),
+        (lambda s: s.replace("{log: [0.01, 1.0]}", "{uniform: [0.01, 1.0]}"), "space optimizer.lr must be"),
+        (lambda s: s.replace("{16: {log: [0.1, 0.4]}, 32: {log: [1, 4]}}", "{16: {log: [0.1, 0.4]}}"),
+         "space optimizer.lr has no range for 32"),
+        (lambda s: s.replace("trials: 8, space", "trials: 0, space"), "search.trials must be a positive integer"),
+        (lambda s: s.replace("search: {trials: 8, space", "grid: {optimizer.lr: [1]}\n    search: {trials: 8, space"),
+         "gives both a grid and a search"),
+        (lambda s: s.replace("{log: [0.01, 1.0]}", "[0.1, 0.2]"), "include duplicate points"),
+        (lambda s: s.replace("method: [b]", "method: [c]"), "compare.method names 'c', not a row label"),
+        (lambda s: s.replace("no_warmup: [a]", "no_warmup: [b]"), "no_warmup must list baselines only"),
+        (lambda s: s.replace("chance: 10.0", "chance: 100"), "chance must be the chance-level accuracy"),
+        (lambda s: s.replace("confirm_seeds: [0, 1, 2]", "confirm_seeds: [0, 0]"), "confirm_seeds must be a list"),
+    ],
+)
+def test_bad_search_specs_fail_with_one_line(edit, needle: str, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="^experiment spec search: ") as info:
+        load_spec(write(tmp_path, edit(SEARCH)))
+    assert needle in str(info.value) and "\n" not in str(info.value)
+
+
+def _record(run_dir: Path, summary: bytes) -> None:
+    run_dir.mkdir(parents=True)
+    (run_dir / "summary.json").write_bytes(summary)
+
+
+def test_rerun_launches_only_failed_running_and_missing_jobs(tmp_path: Path) -> None:
+    text = SEARCH.replace("confirm_seeds: [0, 1, 2]\n", "").replace("trials: 8", "trials: 2")
+    spec = load_spec(write(tmp_path, text))
+    runs = tmp_path / "runs"
+    planned = plan(spec, runs)
+    statuses = ["completed", "diverged", "failed", "running", "corrupt", "binary", "no-status"]
+    for p, status in zip(planned, statuses, strict=False):
+        body = {"corrupt": b"[1, 2]", "binary": b"\xff\xfe\x00garbage", "no-status": b'{"status": 3}'}.get(
+            status, json.dumps({"status": status, "error": "RuntimeError: boom"}).encode())
+        _record(p.run_dir, body)
+    again = plan(spec, runs)  # binary or wrongly typed summaries must not crash the planner
+    assert [p.status for p in again[:7]] == ["completed", "diverged", "failed", "running", "corrupt", "corrupt",
+                                             "corrupt"]
+    assert {p.status for p in again[7:]} == {"pending"}
+    launched = write_job_files(spec, again, tmp_path / "jobs")
+    assert launched == len(again) - 5  # completed, diverged and the 3 corrupt records are left alone
+    listed = json.loads((tmp_path / "jobs" / "plan.json").read_text())
+    assert [p["status"] for p in listed[:3]] == ["completed", "diverged", "failed"]
+
+
+@pytest.mark.slow
+def test_search_confirmation_and_comparison_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A tiny search table with confirmation seeds through reproduce_table.py: search sweep, confirmation sweep,
+    table of the confirmation seeds, records beside it; a rerun launches nothing and compares equal."""
+    import importlib.util
+
+    from conftest import ROOT, TINY
+
+    base = [o for o in TINY if not o.startswith(("batch_size", "epochs"))] + ["epochs=1", "checkpoint_every=0"]
+    spec = write(tmp_path, f"""
+title: tiny search
+columns: {{key: batch_size, values: [64]}}
+seeds: [0]
+confirm_seeds: [0, 1]
+chance: 10.0
+base: {json.dumps(base)}
+compare: {{method: [b], baselines: [a]}}
+rows:
+  - {{label: a, overrides: [optimizer=sgd], search: {{trials: 2, space: {{optimizer.lr: {{log: [0.01, 0.1]}}}}}}}}
+  - {{label: b, overrides: [optimizer=adamw], search: {{trials: 2, space: {{optimizer.lr: {{log: [0.001, 0.01]}}}}}}}}
+""", "tiny")
+    loader = importlib.util.spec_from_file_location("reproduce_table", ROOT / "scripts" / "reproduce_table.py")
+    reproduce = importlib.util.module_from_spec(loader)
+    loader.loader.exec_module(reproduce)
+    args = ["--table", str(spec), "--launcher", "basic", "--runs", str(tmp_path / "runs"),
+            "--results", str(tmp_path / "results")]
+    assert reproduce.main(args) == 0
+    table = (tmp_path / "results" / "tiny" / "table.md").read_text()
+    assert "mean ± std over 2 seed(s) (confirmation runs of the chosen point)" in table
+    assert "None: every expected run finished" in table
+    summaries = list((tmp_path / "runs" / "tiny").glob("*/summary.json"))
+    assert len(summaries) == 2 * 2 + 2 * 1  # 2 rows × 2 trials × seed 0, then seed 1 at each chosen point
+    assert len(list((tmp_path / "results" / "tiny" / "runs").iterdir())) == 6
+    capsys.readouterr()
+    assert reproduce.main(args) == 0  # everything is done: nothing launches, every cell equals the committed one
+    out = capsys.readouterr().out
+    assert "to run: 0 jobs" in out and "0 run(s) to go now" in out and "2 same value" in out

@@ -1,0 +1,72 @@
+"""A reproduction's cells against the committed table's: same value, within seed noise, or different.
+
+The committed ``table.csv`` holds each cell's mean, sample std and seed count, so the test is Welch's t-test from
+those statistics (``scipy.stats.ttest_ind_from_stats(equal_var=False)``, two-sided, p < ALPHA: different).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import warnings
+from typing import Any
+
+from scipy import stats
+
+from tvlars.report.collect import normalize
+from tvlars.report.tables import ALPHA, Table, column_header, md_table
+
+VERDICTS = {"same": "same value", "noise": "within seed noise", "different": "different", "new": "not in the "
+            "committed table"}
+SYMBOLS = {"same": "=", "noise": "≈", "different": "≠", "new": "new"}
+
+
+def _stats(row: dict[str, str]) -> tuple[float, float, int]:
+    def number(text: str) -> float:
+        return float(text) if text else math.nan
+
+    return number(row["mean"]), number(row["std"]), int(row["n_seeds"] or 0)
+
+
+def verdict(old: dict[str, str] | None, status: str, mean: float, std: float, n: int) -> tuple[str, str]:
+    """One cell's verdict key and a short reason, comparing the committed CSV row ``old`` with the new cell."""
+    if old is None:
+        return "new", ""
+    old_mean, old_std, old_n = _stats(old)
+    if old["status"] != status or status != "ok":
+        return ("same", "") if old["status"] == status else ("different", f"{old['status']} → {status}")
+    if f"{old_mean:.2f}" == f"{mean:.2f}":
+        return "same", ""
+    shift = f"{old_mean:.2f} → {mean:.2f}"
+    if min(old_n, n) < 2 or (old_std == 0 and std == 0):
+        return "different", f"{shift}; one seed or no spread: seed noise unknown"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        p = float(stats.ttest_ind_from_stats(old_mean, old_std, old_n, mean, std, n, equal_var=False).pvalue)
+    return ("different" if p < ALPHA else "noise"), f"{shift}, Welch p = {p:.3f}"
+
+
+def compare(committed_csv: str, table: Table) -> str:
+    """The short Markdown report: a verdict per cell, the counts, and the cells that changed."""
+    spec = table.spec
+    old: dict[tuple[str, Any], dict[str, str]] = {(r["row"], normalize(r["column"])): r
+                                                  for r in csv.DictReader(io.StringIO(committed_csv))}
+    counts = dict.fromkeys(VERDICTS, 0)
+    grid, changed = [], []
+    for row in spec.rows:
+        line = [row.label]
+        for column in spec.columns:
+            cell = table.cells[(row.label, column)]
+            key, reason = verdict(old.get((row.label, normalize(column))), cell.status, cell.mean, cell.std, cell.n)
+            counts[key] += 1
+            line.append(SYMBOLS[key])
+            if reason:
+                changed.append(f"- {row.label} @ {column_header(spec, column)}: {VERDICTS[key]} ({reason})")
+        grid.append(line)
+    legend = ", ".join(f"{SYMBOLS[k]} {VERDICTS[k]}" for k in VERDICTS)
+    summary = ", ".join(f"{n} {VERDICTS[k]}" for k, n in counts.items() if n)
+    return "\n".join([f"# {spec.name}: reproduction vs the committed table", "", f"{summary} ({legend}; "
+                      f"Welch's t-test from the cells' mean, std and seed count, p < {ALPHA:g}: different).", "",
+                      md_table(["Method", *(column_header(spec, c) for c in spec.columns)], grid), "", *changed]
+                     ).rstrip() + "\n"
