@@ -12,8 +12,11 @@ from torchvision.datasets import ImageFolder
 
 from tvlars import distributed
 from tvlars.data import TensorImageDataset, load_cifar10
-from tvlars.data.fake import write_fake_imagefolder, write_fake_tinyimagenet
+from tvlars.data.cifar import write_fake_cifar10
+from tvlars.data.fake import write_class_folders
+from tvlars.data.imagenet import write_fake_imagenet
 from tvlars.data.loaders import DeviceLoader, ShardSampler, in_memory, train_sampler
+from tvlars.data.tinyimagenet import write_fake_tinyimagenet
 from tvlars.errors import UserError
 from tvlars.records import read_jsonl
 from tvlars.train import build_engine, run
@@ -68,8 +71,7 @@ def test_in_memory_views_subsets_and_decodes_image_files(tmp_path: Path) -> None
     dataset = _indexed(10)
     images, labels = in_memory(Subset(dataset, [3, 1, 4]))
     assert labels.tolist() == [3, 1, 4] and images[:, 0, 0, 0].tolist() == [3, 1, 4]
-    write_fake_imagefolder(tmp_path / "cifar10-jpeg", ["airplane", "automobile", "bird", "cat", "deer", "dog",
-                                                       "frog", "horse", "ship", "truck"], n_per_class=2, ext="png")
+    write_fake_cifar10(tmp_path, n_train=20, n_test=20, format="imagefolder", ext="png")
     folder = load_cifar10(str(tmp_path), format="imagefolder").train
     images, labels = in_memory(folder)
     assert images.dtype == torch.uint8 and images.shape == (20, 3, 32, 32)
@@ -80,8 +82,8 @@ def test_in_memory_views_subsets_and_decodes_image_files(tmp_path: Path) -> None
 
 
 def test_images_of_different_sizes_cannot_go_on_the_device(tmp_path: Path) -> None:
-    write_fake_imagefolder(tmp_path / "a", ["x"], n_per_class=1, size=32, splits=("train",))
-    write_fake_imagefolder(tmp_path / "a", ["y"], n_per_class=1, size=16, splits=("train",))
+    write_class_folders(tmp_path / "a" / "train", ["x"], n_per_class=1, size=32)
+    write_class_folders(tmp_path / "a" / "train", ["y"], n_per_class=1, size=16)
     with pytest.raises(UserError, match="data.on_device needs images of one size"):
         in_memory(ImageFolder(str(tmp_path / "a" / "train")))
 
@@ -118,7 +120,7 @@ def test_on_device_true_refuses_large_images_before_training(tmp_path: Path) -> 
                               "batch_size=4", "dataset.augment.crop_padding=0"))
     engine, _ = build_engine(cfg, distributed.init("cpu"))
     assert isinstance(engine.train_loader, DeviceLoader) and engine.train_loader.inputs.shape[1:] == (3, 64, 64)
-    write_fake_imagefolder(tmp_path / "imagenet", ["n01", "n02"], n_per_class=2, size=160, splits=("train", "val"))
+    write_fake_imagenet(tmp_path, n_train=4, n_test=4, wnids=("n01", "n02"), size=160)
     for setting, expected in (("true", UserError), ("auto", None)):
         cfg = compose_config(tiny("dataset=imagenet", f"data_root={tmp_path}", f"data.on_device={setting}",
                                   "batch_size=2"))
