@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import run_cli, tiny
+from PIL import Image
+from torch.utils.data import Subset
 from torchvision.datasets import CIFAR10, CIFAR100
 
 from tvlars.data import load_cifar10, load_cifar100, load_fashion_mnist, load_imagenet, load_tinyimagenet
@@ -339,3 +341,14 @@ def test_imagenet_empty_class_and_damaged_image(tmp_path: Path) -> None:
         image.unlink()
     assert _error(lambda: load_imagenet(str(tmp_path))).startswith(f"{empty} holds no image files")
 
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_image_of_another_size_names_its_file_on_the_device_path(tmp_path: Path, workers: int) -> None:
+    write_fake_tinyimagenet(tmp_path)
+    bundle = load_tinyimagenet(str(tmp_path))
+    odd, first = bundle.train.samples[4][0], bundle.train.samples[0][0]
+    Image.new("RGB", (32, 48)).save(odd, format="JPEG")
+    message = _error(lambda: in_memory(Subset(bundle.train, [0, 2, 4]), workers))
+    assert message == (f"{odd} is (3, 48, 32) but {first} is (3, 64, 64) (C×H×W): data.on_device needs images of "
+                       "one size; set data.on_device=false")
