@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from tvlars.data import TensorImageDataset, load_cifar10
 from tvlars.data.cifar import write_fake_cifar10
 from tvlars.data.fake import write_class_folders
 from tvlars.data.imagenet import write_fake_imagenet
-from tvlars.data.loaders import DeviceLoader, ShardSampler, in_memory, train_sampler
+from tvlars.data.loaders import DeviceLoader, ShardSampler, in_memory, train_sampler, usable_cpus, worker_count
 from tvlars.data.tinyimagenet import write_fake_tinyimagenet
 from tvlars.errors import UserError
 from tvlars.records import read_jsonl
@@ -130,3 +131,14 @@ def test_on_device_true_refuses_large_images_before_training(tmp_path: Path) -> 
         else:
             engine, _ = build_engine(cfg, distributed.init("cpu"))
             assert isinstance(engine.train_loader, DataLoader)
+
+
+def test_worker_count_uses_the_cpus_this_process_may_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)  # e.g. a 4-CPU SLURM job
+    assert usable_cpus() == 4
+    assert [worker_count(-1, cuda, 1), worker_count(-1, cuda, 2), worker_count(-1, cuda, 4)] == [3, 1, 0]
+    assert worker_count(-1, cpu, 1) == 1 and worker_count(5, cuda, 1) == 5  # an explicit count is kept
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)  # macOS, Windows: no affinity call
+    assert usable_cpus() == 64 and worker_count(-1, cuda, 1) == 8

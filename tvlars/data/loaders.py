@@ -50,11 +50,19 @@ def subset(dataset: Any, size: int) -> Any:
     return Subset(dataset, torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:size].tolist())
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask: a SLURM job's allocation, ``taskset``), else all of them."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def worker_count(requested: int, device: torch.device, world_size: int) -> int:
-    """``requested`` DataLoader workers, or for -1: 1 on CPU, up to 8 on CUDA, leaving a core to the trainer."""
+    """``requested`` DataLoader workers, or for -1: 1 on CPU, up to 8 on CUDA, leaving a core to the trainer
+    (cores = the CPUs this process may use, shared by the ``world_size`` processes of a node)."""
     if requested >= 0:
         return requested
-    cores = max(1, (os.cpu_count() or 1) // world_size)
+    cores = max(1, usable_cpus() // world_size)
     return min(8 if device.type == "cuda" else 1, cores - 1) if cores > 1 else 0
 
 
