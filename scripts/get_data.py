@@ -29,6 +29,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -46,8 +47,8 @@ def _run(command: list[str]) -> int:
     return subprocess.run(command, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"}, check=False).returncode
 
 
-def _download(name: str, root: Path) -> None:
-    registered(name).load(root=str(root), download=True)
+def _download(name: str, root: Path, **loader_args: Any) -> None:
+    registered(name).load(root=str(root), download=True, **loader_args)
 
 
 @dataclass
@@ -57,7 +58,7 @@ class Machine:
     is_root: bool = field(default_factory=lambda: hasattr(os, "geteuid") and os.geteuid() == 0)
     has_apt: bool = field(default_factory=lambda: shutil.which("apt-get") is not None)
     run: Callable[[list[str]], int] = _run  # a command's exit code
-    download: Callable[[str, Path], None] = _download  # torchvision's download of dataset `name` into `root`
+    download: Callable[..., None] = _download  # (name, root, **loader_args): the loader's download into root
 
 
 def _one_line(exc: BaseException) -> str:
@@ -82,7 +83,7 @@ def get_fashion_mnist(root: Path, machine: Machine, system_dir: Path = Path(SYST
         tried.append("apt-get needs root" if machine.has_apt else "no apt-get")
     if found is None:
         try:
-            machine.download("fashion_mnist", root)
+            machine.download("fashion_mnist", root, system_dir=str(system_dir))
         except Exception as exc:  # noqa: BLE001 - any download failure (no network, HTTP, disk) ends the same way
             tried.append(f"the download failed ({_one_line(exc)})")
         found = _fashion_mnist_dir(root, system_dir)

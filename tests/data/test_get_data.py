@@ -43,8 +43,8 @@ class FakeMachine:
             return 0
         return 100
 
-    def download(self, name: str, root: Path) -> None:
-        self.calls.append(["download", name])
+    def download(self, name: str, root: Path, **loader_args: str) -> None:
+        self.calls.append(["download", name, *loader_args.values()])
         if not self.internet:
             raise OSError("<urlopen error [Errno -2] Name or service not known>")
         write_fake_fashion_mnist(root)
@@ -84,7 +84,7 @@ def test_without_a_working_apt_it_downloads(get_data, paths, machine_kwargs) -> 
     machine = FakeMachine(system, **machine_kwargs)
     assert get_data.get_fashion_mnist(root, machine, system) == root / "FashionMNIST" / "raw"
     apt_calls = [INSTALL, UPDATE, INSTALL] if machine_kwargs == {"apt_works": False} else []
-    assert machine.calls == [*apt_calls, ["download", "fashion_mnist"]]
+    assert machine.calls == [*apt_calls, ["download", "fashion_mnist", str(system)]]
 
 
 @pytest.mark.parametrize(("machine_kwargs", "why"), [
@@ -137,7 +137,7 @@ def test_downloadable_datasets_are_downloaded_others_say_how_to_get_them(get_dat
         raise UserError(f"{root}/manual not found; unzip manual.zip into {root}")
 
     class Offline:
-        def download(self, name: str, root: Path) -> None:
+        def download(self, name: str, root: Path, **loader_args: str) -> None:
             raise OSError("no network")
 
     with pytest.raises(UserError, match=r"toy could not be downloaded into .* \(OSError: no network\); on a machine"):
