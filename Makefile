@@ -1,10 +1,16 @@
-# tvlars — run `make help` for the targets. Every target creates .venv on first use.
+# tvlars — run `make help` for the targets.
+# Environment: the active virtualenv ($VIRTUAL_ENV) or conda env ($CONDA_PREFIX) when there is one, else .venv
+# (created on first use); tvlars is pip-installed into it once (`make VENV=<dir>` picks another).
 PY      ?= python3
-VENV    ?= .venv
+VENV    ?= $(or $(VIRTUAL_ENV),$(CONDA_PREFIX),.venv)
 PYTHON  := $(VENV)/bin/python
-STAMP   := $(VENV)/.installed
+STAMP   := $(VENV)/.tvlars-installed
+# Datasets: `make data` gets DATASETS into DATA_ROOT (the runs' data_root); see docs/data.md.
+DATA_ROOT ?= $(or $(TVLARS_DATA),data)
+DATASETS  ?= fashion_mnist
+DATA_ARGS ?= $(DATASETS)
 
-.PHONY: help install test test-fast lint bench train reproduce-table tables clean
+.PHONY: help install data test test-fast lint bench train reproduce-table tables clean
 
 TABLE    ?= fmnist-mini
 LAUNCHER ?= joblib
@@ -14,17 +20,19 @@ help:  ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-12s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
-	test -x $(PYTHON) || $(PY) -m venv $(VENV)
-	$(PYTHON) -m pip install --quiet --upgrade pip
+	test -x $(PYTHON) || { $(PY) -m venv $(VENV) && $(PYTHON) -m pip install --quiet --upgrade pip; }
 	$(PYTHON) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-install: $(STAMP)  ## create .venv and install tvlars with its dev tools
+install: $(STAMP)  ## install tvlars with its dev tools into the active env (or a new .venv)
 
-test: $(STAMP)  ## run the whole test suite (the CI command)
+data: $(STAMP)  ## get DATASETS (default fashion_mnist) into DATA_ROOT: present, else apt-get as root, else download
+	$(PYTHON) scripts/get_data.py $(DATA_ARGS) --root $(DATA_ROOT)
+
+test: $(STAMP) data  ## run the whole test suite (the CI command)
 	$(PYTHON) -m pytest -q
 
-test-fast: $(STAMP)  ## skip the slow end-to-end tests
+test-fast: $(STAMP) data  ## skip the slow end-to-end tests
 	$(PYTHON) -m pytest -q -m "not slow"
 
 lint: $(STAMP)  ## ruff
@@ -36,7 +44,8 @@ bench: $(STAMP)  ## loop vs bare PyTorch, sampler vs device data path, optimizer
 train: $(STAMP)  ## one run; pass Hydra overrides with ARGS="dataset=cifar10 optimizer=lars ..."
 	$(PYTHON) -m tvlars.train $(ARGS)
 
-reproduce-table: $(STAMP)  ## sweep TABLE into runs/ (LAUNCHER=joblib|basic|submitit_*, PROFILE=full|smoke, ARGS=--continue) → results/, compared with the committed table
+reproduce-table: DATA_ARGS = --table $(TABLE) --profile $(PROFILE)
+reproduce-table: $(STAMP) data  ## sweep TABLE into runs/ (LAUNCHER=joblib|basic|submitit_*, PROFILE=full|smoke, ARGS=--continue) → results/, compared with the committed table
 	$(PYTHON) scripts/reproduce_table.py --table $(TABLE) --launcher $(LAUNCHER) --profile $(PROFILE) $(ARGS)
 
 tables: $(STAMP)  ## rebuild results/TABLE from records (SOURCE= default runs/TABLE, else results/TABLE/runs; or wandb:<entity>/<project>)

@@ -24,7 +24,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]  # this checkout's tvlars firs
 
 import torch  # noqa: E402
 
-from tvlars.data import fake  # noqa: E402
+from tvlars.data import DATASETS, write_fake  # noqa: E402
 from tvlars.errors import UserError  # noqa: E402
 from tvlars.experiments import Spec, load_spec, smoke_spec  # noqa: E402
 from tvlars.report import collect, records  # noqa: E402
@@ -42,14 +42,12 @@ def usable_cpus() -> int:
 
 
 def fake_data(root: Path) -> None:
-    """Tiny CIFAR-10/100, Tiny-ImageNet and Fashion-MNIST in their real formats (for --profile smoke)."""
-    if (root / "done").exists():
-        return
-    fake.write_fake_cifar10(root, n_train=96, n_test=48)
-    fake.write_fake_cifar100(root, n_train=96, n_test=48)
-    fake.write_fake_tinyimagenet(root, n_train_per_class=12, n_val_per_class=4)
-    fake.write_fake_fashion_mnist(root / "FashionMNIST" / "raw", n_train=96, n_test=48)
-    (root / "done").write_text("ok")
+    """A tiny fake of every registered dataset in its real on-disk format (for --profile smoke), written once."""
+    for name in DATASETS:
+        done = root / f"{name}.done"
+        if not done.exists():
+            write_fake(name, root, n_train=96, n_test=48)
+            done.write_text("ok")
 
 
 def launcher_defaults(args: argparse.Namespace) -> list[str]:

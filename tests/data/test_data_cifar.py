@@ -11,15 +11,8 @@ import torch
 from PIL import Image
 
 from tvlars.data import DataBundle, load_cifar10, load_cifar100
-from tvlars.data.fake import (
-    CIFAR10_CLASSES,
-    class_colour,
-    fake_label,
-    fake_pixels,
-    write_fake_cifar10,
-    write_fake_cifar100,
-    write_fake_imagefolder,
-)
+from tvlars.data.cifar import CIFAR10_CLASSES, write_fake_cifar10, write_fake_cifar100
+from tvlars.data.fake import class_colour, fake_label, fake_pixels, write_class_folders
 from tvlars.errors import UserError
 
 
@@ -64,7 +57,7 @@ def test_default_checksum_verification_rejects_fakes(tmp_path: Path, dataset: st
 
 
 def test_auto_format_prefers_pickles_then_jpeg_folder(tmp_path: Path) -> None:
-    write_fake_imagefolder(tmp_path / "cifar10-jpeg", CIFAR10_CLASSES, n_per_class=1)
+    write_fake_cifar10(tmp_path, n_train=10, n_test=10, format="imagefolder")
     assert isinstance(load_cifar10(str(tmp_path)).train[0][0], Image.Image)
     write_fake_cifar10(tmp_path, n_train=5, n_test=5)
     assert isinstance(load_cifar10(str(tmp_path), verify_checksums=False).train[0][0], torch.Tensor)
@@ -98,7 +91,7 @@ def test_bad_format_value(tmp_path: Path) -> None:
 
 
 def test_jpeg_folder_loads_in_canonical_class_order(tmp_path: Path) -> None:
-    write_fake_imagefolder(tmp_path / "cifar10-jpeg", CIFAR10_CLASSES, n_per_class=2)
+    write_fake_cifar10(tmp_path, n_train=20, n_test=20, format="imagefolder")
     bundle = load_cifar10(str(tmp_path), format="imagefolder")
     assert (len(bundle.train), len(bundle.test)) == (20, 20)
     assert bundle.train.classes == list(CIFAR10_CLASSES)
@@ -112,13 +105,14 @@ def test_jpeg_folder_loads_in_canonical_class_order(tmp_path: Path) -> None:
 
 def test_jpeg_folder_with_wrong_class_names_is_rejected(tmp_path: Path) -> None:
     classes = [*CIFAR10_CLASSES[:-1], "lorry"]
-    write_fake_imagefolder(tmp_path / "cifar10-jpeg", classes, n_per_class=1)
+    for split in ("train", "test"):
+        write_class_folders(tmp_path / "cifar10-jpeg" / split, classes, n_per_class=1, size=32)
     with pytest.raises(UserError, match="lorry.*not the CIFAR-10 classes"):
         load_cifar10(str(tmp_path), format="imagefolder")
 
 
 def test_jpeg_folder_with_missing_test_split_names_it(tmp_path: Path) -> None:
-    write_fake_imagefolder(tmp_path / "cifar10-jpeg", CIFAR10_CLASSES, n_per_class=1, splits=("train",))
+    write_class_folders(tmp_path / "cifar10-jpeg" / "train", CIFAR10_CLASSES, n_per_class=1, size=32)
     with pytest.raises(UserError, match=re.escape(str(tmp_path / "cifar10-jpeg" / "test"))):
         load_cifar10(str(tmp_path))
 

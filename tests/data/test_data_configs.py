@@ -1,56 +1,51 @@
-"""configs/dataset/*.yaml: each builds its loader via Hydra, and its `augment` block fits the transforms."""
+"""configs/dataset/*.yaml against the registry: each YAML composes and validates, its fake loads through the YAML's
+loader, its `augment` block fits the transforms, and its training-set size is known without loading."""
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from hydra.utils import get_object, instantiate
+from conftest import compose_config
+from hydra.utils import get_object
 from omegaconf import OmegaConf
 
-from tvlars.data import DataBundle, classification_transforms
-from tvlars.data.fake import write_fake_cifar10, write_fake_cifar100, write_fake_tinyimagenet
+from tvlars.config import instantiate_node, validate
+from tvlars.data import DATASETS, DataBundle, classification_transforms, registered, train_size, write_fake
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "dataset"
-NAMES = ["fashion_mnist", "cifar10", "cifar100", "tinyimagenet", "imagenet", "synthetic"]
-FAKE_WRITERS: dict[str, Callable[[Path], object]] = {
-    "cifar10": write_fake_cifar10,
-    "cifar100": write_fake_cifar100,
-    "tinyimagenet": write_fake_tinyimagenet,
-    "fashion_mnist": lambda root: None,  # real data from the system directory
-    "synthetic": lambda root: None,
-}
+NAMES = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
 
 
-def _config(name: str, data_root: Path) -> dict:
-    tree = OmegaConf.create(
-        {"data_root": str(data_root), "dataset": OmegaConf.load(CONFIG_DIR / f"{name}.yaml")}
-    )
-    return OmegaConf.to_container(tree.dataset, resolve=True)  # type: ignore[return-value]
+def test_every_yaml_is_a_registered_dataset_and_back() -> None:
+    assert NAMES and set(NAMES) == set(DATASETS)
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_yaml_keys_match_the_loader_and_transforms(name: str, tmp_path: Path) -> None:
     text = (CONFIG_DIR / f"{name}.yaml").read_text()
     assert text.startswith("# ") and text.splitlines()[1].startswith("_target_: tvlars.data.load_")
-    config = _config(name, tmp_path)
+    tree = OmegaConf.create({"data_root": str(tmp_path), "dataset": OmegaConf.load(CONFIG_DIR / f"{name}.yaml")})
+    config = OmegaConf.to_container(tree.dataset, resolve=True)
+    assert isinstance(config, dict)
     assert set(config["augment"]) == set(inspect.signature(classification_transforms).parameters) - {"info"}
     loader_parameters = inspect.signature(get_object(config["_target_"])).parameters
     assert set(config) - {"_target_", "augment"} <= set(loader_parameters)
 
 
-@pytest.mark.parametrize("name", sorted(FAKE_WRITERS))
-def test_yaml_instantiates_to_a_bundle(name: str, tmp_path: Path) -> None:
-    FAKE_WRITERS[name](tmp_path)
-    config = _config(name, tmp_path)
-    augment = config.pop("augment")
-    if "verify_checksums" in config:
-        config["verify_checksums"] = False  # fakes cannot match the real MD5s
-    bundle = instantiate(config)
+@pytest.mark.parametrize("name", NAMES)
+def test_yaml_composes_validates_and_its_fake_loads(name: str, tmp_path: Path) -> None:
+    cfg = compose_config([f"dataset={name}", f"data_root={tmp_path}"])
+    validate(cfg)
+    assert registered(cfg.dataset).name == name
+    assert isinstance(train_size(cfg.dataset), int) and train_size(cfg.dataset) > 0
+    keys = write_fake(cfg.dataset, tmp_path, n_train=20, n_test=10)
+    bundle = instantiate_node(OmegaConf.merge(cfg.dataset, keys), "dataset", skip=("augment",))
     assert isinstance(bundle, DataBundle) and bundle.info.name == name
-    train, test = classification_transforms(bundle.info, **augment)
-    image, _ = bundle.train[0]
+    assert len(bundle.train) >= 10 and len(bundle.test) >= 5
+    train, test = classification_transforms(bundle.info, **cfg.dataset.augment)
+    image, label = bundle.train[0]
     size = bundle.info.image_size
     assert train(image).shape == test(image).shape == (bundle.info.in_channels, size, size)
+    assert 0 <= label < bundle.info.num_classes

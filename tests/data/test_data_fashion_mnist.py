@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from tvlars.data import load_fashion_mnist
-from tvlars.data.fake import fake_label, fake_pixels, write_fake_fashion_mnist
+from tvlars.data.fake import fake_label, fake_pixels
+from tvlars.data.fashion_mnist import write_fake_fashion_mnist
 from tvlars.errors import UserError
 
 SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -31,8 +32,8 @@ def test_real_fashion_mnist() -> None:
 
 @pytest.mark.parametrize("compress", [True, False])
 def test_torchvision_raw_folder_fallback(tmp_path: Path, compress: bool) -> None:
-    write_fake_fashion_mnist(tmp_path / "FashionMNIST" / "raw", n_train=12, n_test=6, compress=compress)
-    bundle = load_fashion_mnist(str(tmp_path), system_dir=str(tmp_path / "no-system-copy"))
+    keys = write_fake_fashion_mnist(tmp_path, n_train=12, n_test=6, compress=compress)
+    bundle = load_fashion_mnist(str(tmp_path), **keys)
     assert (len(bundle.train), len(bundle.test)) == (12, 6)
     image, label = bundle.test[2]
     assert torch.equal(image, torch.from_numpy(fake_pixels(14, 1, 28))) and label == fake_label(14, 10)
@@ -49,8 +50,8 @@ def test_missing_data_names_both_paths_and_fixes(tmp_path: Path) -> None:
 
 
 def test_truncated_file_is_a_user_error(tmp_path: Path) -> None:
-    raw = write_fake_fashion_mnist(tmp_path / "FashionMNIST" / "raw", compress=False)
-    images = raw / "train-images-idx3-ubyte"
+    write_fake_fashion_mnist(tmp_path, compress=False)
+    images = tmp_path / "FashionMNIST" / "raw" / "train-images-idx3-ubyte"
     images.write_bytes(images.read_bytes()[:-10])
     with pytest.raises(UserError, match=re.escape(str(images)) + " is truncated"):
         load_fashion_mnist(str(tmp_path), system_dir=str(tmp_path / "none"))

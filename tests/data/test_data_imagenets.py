@@ -9,7 +9,9 @@ import pytest
 from PIL import Image
 
 from tvlars.data import load_imagenet, load_tinyimagenet
-from tvlars.data.fake import FAKE_WNIDS, class_colour, write_fake_imagefolder, write_fake_tinyimagenet
+from tvlars.data.fake import FAKE_WNIDS, class_colour, write_class_folders
+from tvlars.data.imagenet import write_fake_imagenet
+from tvlars.data.tinyimagenet import write_fake_tinyimagenet
 from tvlars.errors import UserError
 
 
@@ -18,7 +20,7 @@ def _colour_matches(image: Image.Image, label: int) -> bool:
 
 
 def test_tinyimagenet_train_and_val_labels(tmp_path: Path) -> None:
-    write_fake_tinyimagenet(tmp_path, n_train_per_class=3, n_val_per_class=2)
+    write_fake_tinyimagenet(tmp_path, n_train=15, n_test=10)
     bundle = load_tinyimagenet(str(tmp_path))
     info = bundle.info
     assert (info.name, info.num_classes, info.in_channels, info.image_size) == ("tinyimagenet", 5, 3, 64)
@@ -47,8 +49,8 @@ def test_tinyimagenet_missing_names_path(tmp_path: Path) -> None:
 
 
 def test_tinyimagenet_unknown_val_wnid(tmp_path: Path) -> None:
-    base = write_fake_tinyimagenet(tmp_path)
-    annotations = base / "val" / "val_annotations.txt"
+    write_fake_tinyimagenet(tmp_path)
+    annotations = tmp_path / "tiny-imagenet-200" / "val" / "val_annotations.txt"
     annotations.write_text(annotations.read_text() + "val_99.JPEG\tn00000000\t0\t0\t1\t1\n")
     with pytest.raises(UserError, match=r"val_annotations.txt:11"):
         load_tinyimagenet(str(tmp_path))
@@ -56,7 +58,7 @@ def test_tinyimagenet_unknown_val_wnid(tmp_path: Path) -> None:
 
 def test_imagenet_folder_loads(tmp_path: Path) -> None:
     wnids = ["n01440764", "n01443537", "n01484850"]
-    write_fake_imagefolder(tmp_path / "imagenet", wnids, 2, size=64, splits=("train", "val"), ext="JPEG")
+    write_fake_imagenet(tmp_path, n_train=6, n_test=6, wnids=wnids, size=64)
     bundle = load_imagenet(str(tmp_path))
     assert (bundle.info.name, bundle.info.num_classes, bundle.info.image_size) == ("imagenet", 3, 224)
     assert (len(bundle.train), len(bundle.test)) == (6, 6) and bundle.test.classes == wnids
@@ -65,7 +67,7 @@ def test_imagenet_folder_loads(tmp_path: Path) -> None:
 
 
 def test_imagenet_loose_val_files_point_at_valprep(tmp_path: Path) -> None:
-    write_fake_imagefolder(tmp_path / "imagenet", ["n01440764"], n_per_class=1, splits=("train",), ext="JPEG")
+    write_class_folders(tmp_path / "imagenet" / "train", ["n01440764"], n_per_class=1, size=8, ext="JPEG")
     (tmp_path / "imagenet" / "val").mkdir()
     Image.new("RGB", (8, 8)).save(tmp_path / "imagenet" / "val" / "ILSVRC2012_val_00000001.JPEG")
     with pytest.raises(UserError, match="loose images.*valprep.sh"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -13,8 +14,11 @@ from torchvision.datasets import ImageFolder
 from tvlars import distributed
 from tvlars.build import build
 from tvlars.data import TensorImageDataset, load_cifar10
-from tvlars.data.fake import write_fake_imagefolder, write_fake_tinyimagenet
-from tvlars.data.loaders import DeviceLoader, ShardSampler, in_memory, train_sampler
+from tvlars.data.cifar import write_fake_cifar10
+from tvlars.data.fake import write_class_folders
+from tvlars.data.imagenet import write_fake_imagenet
+from tvlars.data.loaders import DeviceLoader, ShardSampler, in_memory, train_sampler, usable_cpus, worker_count
+from tvlars.data.tinyimagenet import write_fake_tinyimagenet
 from tvlars.errors import UserError
 from tvlars.records import read_jsonl
 from tvlars.run import run
@@ -69,8 +73,7 @@ def test_in_memory_views_subsets_and_decodes_image_files(tmp_path: Path) -> None
     dataset = _indexed(10)
     images, labels = in_memory(Subset(dataset, [3, 1, 4]))
     assert labels.tolist() == [3, 1, 4] and images[:, 0, 0, 0].tolist() == [3, 1, 4]
-    write_fake_imagefolder(tmp_path / "cifar10-jpeg", ["airplane", "automobile", "bird", "cat", "deer", "dog",
-                                                       "frog", "horse", "ship", "truck"], n_per_class=2, ext="png")
+    write_fake_cifar10(tmp_path, n_train=20, n_test=20, format="imagefolder", ext="png")
     folder = load_cifar10(str(tmp_path), format="imagefolder").train
     images, labels = in_memory(folder)
     assert images.dtype == torch.uint8 and images.shape == (20, 3, 32, 32)
@@ -81,8 +84,8 @@ def test_in_memory_views_subsets_and_decodes_image_files(tmp_path: Path) -> None
 
 
 def test_images_of_different_sizes_cannot_go_on_the_device(tmp_path: Path) -> None:
-    write_fake_imagefolder(tmp_path / "a", ["x"], n_per_class=1, size=32, splits=("train",))
-    write_fake_imagefolder(tmp_path / "a", ["y"], n_per_class=1, size=16, splits=("train",))
+    write_class_folders(tmp_path / "a" / "train", ["x"], n_per_class=1, size=32)
+    write_class_folders(tmp_path / "a" / "train", ["y"], n_per_class=1, size=16)
     with pytest.raises(UserError, match="data.on_device needs images of one size"):
         in_memory(ImageFolder(str(tmp_path / "a" / "train")))
 
@@ -119,7 +122,7 @@ def test_on_device_true_refuses_large_images_before_training(tmp_path: Path) -> 
                               "batch_size=4", "dataset.augment.crop_padding=0"))
     engine = build(cfg, distributed.init("cpu")).engine
     assert isinstance(engine.train_loader, DeviceLoader) and engine.train_loader.inputs.shape[1:] == (3, 64, 64)
-    write_fake_imagefolder(tmp_path / "imagenet", ["n01", "n02"], n_per_class=2, size=160, splits=("train", "val"))
+    write_fake_imagenet(tmp_path, n_train=4, n_test=4, wnids=("n01", "n02"), size=160)
     for setting, expected in (("true", UserError), ("auto", None)):
         cfg = compose_config(tiny("dataset=imagenet", f"data_root={tmp_path}", f"data.on_device={setting}",
                                   "batch_size=2"))
@@ -129,3 +132,14 @@ def test_on_device_true_refuses_large_images_before_training(tmp_path: Path) -> 
         else:
             engine = build(cfg, distributed.init("cpu")).engine
             assert isinstance(engine.train_loader, DataLoader)
+
+
+def test_worker_count_uses_the_cpus_this_process_may_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)  # e.g. a 4-CPU SLURM job
+    assert usable_cpus() == 4
+    assert [worker_count(-1, cuda, 1), worker_count(-1, cuda, 2), worker_count(-1, cuda, 4)] == [3, 1, 0]
+    assert worker_count(-1, cpu, 1) == 1 and worker_count(5, cuda, 1) == 5  # an explicit count is kept
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)  # macOS, Windows: no affinity call
+    assert usable_cpus() == 64 and worker_count(-1, cuda, 1) == 8

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pickle
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -13,6 +15,8 @@ from torchvision.datasets.utils import check_integrity, download_and_extract_arc
 from tvlars.data._folder import image_folder
 from tvlars.data._memory import TensorImageDataset
 from tvlars.data.base import DataBundle, DatasetInfo
+from tvlars.data.fake import fake_label, fake_pixels, per_class, write_class_folders
+from tvlars.data.registry import register_dataset
 from tvlars.errors import UserError
 
 CIFAR10_INFO = DatasetInfo(
@@ -38,29 +42,37 @@ CIFAR10_JPEG_DIR = "cifar10-jpeg"
 FORMATS = ("auto", "pickle", "imagefolder")
 
 
-def _files_ok(folder: Path, spec: type[CIFAR10], verify_checksums: bool) -> bool:
-    """Every file of ``spec`` exists in ``folder`` (and matches torchvision's MD5 when verifying)."""
+def _bad_files(folder: Path, spec: type[CIFAR10], verify_checksums: bool) -> list[str]:
+    """Files of ``spec`` missing from ``folder`` (or, when verifying, not matching torchvision's MD5)."""
     entries = spec.train_list + spec.test_list + [[spec.meta["filename"], spec.meta["md5"]]]
-    return all(check_integrity(folder / name, md5 if verify_checksums else None) for name, md5 in entries)
+    return [name for name, md5 in entries if not check_integrity(folder / name, md5 if verify_checksums else None)]
 
 
-def _read_batches(folder: Path, names: list[str], label_key: str, num_classes: int) -> TensorImageDataset:
-    images, labels = [], []
-    for name in names:
-        with open(folder / name, "rb") as f:
+def _repair(root: Path, folder: Path, spec: type[CIFAR10]) -> str:
+    return (f"delete {folder} and set dataset.download=true, or extract the official {spec.filename} into {root} "
+            "again")
+
+
+def _read_batch(path: Path, label_key: str, num_classes: int, fix: str) -> tuple[np.ndarray, np.ndarray]:
+    """Images ``N×3×32×32`` and labels of one pickled batch; any damage is a :class:`UserError` naming the file."""
+    try:
+        with open(path, "rb") as f:
             entry = pickle.load(f, encoding="latin1")
-        try:
-            data, batch_labels = np.asarray(entry["data"], dtype=np.uint8), entry[label_key]
-        except KeyError as exc:
-            raise UserError(f"{folder / name} lacks key {exc}; not a CIFAR batch, re-download it") from exc
-        if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(data) != len(batch_labels):
-            raise UserError(f"{folder / name}: data shape {data.shape} is not N×3072; re-download it")
-        images.append(data.reshape(-1, 3, 32, 32))  # stored as R, G, B planes: already C×H×W
-        labels.append(np.asarray(batch_labels, dtype=np.int64))
-    label_array = np.concatenate(labels)
-    if label_array.min() < 0 or label_array.max() >= num_classes:
-        raise UserError(f"{folder}: labels outside 0..{num_classes - 1} in {names}; re-download the dataset")
-    return TensorImageDataset(torch.from_numpy(np.concatenate(images)), torch.from_numpy(label_array))
+        data, labels = np.asarray(entry["data"], dtype=np.uint8), np.asarray(entry[label_key], dtype=np.int64)
+    except Exception as exc:  # noqa: BLE001 - unpickling garbage can raise almost any exception (pickle docs)
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())
+        raise UserError(f"{path} is not a readable CIFAR batch ({reason}); {fix}") from None
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or labels.shape != (len(data),):
+        raise UserError(f"{path}: data {data.shape} and {label_key} {labels.shape} are not N×3072 and N; {fix}")
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        raise UserError(f"{path}: {label_key} outside 0..{num_classes - 1}; {fix}")
+    return data.reshape(-1, 3, 32, 32), labels  # stored as R, G, B planes: already C×H×W
+
+
+def _read_batches(folder: Path, names: list[str], label_key: str, num_classes: int, fix: str) -> TensorImageDataset:
+    batches = [_read_batch(folder / name, label_key, num_classes, fix) for name in names]
+    images, labels = (np.concatenate(parts) for parts in zip(*batches, strict=True))
+    return TensorImageDataset(torch.from_numpy(images), torch.from_numpy(labels))
 
 
 def _load_pickles(
@@ -68,21 +80,24 @@ def _load_pickles(
 ) -> DataBundle:
     """Read torchvision's pickled CIFAR batches into memory (``uint8`` ``3×32×32`` tensors)."""
     folder = root / spec.base_folder
-    if download and not _files_ok(folder, spec, verify_checksums):
+    if download and _bad_files(folder, spec, verify_checksums):
         download_and_extract_archive(spec.url, str(root), filename=spec.filename, md5=spec.tgz_md5)
-    if not _files_ok(folder, spec, verify_checksums=False):
+    if missing := _bad_files(folder, spec, verify_checksums=False):
         raise UserError(
-            f"{info.name} pickles not found (or incomplete) in {folder}; set dataset.download=true to fetch "
-            f"them, or point data_root (TVLARS_DATA) at a directory containing {spec.base_folder}"
+            f"{info.name} pickles not found (or incomplete: no {folder / missing[0]}) in {folder}; set "
+            f"dataset.download=true to fetch them, or point data_root (TVLARS_DATA) at a directory containing "
+            f"{spec.base_folder}"
         )
-    if verify_checksums and not _files_ok(folder, spec, verify_checksums=True):
+    fix = _repair(root, folder, spec)
+    if verify_checksums and (corrupt := _bad_files(folder, spec, verify_checksums=True)):
+        others = f" (and {len(corrupt) - 1} more)" if len(corrupt) > 1 else ""
         raise UserError(
-            f"{folder}: files fail torchvision's MD5 check (corrupt, or not the official {info.name} files); "
-            "delete it and set dataset.download=true, or set dataset.verify_checksums=false to use them"
+            f"{folder / corrupt[0]}{others} fails torchvision's MD5 check (damaged, or not the official {info.name} "
+            f"files); {fix}, or set dataset.verify_checksums=false to use them as they are"
         )
     return DataBundle(
-        train=_read_batches(folder, [name for name, _ in spec.train_list], label_key, info.num_classes),
-        test=_read_batches(folder, [name for name, _ in spec.test_list], label_key, info.num_classes),
+        train=_read_batches(folder, [name for name, _ in spec.train_list], label_key, info.num_classes, fix),
+        test=_read_batches(folder, [name for name, _ in spec.test_list], label_key, info.num_classes, fix),
         info=info,
     )
 
@@ -101,6 +116,63 @@ def _load_cifar10_imagefolder(root: Path) -> DataBundle:
     return DataBundle(train=splits["train"], test=splits["test"], info=CIFAR10_INFO)
 
 
+def _dump(path: Path, obj: dict) -> None:
+    with open(path, "wb") as f:
+        pickle.dump(obj, f, protocol=2)
+
+
+def _fake_batch(indices: Sequence[int], label_key: str, num_classes: int, name: str) -> dict:
+    batch = {
+        "batch_label": name,
+        label_key: [fake_label(i, num_classes) for i in indices],
+        "data": np.stack([fake_pixels(i).reshape(-1) for i in indices]).astype(np.uint8),
+        "filenames": [f"fake_{i:05d}.png" for i in indices],
+    }
+    if label_key == "fine_labels":
+        batch["coarse_labels"] = [label // 5 for label in batch[label_key]]
+    return batch
+
+
+def write_fake_cifar10(
+    root: str | Path, n_train: int = 50, n_test: int = 20, format: str = "pickle", ext: str = "jpg"
+) -> dict[str, Any]:
+    """Write a fake CIFAR-10 under ``root``; returns the dataset keys that load it.
+
+    ``format="pickle"``: ``cifar-10-batches-py`` (5 train batches, test batch, ``batches.meta``); train item
+    ``i`` is ``fake_pixels(i)`` with label ``fake_label(i, 10)``, test item ``j`` uses global index ``n_train + j``.
+    ``format="imagefolder"``: ``cifar10-jpeg/{train,test}/<class>/<k>.<ext>`` in ``class_colour(label)``,
+    ``n // 10`` images per class (at least one).
+    """
+    if format == "imagefolder":
+        for split, n in (("train", n_train), ("test", n_test)):
+            write_class_folders(Path(root) / CIFAR10_JPEG_DIR / split, CIFAR10_CLASSES, per_class(n, 10), 32, ext)
+        return {"format": "imagefolder"}
+    folder = Path(root) / CIFAR10.base_folder
+    folder.mkdir(parents=True, exist_ok=True)
+    for k, part in enumerate(np.array_split(np.arange(n_train), 5), start=1):
+        _dump(folder / f"data_batch_{k}", _fake_batch(part.tolist(), "labels", 10, f"training batch {k} of 5"))
+    test = range(n_train, n_train + n_test)
+    _dump(folder / "test_batch", _fake_batch(test, "labels", 10, "testing batch 1 of 1"))
+    meta = {"label_names": list(CIFAR10_CLASSES), "num_cases_per_batch": 10000, "num_vis": 3072}
+    _dump(folder / "batches.meta", meta)
+    return {"format": "pickle", "verify_checksums": False}  # fakes cannot match the official MD5s
+
+
+def write_fake_cifar100(root: str | Path, n_train: int = 50, n_test: int = 20) -> dict[str, Any]:
+    """Write ``<root>/cifar-100-python`` (``train``, ``test``, ``meta``); returns the dataset keys that load it.
+
+    Same item convention as :func:`write_fake_cifar10`, with ``fake_label(i, 100)`` as the fine label.
+    """
+    folder = Path(root) / CIFAR100.base_folder
+    folder.mkdir(parents=True, exist_ok=True)
+    _dump(folder / "train", _fake_batch(range(n_train), "fine_labels", 100, "training batch 1 of 1"))
+    _dump(folder / "test", _fake_batch(range(n_train, n_train + n_test), "fine_labels", 100, "testing batch 1 of 1"))
+    _dump(folder / "meta", {"fine_label_names": [f"fine_{k:02d}" for k in range(100)],
+                            "coarse_label_names": [f"coarse_{k:02d}" for k in range(20)]})
+    return {"verify_checksums": False}
+
+
+@register_dataset("cifar10", train_size=50_000, write_fake=write_fake_cifar10)
 def load_cifar10(
     root: str, download: bool = False, format: str = "auto", verify_checksums: bool = True
 ) -> DataBundle:
@@ -130,6 +202,7 @@ def load_cifar10(
     return _load_pickles(base, CIFAR10, "labels", CIFAR10_INFO, download, verify_checksums)
 
 
+@register_dataset("cifar100", train_size=50_000, write_fake=write_fake_cifar100)
 def load_cifar100(root: str, download: bool = False, verify_checksums: bool = True) -> DataBundle:
     """CIFAR-100 (fine labels) from torchvision's ``<root>/cifar-100-python`` pickles, as uint8 tensors."""
     return _load_pickles(

@@ -9,6 +9,7 @@ visit the same images in the same order; only the random augmentation draws diff
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import multiprocessing as mp
@@ -23,7 +24,6 @@ from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
 from tvlars.data._memory import TensorImageDataset
-from tvlars.data.transforms import TransformedDataset
 from tvlars.errors import UserError
 
 log = logging.getLogger("tvlars")
@@ -50,11 +50,19 @@ def subset(dataset: Any, size: int) -> Any:
     return Subset(dataset, torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:size].tolist())
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask: a SLURM job's allocation, ``taskset``), else all of them."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def worker_count(requested: int, device: torch.device, world_size: int) -> int:
-    """``requested`` DataLoader workers, or for -1: 1 on CPU, up to 8 on CUDA, leaving a core to the trainer."""
+    """``requested`` DataLoader workers, or for -1: 1 on CPU, up to 8 on CUDA, leaving a core to the trainer
+    (cores = the CPUs this process may use, shared by the ``world_size`` processes of a node)."""
     if requested >= 0:
         return requested
-    cores = max(1, (os.cpu_count() or 1) // world_size)
+    cores = max(1, usable_cpus() // world_size)
     return min(8 if device.type == "cuda" else 1, cores - 1) if cores > 1 else 0
 
 
@@ -112,6 +120,39 @@ def _tensor_view(dataset: Dataset) -> tuple[Tensor, Tensor] | None:
     return None
 
 
+class _Decoded(Dataset):
+    """Items ``(uint8 C×H×W tensor, label, index)`` of an image dataset (PIL images or tensors)."""
+
+    def __init__(self, base: Dataset) -> None:
+        self.base, self.to_tensor = base, v2.Compose([v2.ToImage(), v2.ToPureTensor()])
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int, int]:
+        image, label = self.base[index]
+        return self.to_tensor(image), label, index
+
+
+def _item_name(dataset: Dataset, index: int) -> str:
+    """The file of item ``index`` where the dataset lists its files (ImageFolder, Tiny-ImageNet), else ``item i``."""
+    if isinstance(dataset, Subset):
+        return _item_name(dataset.dataset, dataset.indices[index])
+    samples = getattr(dataset, "samples", None)
+    return str(samples[index][0]) if samples is not None else f"item {index}"
+
+
+def _stack_same_size(batch: list[tuple[Tensor, int, int]], dataset: Dataset,
+                     shape: torch.Size) -> tuple[Tensor, Tensor]:
+    """Collate decoded images that all have ``shape`` (that of item 0); another size names its file."""
+    for image, _, index in batch:
+        if image.shape != shape:
+            raise UserError(f"{_item_name(dataset, index)} is {tuple(image.shape)} but {_item_name(dataset, 0)} is "
+                            f"{tuple(shape)} (C×H×W): data.on_device needs images of one size; "
+                            "set data.on_device=false")
+    return torch.stack([image for image, _, _ in batch]), torch.tensor([label for _, label, _ in batch])
+
+
 def in_memory(dataset: Dataset, workers: int = 0, desc: str = "decoding") -> tuple[Tensor, Tensor]:
     """``(inputs, labels)`` of a whole dataset as tensors: uint8 ``N×C×H×W`` images (or a ``TensorDataset``'s
     features). In-memory datasets are used as they are; image files are decoded once, in ``workers`` processes,
@@ -119,15 +160,13 @@ def in_memory(dataset: Dataset, workers: int = 0, desc: str = "decoding") -> tup
     view = _tensor_view(dataset)
     if view is not None:
         return view
-    to_tensor = v2.Compose([v2.ToImage(), v2.ToPureTensor()])
-    decoded = DataLoader(TransformedDataset(dataset, to_tensor), batch_size=500, num_workers=workers)
+    decoded = _Decoded(dataset)
+    collate = functools.partial(_stack_same_size, dataset=dataset, shape=decoded[0][0].shape)
+    batches = DataLoader(decoded, batch_size=500, num_workers=workers, collate_fn=collate)
     images, labels = [], []
-    try:
-        for x, y in tqdm(decoded, desc=desc, unit="batch", leave=False, disable=None):  # no bar in log files
-            images.append(x)
-            labels.append(y)
-    except RuntimeError as exc:  # default_collate refuses images of different sizes
-        raise UserError(f"data.on_device needs images of one size ({exc}); set data.on_device=false") from None
+    for x, y in tqdm(batches, desc=desc, unit="batch", leave=False, disable=None):  # no bar in log files
+        images.append(x)
+        labels.append(y)
     return torch.cat(images).contiguous(), torch.cat(labels).to(torch.int64)
 
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
 from tvlars.data._memory import TensorImageDataset
 from tvlars.data.base import DataBundle, DatasetInfo
+from tvlars.data.registry import register_dataset
 from tvlars.errors import UserError
 
 _PATTERN_CONTRAST = 0.2  # std of each class pattern around mid-grey, on the [0, 1] scale
@@ -29,6 +33,12 @@ def _sample(patterns: torch.Tensor, n: int, noise: float, generator: torch.Gener
     return TensorImageDataset(images, labels)
 
 
+def write_fake_synthetic(root: Path, n_train: int, n_test: int) -> dict[str, Any]:
+    """Nothing to write (the data are generated in memory): the keys that make the loader generate that many."""
+    return {"num_train": n_train, "num_test": n_test}
+
+
+@register_dataset("synthetic", train_size="num_train", write_fake=write_fake_synthetic)
 def load_synthetic(
     num_train: int = 2048,
     num_test: int = 512,
