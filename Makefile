@@ -3,8 +3,10 @@ PY      ?= python3
 VENV    ?= .venv
 PYTHON  := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
+# gpu-check runs offline on a GPU node: .venv's Python if there is one, else the node's own (torch preinstalled)
+GPU_PY  ?= $(if $(wildcard $(PYTHON)),$(PYTHON),$(PY))
 
-.PHONY: help install test test-fast lint bench train reproduce-table tables clean
+.PHONY: help install test test-fast lint bench train reproduce-table tables gpu-check gpu-wheels clean
 
 TABLE    ?= fmnist-mini
 LAUNCHER ?= joblib
@@ -41,6 +43,12 @@ reproduce-table: $(STAMP)  ## sweep TABLE (LAUNCHER=joblib|basic|submitit_local|
 
 tables: $(STAMP)  ## rebuild results/TABLE from existing records (SOURCE=runs/TABLE or wandb:<entity>/<project>)
 	$(PYTHON) scripts/make_tables.py --table $(TABLE) $(if $(SOURCE),--source $(SOURCE))
+
+gpu-check:  ## on a GPU node, offline: the GPU check (<= 8 min; report.md in $OUT or gpu-check/; ARGS="--dry-run")
+	$(GPU_PY) scripts/gpu_check.py $(ARGS)
+
+gpu-wheels: $(STAMP)  ## where pip reaches PyPI: the pure-Python wheels a torch-only GPU node lacks -> .gpu/wheels
+	$(PYTHON) scripts/gpu_check.py --fetch-wheels
 
 clean:  ## remove caches (keeps .venv, runs/ and data/)
 	rm -rf .pytest_cache .ruff_cache **/__pycache__
