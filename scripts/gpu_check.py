@@ -117,8 +117,9 @@ def cuda_test_files() -> list[str]:
             if "pytest.mark.cuda" in p.read_text()]
 
 
-def plan(work: Path, out: Path, smoke: bool = False) -> list[Step]:
-    """The steps in order of priority (a step that no longer fits the budget is skipped)."""
+def plan(work: Path, smoke: bool = False) -> list[Step]:
+    """The steps in order of priority (a step that no longer fits the budget is skipped); their outputs go to
+    ``work``, a fresh directory."""
     py = sys.executable
     size = SMOKE if smoke else ()
 
@@ -130,8 +131,8 @@ def plan(work: Path, out: Path, smoke: bool = False) -> list[Step]:
     steps = [Step("cuda-tests", "CUDA-only tests: no host sync in optimizer steps and whole training steps of every "
                   "task x optimizer family, resume on CUDA per family, batched transforms",
                   180, 60, (py, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider",
-                            f"--junitxml={out / 'cuda-tests.xml'}", *pytest_timeout, *tests),
-                  lambda step, log: summarize_tests(out / "cuda-tests.xml", require_run=not smoke),
+                            f"--junitxml={work / 'cuda-tests.xml'}", *pytest_timeout, *tests),
+                  lambda step, log: summarize_tests(work / "cuda-tests.xml", require_run=not smoke),
                   needs=tuple(tests) or ("tests/test_cuda.py",))]
     for name, compiled, timeout_s, min_s in (("train-eager", "false", 120, 45), ("train-compile", "true", 240, 120)):
         overrides, run_dir = train(name, TRAIN, f"compile={compiled}")
@@ -480,12 +481,20 @@ def render(results: Sequence[Result], header: Sequence[str], budget: float, elap
 
 
 def keep_records(work: Path, out: Path) -> None:
-    """Copy the runs' small records (config, metrics, summaries) next to the logs; checkpoints stay behind."""
-    for path in (work / "runs").rglob("*"):
-        if path.suffix in (".json", ".jsonl", ".yaml"):
-            target = out / "runs" / path.relative_to(work / "runs")
+    """Copy the pytest report and the runs' small records (config, metrics, summaries) next to the logs; the
+    checkpoints stay behind."""
+    for path in [*work.glob("*.xml"), *(work / "runs").rglob("*")]:
+        if path.suffix in (".xml", ".json", ".jsonl", ".yaml"):
+            target = out / path.relative_to(work)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, target)
+
+
+def clear_outputs(out: Path, steps: Sequence[Step]) -> None:
+    """Remove what an earlier check left in ``out`` (its report, step logs, JUnit report and run records)."""
+    for path in (out / "report.md", out / "cuda-tests.xml", *(out / f"{s.name}.log" for s in steps)):
+        path.unlink(missing_ok=True)
+    shutil.rmtree(out / "runs", ignore_errors=True)
 
 
 def run_check(args: argparse.Namespace, started: float) -> int:
@@ -498,17 +507,18 @@ def run_check(args: argparse.Namespace, started: float) -> int:
         raise UserError(f"torch {torch.__version__} sees no CUDA device (CUDA build: {torch.version.cuda or 'none'}); "
                         "run `make gpu-check` on a GPU node (`--smoke` tests the check itself on the CPU)")
     out: Path = args.out
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "report.md").write_text("running\n")
-    except OSError as exc:
-        raise UserError(f"output directory {out} is not writable ({exc.strerror}); pass --out DIR") from None
     work = Path(tempfile.mkdtemp(prefix="tvlars-gpu-check-"))
     try:
+        steps = select(plan(work, args.smoke), args.only)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            clear_outputs(out, steps)
+            (out / "report.md").write_text("running\n")
+        except OSError as exc:
+            raise UserError(f"output directory {out} is not writable ({exc.strerror}); pass --out DIR") from None
         wheels = ensure_modules(args.wheels, work / "site")
         header = environment(args.smoke, wheels)
         print("\n".join(header), flush=True)
-        steps = select(plan(work, out, args.smoke), args.only)
         deadline = started + args.budget
         env = step_env(work / "site", work)
         results = []
@@ -567,7 +577,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         if args.dry_run:
-            print(dry_run(select(plan(Path("<tmp>"), args.out, args.smoke), args.only), args.budget))
+            print(dry_run(select(plan(Path("<tmp>"), args.smoke), args.only), args.budget))
             return 0
         if args.fetch_wheels:
             fetch_wheels(args.wheels, args.python_version)
@@ -575,7 +585,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.validate:
             with tempfile.TemporaryDirectory(prefix="tvlars-gpu-check-") as work:
                 ensure_modules(args.wheels, Path(work) / "site")
-                names = validate_configs(plan(Path(work), args.out, args.smoke))
+                names = validate_configs(plan(Path(work), args.smoke))
             print(f"validated the configs of {len(names)} steps: {', '.join(names)}")
             return 0
         return run_check(args, started)

@@ -41,10 +41,10 @@ def test_refuses_without_cuda_in_one_line(tmp_path: Path) -> None:
 
 def test_validate_composes_every_training_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert gpu_check.main(["--validate", "--out", str(tmp_path)]) == 0
-    trained = [s.name for s in gpu_check.plan(tmp_path, tmp_path) if s.overrides]
+    trained = [s.name for s in gpu_check.plan(tmp_path) if s.overrides]
     assert trained == ["train-eager", "train-compile", "ddp-classification", "ddp-barlow-twins"]
     assert capsys.readouterr().out.strip().endswith(", ".join(trained))
-    assert gpu_check.validate_configs(gpu_check.plan(tmp_path, tmp_path, smoke=True)) == trained
+    assert gpu_check.validate_configs(gpu_check.plan(tmp_path, smoke=True)) == trained
 
 
 @pytest.mark.parametrize("bad", ["optimizer=nope", "batch_size=0"])
@@ -56,7 +56,7 @@ def test_validate_names_the_step_of_a_bad_config(bad: str) -> None:
 def test_dry_run_lists_every_step_with_its_limits(capsys: pytest.CaptureFixture[str]) -> None:
     assert gpu_check.main(["--dry-run"]) == 0
     out = capsys.readouterr().out
-    for s in gpu_check.plan(Path("<tmp>"), Path("out")):
+    for s in gpu_check.plan(Path("<tmp>")):
         assert f"{s.name}: {s.timeout_s} s / {s.min_s} s" in out
     assert "-m torch.distributed.run --standalone --nproc_per_node=1 -m tvlars.train" in out
     assert "compile=true" in out and "-m cuda" in out and "bench_optim.py --device cuda" in out
@@ -243,6 +243,9 @@ def test_missing_packages_come_from_the_wheels_offline(tmp_path: Path, monkeypat
 @pytest.mark.slow
 def test_smoke_run_on_the_cpu_writes_a_passing_report(tmp_path: Path) -> None:
     steps = ("cuda-tests", "train-eager", "ddp-classification", "ddp-barlow-twins")
+    stale = tmp_path / "runs" / "train-compile" / "summary.json"  # left by an earlier check
+    stale.parent.mkdir(parents=True)
+    stale.write_text("{}")
     done = subprocess.run([sys.executable, SCRIPT, "--smoke", "--only", ",".join(steps), "--out", str(tmp_path)],
                           cwd=ROOT, env=cli_env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -250,5 +253,6 @@ def test_smoke_run_on_the_cpu_writes_a_passing_report(tmp_path: Path) -> None:
     assert report.startswith("# tvlars GPU check: PASS")
     for name in steps:
         assert f"| {name} | PASS |" in report and (tmp_path / f"{name}.log").exists()
-    assert (tmp_path / "runs" / "train-eager" / "summary.json").exists()
+    assert (tmp_path / "runs" / "train-eager" / "summary.json").exists() and (tmp_path / "cuda-tests.xml").exists()
+    assert not stale.exists()
     assert report in done.stdout
