@@ -24,7 +24,6 @@ import contextlib
 import importlib
 import importlib.metadata
 import importlib.util
-import json
 import os
 import platform
 import re
@@ -158,17 +157,6 @@ def plan(work: Path, smoke: bool = False) -> list[Step]:
 
 
 # ------------------------------------------------------------------------------------------------ verdicts
-def read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
-
-
 def summarize_tests(junit: Path, require_run: bool = True) -> Verdict:
     """Per test function: passed/failed/skipped counts and the first line of each failure (pytest's JUnit XML)."""
     if not junit.exists():
@@ -226,9 +214,11 @@ def summarize_training(step: Step, log: Path) -> Verdict:
     the target, images/s, achieved TFLOP/s (counted FLOPs x images/s) against the device's dense bf16 peak."""
     import bench_data
 
+    from tvlars.records import RunRecords, read_jsonl
+
     assert step.run_dir is not None
-    summary = read_json(step.run_dir / "summary.json")
-    rows = read_jsonl(step.run_dir / "metrics.jsonl")
+    records = RunRecords(step.run_dir)
+    summary, rows = records.read_summary(), read_jsonl(records.metrics)
     if summary is None or not rows:
         return Verdict(False, "no summary.json / metrics.jsonl written")
     steady_rows = rows[1:] or rows
@@ -258,8 +248,10 @@ def nccl_activity(log_text: str) -> tuple[list[int], Counter[str]]:
 def summarize_ddp(step: Step, log: Path, nccl: bool = True) -> Verdict:
     """The run completed under torchrun; NCCL created a communicator and ran the collectives DDP needs. Barlow
     Twins: its linear evaluation completed, and NCCL all-gathered at least twice per step (both views' embeddings)."""
+    from tvlars.records import RunRecords
+
     assert step.run_dir is not None
-    summary = read_json(step.run_dir / "summary.json")
+    summary = RunRecords(step.run_dir).read_summary()
     if summary is None:
         return Verdict(False, "no summary.json written")
     ok = summary.get("status") == "completed"
