@@ -40,7 +40,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 from xml.etree import ElementTree
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,7 +47,6 @@ sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]  # tvlars and bench_data witho
 
 from tvlars.errors import UserError  # noqa: E402 - after the path set-up
 
-CONFIG_DIR = ROOT / "configs"
 DEFAULT_BUDGET_S = 450  # 7.5 minutes: the check with its start-up and report stays under 8
 DEFAULT_WHEELS = ROOT / ".gpu" / "wheels"
 # Modules the check needs besides torch, and the distributions that provide them.
@@ -179,23 +177,15 @@ def summarize_tests(junit: Path, require_run: bool = True) -> Verdict:
     return Verdict(ok, figures + ("" if ok or total["failed"] else " (nothing ran)"), details + failures)
 
 
-def compose(overrides: Sequence[str]) -> Any:
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=list(overrides))
-
-
 def flops_per_image(overrides: Sequence[str]) -> float:
     """Forward + backward FLOPs of the config's model for one image (``torch.utils.flop_counter`` on the meta
     device: shapes only, nothing is computed). Synthetic data: the shapes are ``dataset.channels/image_size``."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from tvlars.config import instantiate_node
+    from tvlars.config import compose, instantiate_node
 
-    cfg = compose(overrides)
+    cfg = compose(list(overrides))
     data = cfg.dataset
     model = instantiate_node(cfg.model, "model", num_classes=data.num_classes, in_channels=data.channels,
                              image_size=data.image_size).to("meta")
@@ -408,13 +398,13 @@ def fetch_wheels(directory: Path, python_version: str) -> None:
 
 def validate_configs(steps: Sequence[Step]) -> list[str]:
     """Compose every training config of ``steps`` with Hydra and check it with :func:`tvlars.config.validate`."""
-    from tvlars.config import validate
+    from tvlars.config import compose, validate
 
     names = []
     for step in steps:
         if step.overrides:
             try:
-                validate(compose(step.overrides))
+                validate(compose(list(step.overrides)))
             except UserError as exc:
                 raise UserError(f"step {step.name}: {exc}") from None
             except Exception as exc:  # noqa: BLE001 - Hydra's composition errors name the override

@@ -27,12 +27,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from tests.optim.optim_cases import tiny_bn_net
 from tvlars import distributed
+from tvlars.build import build
 from tvlars.config import instantiate_node, resolved_lr, validate
 from tvlars.engine import Engine, TrainState
 from tvlars.optim import param_groups
 from tvlars.records import RunRecords
 from tvlars.tasks.linear_eval import save_backbone
-from tvlars.train import build_engine
 
 
 def needs_cuda(test: Any) -> Any:
@@ -42,8 +42,8 @@ def needs_cuda(test: Any) -> Any:
 # A tiny run as users run it on a GPU: bf16, channels-last, the device path with random crops and flips;
 # 8 steps per epoch, so the checked steps never reach an epoch end (where AutoWU's test syncs by design).
 DEVICE = "cuda"
-CUDA_TINY = tiny(f"device={DEVICE}", "data.on_device=true", "precision=bf16", "channels_last=true",
-                 "dataset.num_train=512", "dataset.augment.crop_padding=2", "dataset.augment.hflip=true")
+ON_GPU = (f"device={DEVICE}", "data.on_device=true", "precision=bf16", "channels_last=true", "dataset.num_train=512",
+          "dataset.augment.crop_padding=2", "dataset.augment.hflip=true")
 FAMILIES: dict[str, tuple[str, ...]] = {
     "sgd": ("optimizer=sgd",),
     "adamw": ("optimizer=adamw",),
@@ -60,9 +60,10 @@ TASKS: dict[str, tuple[str, ...]] = {
     "barlow_twins": ("task=barlow_twins", "task.projector_dims=[64,64]"),
     "simclr": ("task=simclr", "task.projector_dims=[64,32]"),
 }
-# Linear evaluation trains with its protocol's SGD (its YAML sets SGD's keys); backbone=... is added per test.
+# Linear evaluation trains with its protocol's SGD (its YAML sets SGD's keys) on a saved backbone.
+LINEAR_EVAL = ("task=linear_eval", "model=from_backbone")
 STEP_CASES = {f"{task}-{family}": (*TASKS[task], *FAMILIES[family]) for task in TASKS for family in FAMILIES} | {
-    "linear_eval-sgd": ("task=linear_eval",)}
+    "linear_eval-sgd": LINEAR_EVAL}
 PRESETS = sorted(p.stem for p in (ROOT / "configs" / "optimizer").glob("*.yaml"))
 
 
@@ -77,9 +78,10 @@ def no_host_sync() -> Iterator[None]:
         torch.cuda.set_sync_debug_mode("default")
 
 
-def eager_optimizer(cfg: DictConfig) -> DictConfig:
-    """The preset's eager step (``fused=false`` where it has the option): whole steps are checked eagerly, the
-    fused step is checked on its own in :func:`test_optimizer_step_does_not_sync`."""
+def gpu_config(*overrides: str) -> DictConfig:
+    """The tiny GPU run with ``overrides`` and the preset's eager optimizer step (``fused=false`` where it has the
+    option): whole steps are checked eagerly, the fused step on its own in :func:`test_optimizer_step_does_not_sync`."""
+    cfg = compose_config(tiny(*ON_GPU, *overrides))
     if "fused" in cfg.optimizer:
         cfg.optimizer.fused = False
     return cfg
@@ -96,7 +98,7 @@ def loop_steps(engine: Engine, batches: Iterator[Any], steps: range) -> None:
 @pytest.fixture(scope="module")
 def backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A ``backbone.pt`` of the tiny ResNet, for the linear-evaluation task."""
-    cfg = compose_config(CUDA_TINY)
+    cfg = compose_config(tiny(*ON_GPU))
     model = instantiate_node(cfg.model, "model", num_classes=10, in_channels=3, image_size=16)
     path = tmp_path_factory.mktemp("backbone") / "backbone.pt"
     save_backbone(path, model, OmegaConf.to_container(cfg.model, resolve=True),
@@ -146,8 +148,9 @@ def test_optimizer_step_does_not_sync(preset: str, fused: bool | None) -> None:
 @needs_cuda
 @pytest.mark.parametrize("case", STEP_CASES)
 def test_training_step_does_not_sync(case: str, backbone: Path) -> None:
-    cfg = eager_optimizer(compose_config([*CUDA_TINY, *STEP_CASES[case], f"backbone={backbone}"]))
-    engine, _ = build_engine(cfg, distributed.init(cfg.device))
+    overrides = STEP_CASES[case]
+    cfg = gpu_config(*overrides, *([f"backbone={backbone}"] if overrides == LINEAR_EVAL else []))
+    engine = build(cfg, distributed.init(cfg.device)).engine
     engine.train_model.train()
     batches = iter(engine.train_loader)  # the epoch's index order: one host-to-device copy per epoch
     loop_steps(engine, batches, range(2))
@@ -170,16 +173,26 @@ def parameters(engine: Engine) -> dict[str, torch.Tensor]:
     return {name: p.detach().clone() for name, p in engine.model.named_parameters()}
 
 
+@pytest.fixture
+def restore_determinism(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """``deterministic=true`` sets process-wide torch flags: put them back after the test."""
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    flags = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    benchmark = torch.backends.cudnn.benchmark
+    yield
+    torch.use_deterministic_algorithms(flags[0], warn_only=flags[1])
+    torch.backends.cudnn.benchmark = benchmark
+
+
 @needs_cuda
 @pytest.mark.parametrize("family", FAMILIES)
-def test_resume_on_cuda_trains_like_an_uninterrupted_run(family: str, tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)  # both runs take the same kernels
-    cfg = eager_optimizer(compose_config([*CUDA_TINY, *FAMILIES[family], "epochs=2", f"run_dir={tmp_path}"]))
-    dist = distributed.init(cfg.device)
+@pytest.mark.usefixtures("restore_determinism")
+def test_resume_on_cuda_trains_like_an_uninterrupted_run(family: str, tmp_path: Path) -> None:
+    cfg = gpu_config(*FAMILIES[family], "epochs=2", "deterministic=true", f"run_dir={tmp_path}")
+    dist = distributed.init(cfg.device, cfg.deterministic)  # both runs take the same kernels
     records = RunRecords(tmp_path)
     records.prepare()
-    straight, _ = build_engine(cfg, dist, records)
+    straight = build(cfg, dist, records).engine
     straight.opts.epochs = 1  # stop after epoch 1 and its checkpoint, as a killed run would
     state = TrainState()
     assert straight.fit(state) == "completed"
@@ -189,7 +202,7 @@ def test_resume_on_cuda_trains_like_an_uninterrupted_run(family: str, tmp_path: 
     straight.opts.epochs = 2  # the uninterrupted run goes on in memory
     assert straight.fit(state) == "completed"
 
-    resumed, _ = build_engine(cfg, dist)
+    resumed = build(cfg, dist).engine
     resumed_state = resumed.load_state_dict(checkpoint)
     device = next(resumed.model.parameters()).device
     torch_optimizer = type(resumed.optimizer).__module__.startswith("torch.")
@@ -205,7 +218,8 @@ def test_resume_on_cuda_trains_like_an_uninterrupted_run(family: str, tmp_path: 
 
 def test_every_config_here_composes_and_validates(tmp_path: Path) -> None:
     """Runs without CUDA: the configs above stay valid as the config tree changes."""
-    configs = [[*CUDA_TINY, *overrides, f"backbone={tmp_path / 'backbone.pt'}"] for overrides in STEP_CASES.values()]
-    configs += [tiny(f"optimizer={preset}", f"device={DEVICE}") for preset in PRESETS]
-    for overrides in configs:
-        validate(compose_config(overrides))
+    configs = [gpu_config(*overrides, f"backbone={tmp_path / 'backbone.pt'}") for overrides in STEP_CASES.values()]
+    configs += [gpu_config(*overrides, "epochs=2", "deterministic=true") for overrides in FAMILIES.values()]
+    configs += [compose_config(tiny(f"optimizer={preset}", f"device={DEVICE}")) for preset in PRESETS]
+    for cfg in configs:
+        validate(cfg)
