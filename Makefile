@@ -9,8 +9,10 @@ STAMP   := $(VENV)/.tvlars-installed
 DATA_ROOT ?= $(or $(TVLARS_DATA),data)
 DATASETS  ?= fashion_mnist
 DATA_ARGS ?= $(DATASETS)
+# gpu-check runs offline on a GPU node: the environment's Python if there is one, else the node's own (torch preinstalled)
+GPU_PY  ?= $(if $(wildcard $(PYTHON)),$(PYTHON),$(PY))
 
-.PHONY: help install data test test-fast lint bench train reproduce-table tables clean
+.PHONY: help install data test test-fast lint bench train reproduce-table tables gpu-check gpu-wheels clean
 
 TABLE    ?= fmnist-mini
 LAUNCHER ?= joblib
@@ -50,6 +52,12 @@ reproduce-table: $(STAMP) data  ## sweep TABLE into runs/ (LAUNCHER=joblib|basic
 
 tables: $(STAMP)  ## rebuild results/TABLE from records (SOURCE= default runs/TABLE, else results/TABLE/runs; or wandb:<entity>/<project>)
 	$(PYTHON) scripts/make_tables.py --table $(TABLE) $(if $(SOURCE),--source $(SOURCE)) $(ARGS)
+
+gpu-check:  ## on a GPU node, offline: the GPU check (<= 8 min; report.md in $OUT or gpu-check/; ARGS="--dry-run")
+	$(GPU_PY) scripts/gpu_check.py $(ARGS)
+
+gpu-wheels: $(STAMP)  ## where pip reaches PyPI: the pure-Python wheels a torch-only GPU node lacks -> .gpu/wheels
+	$(PYTHON) scripts/gpu_check.py --fetch-wheels
 
 clean:  ## remove caches (keeps .venv, runs/ and data/)
 	rm -rf .pytest_cache .ruff_cache **/__pycache__

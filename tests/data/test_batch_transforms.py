@@ -529,6 +529,7 @@ def test_composites_do_not_sync_with_the_host() -> None:
         assert recorder.found == [], type(transform).__name__
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_composites_do_not_sync_on_cuda() -> None:
     images = _bytes(64).cuda()
