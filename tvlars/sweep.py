@@ -24,17 +24,16 @@ from typing import Any
 import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 
 from tvlars.cli import one_line
 from tvlars.config import CONFIG_DIR, default_run_dir, run_id, validate
+from tvlars.data import train_size
 from tvlars.errors import UserError
 from tvlars.experiments import Job, Spec, slug
 from tvlars.records import RunRecords
 
-# Training-set sizes for cost estimates (train_subset overrides them).
-TRAIN_SIZES = {"cifar10": 50_000, "cifar100": 50_000, "tinyimagenet": 100_000, "imagenet": 1_281_167,
-               "fashion_mnist": 60_000}
 GROUPS = tuple(p.name for p in Path(CONFIG_DIR).iterdir() if p.is_dir())
 
 
@@ -85,10 +84,9 @@ def _job_config(job: Job, overrides: list[str], cells: dict[Any, DictConfig]) ->
 
 
 def _train_images(cfg: DictConfig) -> int:
-    name = str(cfg.dataset._target_).rsplit("load_", 1)[-1]
-    size = cfg.train_subset or TRAIN_SIZES.get(name, cfg.dataset.get("num_train", 0))
-    views = 2 if "linear_eval" in cfg.task else 1
-    return int(size * cfg.epochs * views)
+    """Images the optimizer under test processes: epochs × the training set (its declared size) × the task's views."""
+    size = cfg.train_subset or train_size(cfg.dataset)
+    return int(size * cfg.epochs * get_object(cfg.task._target_).views)
 
 
 FINAL = ("completed", "diverged")  # statuses a sweep never reruns
