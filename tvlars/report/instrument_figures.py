@@ -91,6 +91,7 @@ def noise_scale_figure(runs: Runs, out_dir: str | Path, title: str = "") -> list
         ax.set_title(f"batch size {size}")
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
+        ax.margins(y=0.12)  # room for the labels of the outermost batch sizes
     _log_if_positive(axes)
     return _save(fig, axes, "B_simple = tr(Σ)/|G|²", title or "gradient noise scale (dashed: the batch sizes)",
                  _out(out_dir) / "noise_scale.png")
