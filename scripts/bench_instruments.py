@@ -17,11 +17,11 @@ import time
 from collections.abc import Callable
 
 import torch
-from hydra import compose, initialize_config_dir
 
 from tvlars import distributed
+from tvlars.build import build
+from tvlars.config import compose
 from tvlars.instruments.base import untouched
-from tvlars.train import CONFIG_DIR, build_engine
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -35,9 +35,8 @@ def main(argv: list[str] | None = None) -> None:
                  "dataset.channels=1", "dataset.image_size=28", f"model.width={args.width}",
                  f"batch_size={args.batch_size}", "logger=none", "progress=lines", "log_noise_scale_every=1",
                  "log_sharpness_every=1", *args.overrides]
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides)
-    engine, _ = build_engine(cfg, distributed.init(cfg.device))
+    cfg = compose(overrides)
+    engine = build(cfg, distributed.init(cfg.device)).engine
     batch = engine._to_device(next(iter(engine.train_loader)))
     instruments = engine.instruments
     assert instruments.noise_scale is not None and instruments.sharpness is not None

@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 
-from tvlars.report.figures import _grid, _read_jsonl, _save
+from tvlars.records import read_jsonl
+from tvlars.report.figures import _grid, _save
 
 Runs = Mapping[str, Sequence[str | Path]]
 """Run directories grouped by row label (legend order)."""
@@ -35,7 +36,7 @@ def _curves(runs: Runs, file: str, key: str) -> dict[int, dict[str, pd.DataFrame
     out: dict[int, dict[str, pd.DataFrame]] = {}
     for row, run_dirs in runs.items():
         for run_dir in map(Path, run_dirs):
-            points = {int(r["step"]): float(r[key]) for r in _read_jsonl(run_dir / file)
+            points = {int(r["step"]): float(r[key]) for r in read_jsonl(run_dir / file)
                       if isinstance(r.get("step"), int) and isinstance(r.get(key), int | float)}
             size = _batch_size(run_dir)
             if not points or size is None:
