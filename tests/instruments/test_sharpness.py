@@ -14,6 +14,8 @@ from torch import Tensor, nn
 from tvlars import distributed
 from tvlars.build import build
 from tvlars.engine import TrainState, seed_all
+from tvlars.errors import UserError
+from tvlars.instruments import Instruments
 from tvlars.instruments.base import untouched
 from tvlars.instruments.sharpness import DEFAULT_ITERS, Sharpness, first_training_batch, stability_threshold
 from tvlars.optim import LARS
@@ -120,3 +122,11 @@ def test_the_fixed_batch_drawn_again_is_the_runs_first_batch(on_device: str) -> 
             again = first_training_batch(engine)
         assert torch.equal(again[0], seen[0][0]) and torch.equal(again[1], seen[0][1])
     assert not torch.equal(seen[0][0], seen[4][0])  # epoch 2 began with another batch
+
+
+def test_sharpness_is_refused_with_syncbatchnorm(tiny_cfg) -> None:
+    """SyncBatchNorm's backward has no double backward: the run must stop before training, with one line."""
+    model = nn.SyncBatchNorm.convert_sync_batchnorm(nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2)))
+    with pytest.raises(UserError, match="log_sharpness_every needs double backward"):
+        Instruments.from_config(tiny_cfg("log_sharpness_every=10"), model)
+    assert Instruments.from_config(tiny_cfg("log_noise_scale_every=10"), model).noise_scale is not None

@@ -3,9 +3,9 @@
 Every measurement leaves training as it would have been without it: it runs on the bare module
 (``engine.model``, not the DDP or compiled wrapper), takes gradients with ``torch.autograd.grad`` (``.grad`` is
 untouched), and restores BatchNorm buffers and every random state afterwards
-(:func:`~tvlars.instruments.base.untouched`). A step where nothing is due costs two integer tests and, when
+(:func:`~tvlars.instruments.base.untouched`). A step where nothing is due costs a few integer tests and, when
 evaluations are on, one device add of the step's sums: no host synchronisation. A step where something is due
-synchronises once, and its time is left out of the epoch's training time.
+synchronises, and the time it takes is left out of the epoch's training time.
 """
 
 from __future__ import annotations
