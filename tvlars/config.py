@@ -105,6 +105,7 @@ class Config:
     log_noise_scale_every: int = 0  # gradient noise scale B_simple every N steps, into noise_scale.jsonl
     log_sharpness_every: int = 0  # top Hessian eigenvalue on a fixed batch every N steps, into sharpness.jsonl
     sharpness_iters: int = 20  # power iterations (Hessian-vector products) per sharpness measurement
+    sharpness_batch: int = 0  # >0: measure on the first N samples of the fixed batch (per process); 0: all of it
 
 
 ConfigStore.instance().store(name="tvlars_schema", node=Config)
@@ -173,7 +174,7 @@ def validate(cfg: DictConfig, world_size: int = 1) -> None:
                 "log_trust_every"):
         _positive(cfg, key)
     for key in ("checkpoint_every", "train_subset", "test_subset", "eval_every_steps", "log_noise_scale_every",
-                "log_sharpness_every"):
+                "log_sharpness_every", "sharpness_batch"):
         _positive(cfg, key, minimum=0)
     _positive(cfg, "sharpness_iters")
     if cfg.log_noise_scale_every and world_size == 1 and cfg.batch_size % 2:

@@ -130,3 +130,15 @@ def test_sharpness_is_refused_with_syncbatchnorm(tiny_cfg) -> None:
     with pytest.raises(UserError, match="log_sharpness_every needs double backward"):
         Instruments.from_config(tiny_cfg("log_sharpness_every=10"), model)
     assert Instruments.from_config(tiny_cfg("log_noise_scale_every=10"), model).noise_scale is not None
+
+
+def test_sharpness_batch_takes_the_first_samples_of_the_fixed_batch() -> None:
+    cfg = compose_config(tiny("log_sharpness_every=1", "sharpness_batch=8", "sharpness_iters=2"))
+    engine = build(cfg, distributed.init("cpu")).engine
+    sharpness = Instruments.from_config(cfg, engine.model).sharpness
+    assert sharpness is not None
+    with untouched(engine.model, engine.device):
+        value = sharpness.measure(engine)
+        full = first_training_batch(engine)
+    assert torch.isfinite(value)
+    assert torch.equal(sharpness._batch[0], full[0][:8]) and torch.equal(sharpness._batch[1], full[1][:8])

@@ -27,6 +27,13 @@ def split_batch(batch: Any, parts: int) -> list[Any]:
     return list(torch.tensor_split(batch, parts))
 
 
+def head(batch: Any, size: int) -> Any:
+    """The first ``size`` samples of a (nested) batch, every tensor alike."""
+    if isinstance(batch, list | tuple):
+        return type(batch)(head(item, size) for item in batch)
+    return batch[:size]
+
+
 def batch_size(batch: Any) -> int:
     """The number of samples of a (nested) batch: the length of its first tensor."""
     while isinstance(batch, list | tuple):

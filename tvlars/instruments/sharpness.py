@@ -2,8 +2,9 @@ r"""Sharpness: the dominant eigenvalue of the training-loss Hessian on a fixed b
 Hessian-vector products (:func:`tvlars.curvature.power_iteration`), compared with the optimizer's stability
 threshold (Cohen et al. 2021, "Gradient Descent on Neural Networks Typically Occurs at the Edge of Stability").
 
-The fixed batch is the run's first training batch on each process (epoch 1, step 1). It is not stored: a
-resumed run draws it again with the seeds the engine used for epoch 1 (same sampler order, same augmentation
+The fixed batch is the run's first training batch on each process (epoch 1, step 1), or its first
+``sharpness_batch`` samples (a measurement costs ``sharpness_iters`` double backward passes over it). It is not
+stored: a resumed run draws it again with the seeds the engine used for epoch 1 (same sampler order, same augmentation
 draws), so it is the same batch. The Hessian is that of the loss the optimizer minimises (the task's training
 loss, without weight decay) with respect to the optimizer's parameters, in fp32, in training mode (BatchNorm
 uses batch statistics; its running statistics are restored afterwards). Under DDP each process takes its own
@@ -19,7 +20,7 @@ from torch import Tensor
 
 from tvlars.curvature import hessian_vector_product, power_iteration
 from tvlars.engine import seed_all
-from tvlars.instruments.base import all_reduce_mean, measurement, optimized_params, publish
+from tvlars.instruments.base import all_reduce_mean, head, measurement, optimized_params, publish
 
 if TYPE_CHECKING:
     from tvlars.engine import Engine
@@ -79,8 +80,8 @@ class Sharpness:
     double backward passes on the fixed batch; memory: the graph of the backward, kept through the iterations.
     """
 
-    def __init__(self, every: int, iters: int = DEFAULT_ITERS, seed: int = 0) -> None:
-        self.every, self.iters, self.seed = every, iters, seed
+    def __init__(self, every: int, iters: int = DEFAULT_ITERS, seed: int = 0, batch: int = 0) -> None:
+        self.every, self.iters, self.seed, self.batch_limit = every, iters, seed, batch
         self._vector: list[Tensor] | None = None
         self._batch: Any = None
 
@@ -88,6 +89,8 @@ class Sharpness:
         """The dominant Hessian eigenvalue on the fixed batch (a float64 device tensor); updates the eigenvector."""
         if self._batch is None:
             self._batch = first_training_batch(engine)
+            if self.batch_limit:
+                self._batch = head(self._batch, self.batch_limit)
         params = optimized_params(engine.optimizer)
         if self._vector is None:
             generator = torch.Generator().manual_seed(self.seed)
