@@ -80,6 +80,11 @@ class Table:
     problems: list[str]
     bold: set[tuple[str, Any]] = field(default_factory=set)  # cells that beat their column's runner-up
 
+    @property
+    def files(self) -> dict[str, str]:
+        """Output file name -> text."""
+        return {"table.md": self.markdown, "table.tex": self.latex, "table.csv": self.csv}
+
 
 @dataclass(frozen=True)
 class Difference:
