@@ -82,13 +82,13 @@ def make_loaders(cfg: DictConfig, dist: DistInfo, data: DataBundle, task: Task) 
     transforms = device_transforms(cfg.data.on_device, task, data.info, augment)
     if transforms is not None:
         train_tf, test_tf = transforms
-        return (device_loader(data.train, dist.device, per_device, sampler, train_tf, drop_last=True,
+        return (device_loader(data.train, dist.device, per_device, sampler, transform=train_tf, drop_last=True,
                               workers=workers, desc="train set"),
-                device_loader(data.test, dist.device, eval_per_device, shard, test_tf, drop_last=False,
+                device_loader(data.test, dist.device, eval_per_device, shard, transform=test_tf, drop_last=False,
                               workers=workers, desc="test set"))
     train_set, test_set = task.datasets(data, augment)
-    return (sampler_loader(train_set, per_device, sampler, workers, dist.device, drop_last=True),
-            sampler_loader(test_set, eval_per_device, shard, workers, dist.device, drop_last=False))
+    return (sampler_loader(train_set, per_device, sampler, workers=workers, device=dist.device, drop_last=True),
+            sampler_loader(test_set, eval_per_device, shard, workers=workers, device=dist.device, drop_last=False))
 
 
 def run_name(cfg: DictConfig) -> str:

@@ -27,7 +27,7 @@ from tvlars import distributed
 from tvlars.data.loaders import DeviceLoader
 from tvlars.distributed import DistInfo
 from tvlars.loggers import NullLogger
-from tvlars.records import RunRecords
+from tvlars.records import RunRecords, Status
 from tvlars.schedules import Schedule
 from tvlars.tasks import Sums, Task
 
@@ -314,7 +314,7 @@ class Engine:
             train_time = time.perf_counter() - start
             if diverged:
                 log.warning("non-finite training loss at step %d (epoch %d): run diverged", state.step, epoch + 1)
-                return "diverged"
+                return Status.diverged.value
             images = len(self.train_loader) * self.train_loader.batch_size * self.dist.world_size
             state.train_images += images
             state.train_time_s += train_time
@@ -328,8 +328,8 @@ class Engine:
             self._end_epoch(state, row, snapshots)
             if not all(math.isfinite(v) for v in row.values() if isinstance(v, float)):
                 log.warning("non-finite metrics after epoch %d: run diverged", epoch + 1)
-                return "diverged"
-        return "completed"
+                return Status.diverged.value
+        return Status.completed.value
 
     def _end_epoch(self, state: TrainState, row: dict[str, Any], snapshots: list[dict[str, Any]]) -> None:
         if not self.dist.is_main:

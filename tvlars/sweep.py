@@ -32,7 +32,7 @@ from tvlars.config import CONFIG_DIR, default_run_dir, run_id, validate
 from tvlars.data import train_size
 from tvlars.errors import UserError
 from tvlars.experiments import Job, Spec, slug
-from tvlars.records import RunRecords
+from tvlars.records import RunRecords, Status
 
 GROUPS = tuple(p.name for p in Path(CONFIG_DIR).iterdir() if p.is_dir())
 
@@ -89,7 +89,7 @@ def _train_images(cfg: DictConfig) -> int:
     return int(size * cfg.epochs * get_object(cfg.task._target_).views)
 
 
-FINAL = ("completed", "diverged")  # statuses a sweep never reruns
+FINAL = tuple(s.value for s in Status if s.final)  # statuses a sweep never reruns
 HELD = (*FINAL, "corrupt")  # ... and records it leaves alone
 
 
@@ -127,7 +127,7 @@ def plan(spec: Spec, out_dir: Path, jobs: list[Job] | None = None) -> list[Plann
 
 def measured_throughput(planned: list[PlannedJob]) -> float | None:
     """Median images/s of this table's finished runs (None before any has finished)."""
-    speeds = sorted(s["images_per_s"] for p in planned if p.status == "completed"
+    speeds = sorted(s["images_per_s"] for p in planned if p.status == Status.completed
                     and isinstance(s := RunRecords(p.run_dir).read_summary(), dict)
                     and isinstance(s.get("images_per_s"), int | float) and s["images_per_s"] > 0)
     return speeds[len(speeds) // 2] if speeds else None

@@ -72,7 +72,7 @@ def train_sampler(size: int, rank: int, world_size: int, seed: int) -> Distribut
                               drop_last=True)
 
 
-def sampler_loader(dataset: Dataset, batch_size: int, sampler: Sampler[int], workers: int, device: torch.device,
+def sampler_loader(dataset: Dataset, batch_size: int, sampler: Sampler[int], *, workers: int, device: torch.device,
                    drop_last: bool) -> DataLoader:
     """A DataLoader over ``dataset`` in ``sampler`` order. Workers are not persistent: each epoch draws their seeds
     from the per-epoch reseeded RNG (exact resume); they fork where possible, so nothing is pickled, also inside
@@ -170,7 +170,7 @@ def in_memory(dataset: Dataset, workers: int = 0, desc: str = "decoding") -> tup
     return torch.cat(images).contiguous(), torch.cat(labels).to(torch.int64)
 
 
-def device_loader(dataset: Dataset, device: torch.device, batch_size: int, sampler: Sampler[int],
+def device_loader(dataset: Dataset, device: torch.device, batch_size: int, sampler: Sampler[int], *,
                   transform: BatchTransform | None, drop_last: bool, workers: int, desc: str) -> DeviceLoader:
     """A :class:`DeviceLoader` over ``dataset`` moved to ``device`` (decoded first if it holds image files)."""
     inputs, labels = in_memory(dataset, workers, desc)

@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from tvlars.errors import UserError
+from tvlars.records import Status
 
 # Summary numbers; steps/images/time to target are null (NaN here) when the run never reached its target.
 METRIC_KEYS = ("best_test_top1", "final_test_top1", "best_test_top5", "final_test_top5", "images_per_s",
@@ -163,11 +164,11 @@ def _wandb_status(state: str, summary: Mapping[str, Any], config: Mapping[str, A
     """W&B keeps the exit state, not our status string: a finished run that stopped short diverged."""
     state = state.lower()
     if state in ("running", "pending"):
-        return "running"
+        return Status.running.value
     if state != "finished":
-        return "failed"
+        return Status.failed.value
     done, planned = _number(summary.get("epochs_completed")), _number(config.get("epochs"))
-    return "diverged" if done < planned else "completed"
+    return (Status.diverged if done < planned else Status.completed).value
 
 
 def _from_wandb(path: str, runs: Iterable[Any]) -> list[dict]:

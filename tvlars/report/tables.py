@@ -30,6 +30,7 @@ from scipy import stats
 
 from tvlars.errors import UserError
 from tvlars.experiments import Row, Spec, slug
+from tvlars.records import Status
 from tvlars.report.collect import normalize, point_key
 
 METRIC_TEXT = {"best_test_top1": "best-epoch test top-1 (%)", "final_test_top1": "final-epoch test top-1 (%)"}
@@ -155,9 +156,12 @@ def _mean_std(cell: Cell, digits: int = 2) -> str:
 
 # --------------------------------------------------------------------------------------------- selection
 def _state(status: Any, value: float) -> str:
-    if status == "completed":
+    """A run's place in selection: usable, diverged, running (also interrupted: it resumes) or failed."""
+    if status == Status.completed:
         return "usable" if math.isfinite(value) else "diverged"
-    return status if status in ("diverged", "running", "failed") else "failed"
+    if status in (Status.running, Status.interrupted):
+        return "running"
+    return str(status) if status in (Status.diverged, Status.failed) else "failed"
 
 
 def _in_columns(runs: pd.DataFrame, columns: list[Any]) -> pd.Series:
