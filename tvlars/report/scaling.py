@@ -326,7 +326,7 @@ def _scope(spec: Spec, eval_steps: list[int]) -> list[str]:
 def _selection_rule(spec: Spec) -> str:
     seeds = ", ".join(map(str, spec.seeds))
     text = (f"Selection rule: per row and batch size, among the row's {spec.budget(spec.rows[0])} trial(s) run with "
-            f"seeds {seeds}, the trial whose finished seeds reached the target most often (all first), then in the "
+            f"seed(s) {seeds}, the trial whose finished seeds reached the target most often (all first), then in the "
             "fewest steps (mean over the seeds that reached it; ties go to the first trial)")
     if spec.confirm_seeds:
         text += (f"; it is re-run with seeds {', '.join(map(str, spec.confirm_seeds))}, and the cell shows those "
