@@ -60,9 +60,12 @@ def test_impossible_devices_fail_in_one_line(gpus, visible: int, requested: str,
 
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "SLURM_NTASKS", "SLURM_PROCID",
-                 "SLURM_LOCALID", "SUBMITIT_EXECUTOR", "CUDA_VISIBLE_DEVICES"):
-        monkeypatch.delenv(name, raising=False)
+    """None of the launch variables set; whatever the code under test exports is undone afterwards (setting each
+    first makes monkeypatch record its original state, absent included)."""
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "SLURM_NTASKS",
+                 "SLURM_PROCID", "SLURM_LOCALID", "SUBMITIT_EXECUTOR", "CUDA_VISIBLE_DEVICES"):
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     return monkeypatch
 
 

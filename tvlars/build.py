@@ -27,6 +27,7 @@ from tvlars.data.loaders import (
 from tvlars.distributed import DistInfo
 from tvlars.engine import Engine, EngineOptions, progress_mode, seed_all
 from tvlars.errors import UserError
+from tvlars.instruments import Instruments
 from tvlars.loggers import NullLogger
 from tvlars.optim import param_groups
 from tvlars.records import RunRecords
@@ -141,6 +142,6 @@ def build(cfg: DictConfig, dist: DistInfo, records: RunRecords | None = None,
                          name=run_name(cfg))
     engine = Engine(opts, dist, task=task, model=model, train_model=wrap_for_training(model, cfg, dist),
                     optimizer=optimizer, schedule=schedule, train_loader=train_loader, test_loader=test_loader,
-                    records=records, logger=logger)
+                    records=records, logger=logger, instruments=Instruments.from_config(cfg, model))
     data_path = "device" if isinstance(train_loader, DeviceLoader) else "sampler"
     return Built(engine, info, lr, steps_per_epoch, data_path, rid)

@@ -55,6 +55,15 @@ class DataOptions:
 
 
 @dataclass
+class TargetOptions:
+    """Steps to target (tvlars.instruments.target): the first evaluation where ``metric`` reaches ``value``."""
+
+    metric: str | None = None  # one of the task's metrics, e.g. test_top1 or train_loss
+    value: float | None = None  # higher is better for *top1/*top5, lower for losses
+    stop: bool = False  # end the run (status completed) at the evaluation that reaches the target
+
+
+@dataclass
 class Config:
     """Top-level settings; the groups (dataset, model, task, optimizer, schedule, logger) come from YAML."""
 
@@ -90,6 +99,13 @@ class Config:
     labels: dict[str, Any] = field(default_factory=dict)  # free-form tags (table, row...), not part of the run id
     train_subset: int = 0  # >0: train on a fixed random subset of this many images (quick runs, tests)
     test_subset: int = 0  # >0: evaluate on a fixed random subset of this many images
+    # Instruments (tvlars.instruments, docs/instruments.md); 0 = off
+    target: TargetOptions = field(default_factory=TargetOptions)
+    eval_every_steps: int = 0  # also evaluate every N optimizer steps, into evals.jsonl
+    log_noise_scale_every: int = 0  # gradient noise scale B_simple every N steps, into noise_scale.jsonl
+    log_sharpness_every: int = 0  # top Hessian eigenvalue on a fixed batch every N steps, into sharpness.jsonl
+    sharpness_iters: int = 20  # power iterations (Hessian-vector products) per sharpness measurement
+    sharpness_batch: int = 0  # >0: measure on the first N samples of the fixed batch (per process); 0: all of it
 
 
 ConfigStore.instance().store(name="tvlars_schema", node=Config)
@@ -157,8 +173,13 @@ def validate(cfg: DictConfig, world_size: int = 1) -> None:
     for key in ("batch_size", "epochs", "base_batch_size", "eval_batch_size", "eval_every", "log_every",
                 "log_trust_every"):
         _positive(cfg, key)
-    for key in ("checkpoint_every", "train_subset", "test_subset"):
+    for key in ("checkpoint_every", "train_subset", "test_subset", "eval_every_steps", "log_noise_scale_every",
+                "log_sharpness_every", "sharpness_batch"):
         _positive(cfg, key, minimum=0)
+    _positive(cfg, "sharpness_iters")
+    if cfg.log_noise_scale_every and world_size == 1 and cfg.batch_size % 2:
+        raise UserError(f"log_noise_scale_every compares the two halves of the batch, so batch_size must be even "
+                        f"(got {cfg.batch_size}); choose an even batch_size or set log_noise_scale_every=0")
     if cfg.batch_size % world_size:
         raise UserError(
             f"batch_size={cfg.batch_size} is not divisible by the world size {world_size}; "
@@ -184,10 +205,26 @@ def validate(cfg: DictConfig, world_size: int = 1) -> None:
         raise UserError(f"task={cfg.task._target_.rsplit('.', 1)[-1]} evaluates the architecture saved with the "
                         f"backbone, so model={cfg.model._target_} does not apply; drop the model= and model.* "
                         "overrides")
+    _check_target(cfg)
     if cfg.compile and getattr(get_object(cfg.optimizer._target_), "needs_closure", False):
         raise UserError(f"compile=true cannot be used with optimizer {cfg.optimizer._target_}: it differentiates "
                         "through the loss twice, which torch.compile does not support; set compile=false")
     check_hyperparameters(cfg)
+
+
+def _check_target(cfg: DictConfig) -> None:
+    """``target.metric`` is one the task reports and comes with ``target.value``; neither is set alone."""
+    target = cfg.target
+    if target.metric is None:
+        if target.value is not None or target.stop:
+            raise UserError("target.value and target.stop need target.metric; pass e.g. target.metric=test_top1")
+        return
+    reported = getattr(get_object(cfg.task._target_), "metrics", ())
+    if target.metric not in reported:
+        raise UserError(f"target.metric={target.metric} is not a metric of task {cfg.task._target_} "
+                        f"(choose one of: {', '.join(reported)})")
+    if target.value is None:
+        raise UserError(f"target.metric={target.metric} needs target.value; pass e.g. target.value=90")
 
 
 def _is_number(value: Any) -> bool:

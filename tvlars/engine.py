@@ -2,7 +2,8 @@
 
 The engine owns the global step. Schedules are pure functions of it, and every epoch's randomness is
 re-seeded from ``(seed, rank, epoch)``, so a run resumed from a checkpoint repeats an uninterrupted run
-exactly. Host synchronisation happens only every ``log_every`` steps and at epoch ends.
+exactly. Host synchronisation happens only every ``log_every`` steps, at epoch ends and at the steps where an
+instrument (:mod:`tvlars.instruments`: evaluations every N steps, noise scale, sharpness) measures.
 """
 
 from __future__ import annotations
@@ -52,6 +53,10 @@ class TrainState:
     train_time_s: float = 0.0
     train_images: int = 0
     logger_id: str | None = None
+    steps_to_target: int | None = None  # the first evaluation reaching target.value (tvlars.instruments.target)
+    images_to_target: int | None = None
+    time_to_target_s: float | None = None  # training time, evaluations and measurements excluded
+    stopped_at_target: bool = False
 
 
 @dataclass
@@ -133,6 +138,35 @@ class Progress:
             self.bar = None
 
 
+class InstrumentHooks:
+    """Where the engine lets measurements in (:class:`tvlars.instruments.Instruments`); this base takes none.
+
+    ``paused_s``: seconds of the current epoch spent in measurements and evaluations, left out of its training time.
+    """
+
+    paused_s = 0.0
+
+    def start_epoch(self, start: float) -> None:
+        """An epoch's training starts at ``time.perf_counter() == start``."""
+
+    def before_step(self, engine: Engine, state: TrainState, batch: Any) -> None:
+        """Before each optimizer step, with the batch it is about to use."""
+
+    def after_step(self, engine: Engine, state: TrainState, sums: Sums) -> bool:
+        """After each optimizer step (``state.step`` counts it); ``True`` ends the run here (a target reached)."""
+        return False
+
+    def evaluate(self, engine: Engine, state: TrainState) -> dict[str, float]:
+        """The epoch-end evaluation: the test metrics."""
+        return engine.evaluate()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what ``state_dict`` returned."""
+
+
 def _add(total: Sums | None, new: Sums) -> Sums:
     if total is None:
         return {k: v.detach().clone() if isinstance(v, Tensor) else v for k, v in new.items()}
@@ -157,13 +191,14 @@ class Engine:
     def __init__(self, opts: EngineOptions, dist: DistInfo, *, task: Task, model: nn.Module, train_model: nn.Module,
                  optimizer: torch.optim.Optimizer, schedule: Schedule, train_loader: DataLoader | DeviceLoader,
                  test_loader: DataLoader | DeviceLoader, records: RunRecords | None = None,
-                 logger: NullLogger | None = None) -> None:
+                 logger: NullLogger | None = None, instruments: InstrumentHooks | None = None) -> None:
         self.opts, self.dist, self.task = opts, dist, task
         self.model = model  # the bare module (checkpoints, evaluation)
         self.train_model = train_model  # possibly compiled and/or DDP-wrapped
         self.optimizer, self.schedule = optimizer, schedule
         self.train_loader, self.test_loader = train_loader, test_loader
         self.records, self.logger = records, logger or NullLogger()
+        self.instruments = instruments or InstrumentHooks()
         self.device = dist.device
         self.amp = contextlib.nullcontext
         if opts.precision == "bf16":
@@ -177,13 +212,15 @@ class Engine:
     def state_dict(self, state: TrainState) -> dict[str, Any]:
         return {"run_id": self.opts.run_id, "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
-                "task": self.task.state_dict(), "train_state": asdict(state)}
+                "task": self.task.state_dict(), "instruments": self.instruments.state_dict(),
+                "train_state": asdict(state)}
 
     def load_state_dict(self, ckpt: dict[str, Any]) -> TrainState:
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.schedule.load_state_dict(ckpt["schedule"])
         self.task.load_state_dict(ckpt.get("task", {}))
+        self.instruments.load_state_dict(ckpt.get("instruments", {}))
         return TrainState(**ckpt["train_state"])
 
     # ----------------------------------------------------------------------------------------- steps
@@ -275,7 +312,9 @@ class Engine:
         diverged = False
         for i, batch in enumerate(self.train_loader):
             lr = self._set_lr(state.step)
-            loss, step_sums = self._train_step(self._to_device(batch))
+            batch = self._to_device(batch)
+            self.instruments.before_step(self, state, batch)
+            loss, step_sums = self._train_step(batch)
             self.schedule.observe(state.step, loss)
             nonfinite |= ~torch.isfinite(loss)
             sums = _add(sums, step_sums)
@@ -292,6 +331,8 @@ class Engine:
                 host_loss = loss.item()
                 self.progress.update(epoch, state.step, host_loss, lr)
                 self.logger.log({"train/loss": host_loss, "train/lr": lr}, step=state.step)
+            if self.instruments.after_step(self, state, step_sums):
+                break
         self.progress.end_epoch()
         if sums is None:
             raise RuntimeError("the training loader yielded no batch")
@@ -307,28 +348,34 @@ class Engine:
     def fit(self, state: TrainState) -> str:
         """Train from ``state`` to ``opts.epochs``; returns the final status (``completed`` or ``diverged``)."""
         opts = self.opts
+        if state.stopped_at_target:  # resumed after stopping at the target (killed before summary.json was written)
+            return Status.completed.value
         for epoch in range(state.epoch, opts.epochs):
             seed_all(opts.seed, self.dist.rank, epoch + 1)
-            start = time.perf_counter()
+            start, first_step = time.perf_counter(), state.step
+            self.instruments.start_epoch(start)
             train_metrics, diverged, snapshots = self.train_epoch(state, epoch)
-            train_time = time.perf_counter() - start
+            train_time = time.perf_counter() - start - self.instruments.paused_s
             if diverged:
                 log.warning("non-finite training loss at step %d (epoch %d): run diverged", state.step, epoch + 1)
                 return Status.diverged.value
-            images = len(self.train_loader) * self.train_loader.batch_size * self.dist.world_size
+            images = (state.step - first_step) * self.train_loader.batch_size * self.dist.world_size
             state.train_images += images
             state.train_time_s += train_time
             row: dict[str, Any] = {"epoch": epoch + 1, "step": state.step, "lr": self.schedule.lr(state.step - 1),
                                    **train_metrics, "epoch_time_s": train_time,
                                    "train_images_per_s": images / train_time}
-            if (epoch + 1) % opts.eval_every == 0 or epoch + 1 == opts.epochs:
-                row |= self.evaluate()
+            if state.stopped_at_target or (epoch + 1) % opts.eval_every == 0 or epoch + 1 == opts.epochs:
+                row |= self.instruments.evaluate(self, state)
             state.epoch = epoch + 1
             state.wall_time_s += time.perf_counter() - start
             self._end_epoch(state, row, snapshots)
             if not all(math.isfinite(v) for v in row.values() if isinstance(v, float)):
                 log.warning("non-finite metrics after epoch %d: run diverged", epoch + 1)
                 return Status.diverged.value
+            if state.stopped_at_target:
+                log.info("target reached at step %d: run stops (target.stop=true)", state.step)
+                break
         return Status.completed.value
 
     def _end_epoch(self, state: TrainState, row: dict[str, Any], snapshots: list[dict[str, Any]]) -> None:

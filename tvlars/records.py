@@ -5,6 +5,8 @@ Layout of ``<run_dir>``::
     config.yaml      resolved config of the run
     metrics.jsonl    one JSON object per evaluated epoch
     trust.jsonl      per-layer trust-ratio / norm snapshots every ``log_trust_every`` steps
+    evals.jsonl, noise_scale.jsonl, sharpness.jsonl
+                     the instruments' rows (tvlars.instruments, docs/instruments.md)
     checkpoint.pt    model, optimizer, schedule, step, epoch, W&B id (written atomically)
     summary.json     final record read by the table builder (written atomically, last)
 
@@ -88,6 +90,9 @@ class RunRecords:
         self.config = self.dir / "config.yaml"
         self.metrics = self.dir / "metrics.jsonl"
         self.trust = self.dir / "trust.jsonl"
+        self.evals = self.dir / "evals.jsonl"
+        self.noise_scale = self.dir / "noise_scale.jsonl"
+        self.sharpness = self.dir / "sharpness.jsonl"
         self.checkpoint = self.dir / "checkpoint.pt"
         self.summary = self.dir / "summary.json"
 

@@ -20,6 +20,7 @@ from tvlars.config import CONFIG_DIR, LrScaling, compose, instantiate_node, run_
 from tvlars.distributed import DistInfo
 from tvlars.engine import TrainState
 from tvlars.errors import UserError
+from tvlars.instruments import target_summary
 from tvlars.loggers import NullLogger
 from tvlars.provenance import code_hash, environment
 from tvlars.records import RunRecords, Status
@@ -80,7 +81,7 @@ def _run(cfg: DictConfig, dist: DistInfo) -> dict[str, Any]:
         raise
     finally:
         summary = {**base, "status": status.value, "error": error, "wall_time_s": state.wall_time_s,
-                   "steps": state.step, "logger_id": state.logger_id}
+                   "steps": state.step, "logger_id": state.logger_id, **target_summary(state)}
         if dist.is_main:
             summary |= records.summarize()
             records.write_summary(summary)
@@ -192,6 +193,8 @@ def follow_up_config(cfg: DictConfig, option: str, parent_dir: Path, settings: d
     sub.labels = {"follow_up_of": parent_id}
     sub.eval_batch_size = max(sub.eval_batch_size, sub.batch_size)
     sub.compile, sub.channels_last = False, False  # a linear head on feature vectors
+    sub.target = {"metric": None, "value": None, "stop": False}  # the instruments measure the parent run only
+    sub.eval_every_steps = sub.log_noise_scale_every = sub.log_sharpness_every = 0
     return sub
 
 

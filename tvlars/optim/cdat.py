@@ -11,6 +11,7 @@ import torch.distributed as dist
 from torch import Tensor
 from torch.optim import Optimizer
 
+from tvlars.curvature import hessian_vector_product
 from tvlars.optim._trust import ParamsT, TrustRatioOptimizer, check_range
 from tvlars.optim.lamb import LAMB, _one_minus_pow, as_betas
 from tvlars.optim.lars import LARS
@@ -177,15 +178,8 @@ class CDAT(Optimizer):
         if not params:
             return loss
         directions = [d for d in self.base.direction() if d is not None]  # D = −u, aligned with ``params``
-        # Hu = Σ_i (∂g_i/∂w)ᵀ D_i by double backward; gradients without a graph (constant in w) add nothing.
-        pairs = [(g, d) for g, d in zip(grads, directions, strict=True) if g.requires_grad]
-        if pairs:
-            with torch.enable_grad():
-                hvp = list(torch.autograd.grad([g for g, _ in pairs], params, grad_outputs=[d for _, d in pairs],
-                                               materialize_grads=True))
-        else:
-            hvp = [torch.zeros_like(p) for p in params]
-        del grads, pairs  # frees the graph
+        hvp = hessian_vector_product(grads, params, directions)  # HD = Σ_i (∂g_i/∂w)ᵀ D_i, double backward
+        del grads  # frees the graph
         self._tune(params, directions, hvp, decays)
         return loss
 

@@ -30,6 +30,9 @@ class Task:
     views: int = 1  # images of a sample the model processes per step (two-view SSL: 2); for cost estimates
     required_model: str | None = None  # the model ``_target_`` this task insists on (checked at composition)
     follow_up: str | None = None  # the configs/task option that evaluates this task's exported module
+    metrics: tuple[str, ...] = ()
+    """The metrics this task reports (``train_<key>`` from its training sums, ``test_<key>`` from its evaluation
+    sums): the keys of ``metrics.jsonl`` rows besides the loop's own, and the choices of ``target.metric``."""
 
     def prepare(self, data: DataBundle, backbone: nn.Module) -> DataBundle:
         """The data this task trains on (e.g. features of a frozen ``backbone`` instead of images); by default

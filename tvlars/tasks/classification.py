@@ -21,6 +21,8 @@ def topk_correct(logits: Tensor, target: Tensor, k: int) -> Tensor:
 
 
 class Classification(Task):
+    metrics = ("train_loss", "train_top1", "test_loss", "test_top1", "test_top5")
+
     def __init__(self, label_smoothing: float = 0.0) -> None:
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"task.label_smoothing must be in [0, 1) (got {label_smoothing})")

@@ -93,6 +93,7 @@ class SelfSupervised(Task):
     top-level values in which the follow-up differs from that file, e.g. ``{epochs: 2}``; ``None`` keeps it)."""
 
     method = ""
+    metrics = ("train_loss", "train_probe_top1", "test_probe_top1", "test_probe_top5")
     views = 2
     follow_up = "linear_eval"
 

@@ -1,0 +1,57 @@
+"""The instruments' figures from run directories: written when there are data, one panel per batch size."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib.image
+import pytest
+
+from tvlars.report.instrument_figures import _curves, noise_scale_figure, sharpness_figure
+
+
+def _run(root: Path, name: str, batch: int, scale: float, threshold: float | None) -> Path:
+    run_dir = root / name
+    run_dir.mkdir()
+    (run_dir / "summary.json").write_text(json.dumps({"config": {"batch_size": batch}}))
+    noise = [{"step": s, "epoch": 1, "b_simple": scale * (s + 1), "g2": 1.0, "trace_sigma": scale * (s + 1)}
+             for s in range(0, 40, 4)]
+    sharp = [{"step": s, "epoch": 1, "lambda_max": scale + s, "lr": 0.1, "stability_threshold": threshold}
+             for s in range(0, 40, 8)]
+    (run_dir / "noise_scale.jsonl").write_text("".join(json.dumps(r) + "\n" for r in noise) + '{"step": 4')  # torn
+    (run_dir / "sharpness.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sharp))
+    return run_dir
+
+
+@pytest.fixture
+def runs(tmp_path: Path) -> dict[str, list[Path]]:
+    return {"SGD": [_run(tmp_path, "sgd-256-s0", 256, 10.0, 13.6), _run(tmp_path, "sgd-256-s1", 256, 12.0, 13.6),
+                    _run(tmp_path, "sgd-1024-s0", 1024, 20.0, 13.6)],
+            "LARS": [_run(tmp_path, "lars-256-s0", 256, 30.0, None)]}
+
+
+def test_curves_are_grouped_by_batch_size_and_row_with_one_column_per_run(runs: dict[str, list[Path]]) -> None:
+    curves = _curves(runs, "noise_scale.jsonl", "b_simple")
+    assert sorted(curves) == [256, 1024]
+    assert curves[256]["SGD"].shape == (10, 2) and curves[1024]["SGD"].shape == (10, 1)
+    assert curves[256]["SGD"].loc[4].tolist() == [50.0, 60.0]  # the torn last line is skipped
+    thresholds = _curves(runs, "sharpness.jsonl", "stability_threshold")
+    assert "LARS" not in thresholds[256] and "SGD" in thresholds[256]  # no line where none applies
+
+
+def test_figures_are_written_with_one_panel_per_batch_size(runs: dict[str, list[Path]], tmp_path: Path) -> None:
+    out = tmp_path / "figures"
+    assert noise_scale_figure(runs, out) == [out / "noise_scale.png"]
+    assert sharpness_figure(runs, out, title="mini") == [out / "sharpness.png"]
+    for name in ("noise_scale.png", "sharpness.png"):
+        height, width, _ = matplotlib.image.imread(out / name).shape
+        assert width > height  # two panels side by side
+
+
+def test_no_records_no_figure(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert noise_scale_figure({"SGD": [empty]}, tmp_path) == []
+    assert sharpness_figure({}, tmp_path) == []
+    assert not list(tmp_path.glob("*.png"))
