@@ -350,7 +350,6 @@ def test_reproduce_table_dispatches_on_the_kind(spec) -> None:
 def test_scaling_sweep_end_to_end(profile: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A tiny scaling study through reproduce_table.py: search, confirmation (full profile), scaling.md/.csv/.png
     with the records; a rerun launches nothing and compares every cell equal."""
-    pytest.importorskip("tvlars.instruments", reason="steps to target are recorded by tvlars.instruments")
     from conftest import TINY
 
     base = [o for o in TINY if not o.startswith(("batch_size", "epochs"))] + [
