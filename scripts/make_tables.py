@@ -5,8 +5,9 @@ Never re-runs anything.
         [--out results/fmnist-mini] [--profile full|smoke] [--allow-empty] [--replace-records]
 
 The source defaults to ``runs/<table>`` when it exists, else to the committed records ``results/<table>/runs``.
-Writes into ``--out`` (default ``results/<table>``) the table files, the figures its records support (figures of
-an older build that this one does not draw are removed) and, from a local source, a copy of the table's run
+Writes into ``--out`` (default ``results/<table>``) the table files (``kind: scaling`` specs: ``scaling.md``,
+``scaling.csv``), the figures its records support (figures of an older build that this one does not draw are
+removed) and, from a local source, a copy of the table's run
 records in ``<out>/runs/`` (no checkpoints, backbones, W&B files). Prints the runs found by status, the problems
 and the table. Exit code 0 whenever the table was written; 2 with one ``error:`` line for an unknown table, an
 unreadable source, a source without any run of the table (unless --allow-empty), or records of an older build
@@ -26,6 +27,8 @@ from tvlars.experiments import load_spec, smoke_spec  # noqa: E402
 from tvlars.report import build_table, collect, records, status_summary, write_figures  # noqa: E402
 from tvlars.report.collect import WANDB_PREFIX  # noqa: E402
 from tvlars.report.figures import FIGURES  # noqa: E402
+from tvlars.report.scaling import FIGURE as SCALING_FIGURE  # noqa: E402
+from tvlars.report.scaling import build_scaling, scaling_figure  # noqa: E402
 
 
 def default_source(table: str, results: Path) -> Path:
@@ -63,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         names = records.record_names(mine["run_dir"]) if local else {}
         if not in_place:
             records.check_replace(out / "runs", names, args.replace_records)
-        table = build_table(spec, df)
+        scaling = spec.kind == "scaling"
+        table = build_scaling(spec, df) if scaling else build_table(spec, df)
         out.mkdir(parents=True, exist_ok=True)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -72,11 +76,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot create the output directory ({exc}); pass --out <writable dir>", file=sys.stderr)
         return 2
     written = []
-    for name, text in (("table.md", table.markdown), ("table.tex", table.latex), ("table.csv", table.csv)):
+    for name, text in table.files.items():
         records.write_atomic(out / name, text.encode())
         written.append(out / name)
-    figures = write_figures(spec, table, df, out)
-    for stale in (out / name for name in FIGURES if out / name not in figures):
+    figures = scaling_figure(spec, table, out) if scaling else write_figures(spec, table, df, out)
+    for stale in (out / name for name in (*FIGURES, SCALING_FIGURE) if out / name not in figures):
         stale.unlink(missing_ok=True)  # a figure of an older build that these records no longer support
     if not in_place:
         records.copy_records(names, out / "runs")

@@ -17,7 +17,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]  # this checkout's tvlars first, whatever is installed
@@ -27,8 +29,8 @@ import torch  # noqa: E402
 from tvlars.data import DATASETS, write_fake  # noqa: E402
 from tvlars.errors import UserError  # noqa: E402
 from tvlars.experiments import Spec, load_spec, smoke_spec  # noqa: E402
-from tvlars.report import collect, records  # noqa: E402
-from tvlars.report.compare import compare  # noqa: E402
+from tvlars.report import collect, records, scaling  # noqa: E402
+from tvlars.report.compare import TABLE_FIELDS, compare  # noqa: E402
 from tvlars.report.tables import build_table, select  # noqa: E402
 from tvlars.sweep import HELD, PlannedJob, describe, launch, measured_throughput, plan, write_job_files  # noqa: E402
 
@@ -72,9 +74,17 @@ def sweep(spec: Spec, planned: list[PlannedJob], jobs_root: Path, out_dir: Path,
         print(f"warning: the sweep exited with code {code}; going on with the runs that finished", file=sys.stderr)
 
 
+def kind(spec: Spec) -> tuple[Callable[..., Any], Callable[..., Any], str, dict[str, str]]:
+    """The spec kind's cell selection, table builder, CSV file and the CSV's fields for the comparison."""
+    if spec.kind == "scaling":
+        return scaling.select, scaling.build_scaling, "scaling.csv", scaling.COMPARE_FIELDS
+    return select, build_table, "table.csv", TABLE_FIELDS
+
+
 def confirmation_plan(spec: Spec, out_dir: Path) -> tuple[list[PlannedJob], int]:
     """The confirmation runs of every cell whose search trials have all finished, and how many cells wait."""
-    cells, _ = select(spec, collect(out_dir)) if out_dir.is_dir() else ({}, [])
+    choose = kind(spec)[0]
+    cells, _ = choose(spec, collect(out_dir)) if out_dir.is_dir() else ({}, [])
     ready = {key: cell.point for key, cell in cells.items() if cell.search_done and cell.point is not None}
     waiting = len(spec.rows) * len(spec.columns) - len(ready)
     return plan(spec, out_dir, spec.confirm_jobs(ready)), waiting
@@ -123,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
               f"go now, {waiting} cell(s) still wait for their search trials", flush=True)
     if args.dry_run:
         return 0
-    committed = (results / "table.csv").read_text() if (results / "table.csv").is_file() else None
+    _, build, csv_name, fields = kind(spec)
+    committed = (results / csv_name).read_text() if (results / csv_name).is_file() else None
     sweep(spec, planned, out_dir / "jobs", out_dir, args)
     if spec.confirm_seeds:
         confirm, waiting = confirmation_plan(spec, out_dir)
@@ -133,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     code = make_tables.main(["--table", str(spec.path), "--profile", args.profile, "--source", str(out_dir),
                              "--out", str(results), *(["--replace-records"] if args.replace_records else [])])
     if code == 0 and committed is not None:
-        report = compare(committed, build_table(spec, collect(out_dir)))
+        report = compare(committed, build(spec, collect(out_dir)), fields)
         (out_dir / "comparison.md").write_text(report)
         print(f"\n{report}(also in {out_dir / 'comparison.md'})")
     return code

@@ -6,12 +6,15 @@ with any launcher; the report code turns the runs' ``summary.json`` records back
 Spec keys::
 
     name, title, claim      table id (= file name), caption, the paper's claim this table tests
+    kind                    table (default: accuracy per row × column) | scaling (steps to target against batch
+                            size and the critical batch size, tvlars.report.scaling)
     base                    Hydra overrides shared by every job (e.g. [dataset=cifar10, model=resnet18])
     columns                 {key: batch_size, values: [512, 1024, ...]}  (the table's columns)
     seeds                   [0, 1, ...]  (every grid point / search trial runs with each)
     confirm_seeds           [0, 1, 2]  optional: the chosen point of each cell re-runs with these seeds and the
                             table reports them (not the search seeds)
-    metric                  best_test_top1 | final_test_top1 (selection and reported value)
+    metric                  best_test_top1 | final_test_top1 (selection and reported value); steps_to_target
+                            for kind scaling (its default and only metric)
     rows                    [{label, overrides: [...], grid: {...} | search: {...}}]
     compare                 {method: [labels], baselines: [labels], no_warmup: [labels]} for the claim section
                             (baselines default to every other row; no_warmup is a subset of the baselines)
@@ -29,11 +32,16 @@ same number of points per cell (its tuning budget), checked here.
 
 Selection: for each row × column, the point with the best mean ``metric`` over ``seeds``; the table shows the
 mean ± std over ``confirm_seeds`` at that point when given, else over ``seeds``.
+
+A ``kind: scaling`` spec has ``columns: {key: batch_size, ...}``, sets the target in ``base``
+(``target.metric=...``, ``target.value=...``, optionally ``target.stop=true``, ``eval_every_steps=...``) and
+leaves ``target.*`` out of rows, grids and searches: every cell is measured against the same target.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import re
 import warnings
 import zlib
@@ -48,8 +56,10 @@ from tvlars.errors import UserError
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
 METRICS = ("best_test_top1", "final_test_top1")
-_SPEC_KEYS = {"name", "title", "claim", "base", "columns", "seeds", "confirm_seeds", "metric", "rows", "compare",
-              "chance", "notes", "smoke", "extends"}
+KINDS = ("table", "scaling")
+SCALING_METRIC = "steps_to_target"  # the metric of kind scaling: fewest optimizer steps to the target
+_SPEC_KEYS = {"name", "title", "claim", "kind", "base", "columns", "seeds", "confirm_seeds", "metric", "rows",
+              "compare", "chance", "notes", "smoke", "extends"}
 _ROW_KEYS = {"label", "overrides", "grid", "search"}
 _SEARCH_KEYS = {"trials", "space", "seed"}
 _COMPARE_KEYS = {"method", "baselines", "no_warmup"}
@@ -108,6 +118,8 @@ class Spec:
     compare: Compare | None = None
     chance: float | None = None  # chance-level accuracy (%) when the runs do not record num_classes
     profile: str = "full"  # full | smoke (smoke tables and figures say so in their titles)
+    kind: str = "table"  # table | scaling
+    target: tuple[str, float] | None = None  # kind scaling: (target.metric, target.value) from the base overrides
 
     def _job(self, row: Row, column: Any, point: dict[str, Any], seed: int) -> Job:
         overrides = (*self.base, *row.overrides, f"{self.column_key}={column}",
@@ -273,6 +285,46 @@ def _seeds(name: str, key: str, raw: Any) -> list[int]:
     return list(raw)
 
 
+def _assignments(overrides: Any) -> dict[str, str]:
+    """``key=value`` overrides as ``{key: value}`` (``+``/``++``/``~`` prefixes dropped; group choices included)."""
+    pairs = (str(o).split("=", 1) for o in overrides or () if "=" in str(o))
+    return {key.lstrip("+~"): value for key, value in pairs}
+
+
+def _target(overrides: Any) -> tuple[str, float] | None:
+    """``(target.metric, target.value)`` as the last of ``overrides`` set them, or ``None`` if either is unset."""
+    assigned = _assignments(overrides)
+    try:
+        value = float(assigned["target.value"])
+    except (KeyError, ValueError):
+        return None
+    metric = assigned.get("target.metric")
+    return (metric, value) if metric and math.isfinite(value) else None
+
+
+def _scaling_target(name: str, raw: dict[str, Any], rows: list[Row]) -> tuple[str, float]:
+    """Check a ``kind: scaling`` spec; returns its target ``(metric, value)`` from the base overrides."""
+    if raw["columns"]["key"] != "batch_size":
+        raise _fail(name, f"kind scaling plots steps to target against the batch size, so columns.key must be "
+                          f"batch_size (got {raw['columns']['key']!r})")
+    if raw.get("metric", SCALING_METRIC) != SCALING_METRIC:
+        raise _fail(name, f"the metric of kind scaling is {SCALING_METRIC} (got {raw['metric']!r}); drop metric")
+    for key in ("compare", "chance"):
+        if raw.get(key) is not None:
+            raise _fail(name, f"{key} applies to accuracy tables, not to kind scaling; remove it (or set it to null)")
+    target = _target(raw.get("base"))
+    if target is None:
+        raise _fail(name, "kind scaling measures steps to a target: add target.metric=<metric> and "
+                          "target.value=<number> to base (e.g. target.metric=test_top1, target.value=86)")
+    for row in rows:
+        keys = [*_assignments(row.overrides), *row.grid, *(row.trials[raw["columns"]["values"][0]][0]
+                                                         if row.trials else ())]
+        if any(key.startswith("target.") for key in keys):
+            raise _fail(name, f"row {row.label!r} sets {next(k for k in keys if k.startswith('target.'))}: every "
+                              "cell of a scaling table has the same target; set target.* in base only")
+    return target
+
+
 def _read(path: Path) -> dict[str, Any]:
     try:
         raw = yaml.safe_load(path.read_text()) or {}
@@ -308,8 +360,11 @@ def load_spec(name_or_path: str | Path) -> Spec:
     columns = raw["columns"]
     if not isinstance(columns, dict) or not columns.get("key") or not columns.get("values"):
         raise _fail(name, "columns must be {key: <config key>, values: [..]}")
-    metric = raw.get("metric", "best_test_top1")
-    if metric not in METRICS:
+    kind = raw.get("kind", "table")
+    if kind not in KINDS:
+        raise _fail(name, f"kind must be one of {KINDS} (got {kind!r})")
+    metric = raw.get("metric", SCALING_METRIC if kind == "scaling" else "best_test_top1")
+    if kind == "table" and metric not in METRICS:
         raise _fail(name, f"metric must be one of {METRICS} (got {metric!r})")
     chance = raw.get("chance")
     if chance is not None and (not isinstance(chance, int | float) or isinstance(chance, bool)
@@ -320,12 +375,13 @@ def load_spec(name_or_path: str | Path) -> Spec:
     if len(set(labels)) != len(labels):
         raise _fail(name, "row labels must be unique")
     _check_budgets(name, columns["values"], rows)
+    target = _scaling_target(name, raw, rows) if kind == "scaling" else None
     return Spec(name=name, title=raw["title"], claim=raw.get("claim", ""), base=tuple(raw.get("base") or ()),
                 column_key=columns["key"], columns=list(columns["values"]), seeds=_seeds(name, "seeds", raw["seeds"]),
                 metric=metric, rows=rows, notes=raw.get("notes", ""), smoke=tuple(raw.get("smoke") or ()), path=path,
                 confirm_seeds=_seeds(name, "confirm_seeds", raw.get("confirm_seeds") or []),
                 compare=_check_compare(name, labels, raw.get("compare")),
-                chance=None if chance is None else float(chance))
+                chance=None if chance is None else float(chance), kind=kind, target=target)
 
 
 def smoke_spec(spec: Spec, data_root: str) -> Spec:
@@ -343,4 +399,5 @@ def smoke_spec(spec: Spec, data_root: str) -> Spec:
     return Spec(name=spec.name, title=spec.title, claim=spec.claim, base=(*spec.base, *shrink, *spec.smoke),
                 column_key=spec.column_key, columns=list(column_map.values()), seeds=spec.seeds[:1],
                 metric=spec.metric, rows=rows, notes=spec.notes, smoke=spec.smoke, path=spec.path,
-                compare=spec.compare, chance=spec.chance, profile="smoke")
+                compare=spec.compare, chance=spec.chance, profile="smoke", kind=spec.kind,
+                target=_target((*spec.base, *spec.smoke)) if spec.kind == "scaling" else None)

@@ -1,7 +1,8 @@
 """A reproduction's cells against the committed table's: same value, within seed noise, or different.
 
-The committed ``table.csv`` holds each cell's mean, sample std and seed count, so the test is Welch's t-test from
-those statistics (``scipy.stats.ttest_ind_from_stats(equal_var=False)``, two-sided, p < ALPHA: different).
+The committed ``table.csv`` (a scaling table's ``scaling.csv``: steps to target) holds each cell's mean, sample std
+and seed count, so the test is Welch's t-test from those statistics
+(``scipy.stats.ttest_ind_from_stats(equal_var=False)``, two-sided, p < ALPHA: different).
 """
 
 from __future__ import annotations
@@ -10,16 +11,21 @@ import csv
 import io
 import math
 import warnings
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from scipy import stats
 
 from tvlars.report.collect import normalize
 from tvlars.report.tables import ALPHA, Table, column_header, md_table
 
+if TYPE_CHECKING:
+    from tvlars.report.scaling import ScalingTable
+
 VERDICTS = {"same": "same value", "noise": "within seed noise", "different": "different", "new": "not in the "
             "committed table"}
 SYMBOLS = {"same": "=", "noise": "≈", "different": "≠", "new": "new"}
+TABLE_FIELDS = {"column": "column", "mean": "mean", "std": "std", "n_seeds": "n_seeds"}  # name -> CSV header
 
 
 def _stats(row: dict[str, str]) -> tuple[float, float, int]:
@@ -47,11 +53,14 @@ def verdict(old: dict[str, str] | None, status: str, mean: float, std: float, n:
     return ("different" if p < ALPHA else "noise"), f"{shift}, Welch p = {p:.3f}"
 
 
-def compare(committed_csv: str, table: Table) -> str:
-    """The short Markdown report: a verdict per cell, the counts, and the cells that changed."""
+def compare(committed_csv: str, table: Table | ScalingTable, fields: Mapping[str, str] = TABLE_FIELDS) -> str:
+    """The short Markdown report: a verdict per cell, the counts, and the cells that changed. ``fields`` names the
+    CSV's columns for the cell's column, mean, std and seed count (a scaling table's: ``scaling.COMPARE_FIELDS``)."""
     spec = table.spec
-    old: dict[tuple[str, Any], dict[str, str]] = {(r["row"], normalize(r["column"])): r
-                                                  for r in csv.DictReader(io.StringIO(committed_csv))}
+    old: dict[tuple[str, Any], dict[str, str]] = {}
+    for r in csv.DictReader(io.StringIO(committed_csv)):
+        cell = {**r, **{name: r[header] for name, header in fields.items()}}
+        old[(cell["row"], normalize(cell["column"]))] = cell
     counts = dict.fromkeys(VERDICTS, 0)
     grid, changed = [], []
     for row in spec.rows:

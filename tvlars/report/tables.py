@@ -21,6 +21,7 @@ import re
 import statistics
 import warnings
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,8 +37,10 @@ METRIC_TEXT = {"best_test_top1": "best-epoch test top-1 (%)", "final_test_top1":
 ALPHA = 0.05  # significance level of every test in the tables
 CHANCE_MARGIN = 5.0  # points above chance level within which a cell counts as "at chance"
 _SMALL_SCALE = re.compile(r"mini|smoke", re.IGNORECASE)
-# Preference among several records of the same (point, seed): the most finished one counts.
-_RANK = {"usable": 0, "diverged": 1, "running": 2, "failed": 3}
+# Preference among several records of the same (point, seed): the most finished one counts. ``unreached``
+# (completed without reaching the target) exists in scaling tables only.
+_RANK = {"usable": 0, "unreached": 1, "diverged": 2, "running": 3, "failed": 4}
+FINISHED = ("usable", "unreached", "diverged")  # record states that a sweep never reruns
 
 
 @dataclass
@@ -77,6 +80,11 @@ class Table:
     csv: str
     problems: list[str]
     bold: set[tuple[str, Any]] = field(default_factory=set)  # cells that beat their column's runner-up
+
+    @property
+    def files(self) -> dict[str, str]:
+        """Output file name -> text."""
+        return {"table.md": self.markdown, "table.tex": self.latex, "table.csv": self.csv}
 
 
 @dataclass(frozen=True)
@@ -163,19 +171,22 @@ def _in_columns(runs: pd.DataFrame, columns: list[Any]) -> pd.Series:
 
 
 @dataclass(frozen=True)
-class _Record:
+class Record:
+    """One run of a cell as the selection sees it: ``state`` is usable, unreached, diverged, running or failed."""
+
     state: str
     value: float
     run_dir: str
     error: str | None
     num_classes: int | None
+    run: Any = None  # the collected row (a pandas namedtuple), for fields beyond the selection value
 
 
 def _listing(items: list[str]) -> str:
     return "; ".join(items[:4]) + (f"; … {len(items) - 4} more" if len(items) > 4 else "")
 
 
-def _chance(spec: Spec, records: list[_Record], where: str) -> float:
+def _chance(spec: Spec, records: list[Record], where: str) -> float:
     """Chance-level accuracy (%): 100 / num_classes from the runs' summaries, else the spec's ``chance``."""
     classes = next((r.num_classes for r in records if r.num_classes), None)
     if classes:
@@ -187,23 +198,45 @@ def _chance(spec: Spec, records: list[_Record], where: str) -> float:
                     f"num_classes); add `chance: <accuracy in %>` (e.g. 10.0 for 10 classes) to {where_spec}")
 
 
-def _cell(spec: Spec, row: Row, column: Any, runs: pd.DataFrame) -> tuple[Cell, list[str]]:
-    """Select the point of one cell and gather its reported seeds; returns the cell and its problems."""
+@dataclass
+class Gathered:
+    """A cell's runs, one record per (point, seed) of the spec, and the problems met while gathering them."""
+
+    where: str  # "row @ B=512", for messages
+    points: list[dict[str, Any]]  # in trial order
+    keys: list[str]  # point_key of each point
+    records: dict[tuple[str, int], Record]  # (point key, seed) -> the most finished record
+    problems: list[str]
+    search_done: bool  # every point × search seed finished (FINISHED states)
+
+    def search(self, spec: Spec, key: str) -> list[Record]:
+        """The search-seed records of the point ``key``."""
+        return [self.records[(key, s)] for s in spec.seeds if (key, s) in self.records]
+
+    def reported(self, spec: Spec, key: str) -> list[Record]:
+        """The records of the point ``key`` with the seeds the table reports (confirmation seeds when given)."""
+        return [self.records[(key, s)] for s in spec.reported_seeds if (key, s) in self.records]
+
+
+def gather(spec: Spec, row: Row, column: Any, runs: pd.DataFrame,
+           state: Callable[[Any], tuple[str, float]]) -> Gathered:
+    """The runs of one cell, deduplicated per (point, seed) (the most finished record counts), with the problems:
+    runs outside the spec, duplicates, failed runs (with their error line), and missing or unfinished search runs.
+    ``state(run)`` gives a collected run's record state and selection value."""
     points = row.points(column)
     keys = [point_key(p) for p in points]
     seeds = [int(s) for s in spec.seeds]
-    reported = [int(s) for s in spec.reported_seeds]
+    wanted = set(seeds) | {int(s) for s in spec.reported_seeds}
     where = f"{row.label} @ {column_header(spec, column)}"
     problems: list[str] = []
-    best: dict[tuple[str, int], _Record] = {}
+    best: dict[tuple[str, int], Record] = {}
     duplicates = outside = 0
     for run in runs.itertuples(index=False):
-        if run.point not in keys or pd.isna(run.seed) or int(run.seed) not in seeds + reported:
+        if run.point not in keys or pd.isna(run.seed) or int(run.seed) not in wanted:
             outside += 1
             continue
-        value = float(getattr(run, spec.metric))
-        record = _Record(_state(run.status, value), value, run.run_dir, run.error,
-                         None if pd.isna(run.num_classes) else int(run.num_classes))
+        record = Record(*state(run), run.run_dir, run.error, None if pd.isna(run.num_classes)
+                        else int(run.num_classes), run)
         slot = (run.point, int(run.seed))
         if slot in best:
             duplicates += 1
@@ -221,39 +254,50 @@ def _cell(spec: Spec, row: Row, column: Any, runs: pd.DataFrame) -> tuple[Cell, 
             problems.append(f"{where}: {point + ' ' if point else ''}seed {seed} failed: "
                             f"{record.error or 'no error recorded in summary.json'}")
 
-    search = {(k, s): best[(k, s)] for k in keys for s in seeds if (k, s) in best}
+    search = [best[(k, s)] for k in keys for s in seeds if (k, s) in best]
     expected = len(keys) * len(seeds)
     missing = [f"{format_point(p)} seed {s}".lstrip() for p, k in zip(points, keys, strict=True)
                for s in seeds if (k, s) not in best]
-    counts = Counter(r.state for r in search.values())
+    counts = Counter(r.state for r in search)
+    finished = sum(counts[state] for state in FINISHED)
     issues = [f"{n} {state}" for state in ("running", "failed") if (n := counts[state])]
     if missing:
         issues.insert(0, f"{len(missing)} missing ({_listing(missing)})")
     if issues:
-        finished = counts["usable"] + counts["diverged"]
         problems.append(f"{where}: {finished} of {expected} runs finished ({len(keys)} grid point(s) × "
                         f"{len(seeds)} seed(s)); " + ", ".join(issues))
+    return Gathered(where, points, keys, best, problems, finished == expected)
 
+
+def _cell(spec: Spec, row: Row, column: Any, runs: pd.DataFrame) -> tuple[Cell, list[str]]:
+    """Select the point of one cell and gather its reported seeds; returns the cell and its problems."""
+
+    def state(run: Any) -> tuple[str, float]:
+        value = float(getattr(run, spec.metric))
+        return _state(run.status, value), value
+
+    found = gather(spec, row, column, runs, state)
+    where, problems, reported = found.where, found.problems, spec.reported_seeds
     trials, candidates = [], []
-    for index, (point, key) in enumerate(zip(points, keys, strict=True)):
-        records = [search[(key, s)] for s in seeds if (key, s) in search]
+    for index, (point, key) in enumerate(zip(found.points, found.keys, strict=True)):
+        records = found.search(spec, key)
         values = [r.value for r in records if r.state == "usable"]
         trials.append(statistics.fmean(values) if values else math.nan)
         if values:
             diverged = sum(r.state == "diverged" for r in records)
             candidates.append((diverged > 0, -statistics.fmean(values), index, point, key))
-    failed = sum(r.state == "failed" for r in best.values())
-    base = {"expected": len(reported), "failed": failed, "trials": trials,
-            "search_done": counts["usable"] + counts["diverged"] == expected}
+    counts = Counter(r.state for key in found.keys for r in found.search(spec, key))
+    base = {"expected": len(reported), "failed": sum(r.state == "failed" for r in found.records.values()),
+            "trials": trials, "search_done": found.search_done}
     if not candidates:
         status = "diverged" if counts["diverged"] else "failed" if counts["failed"] else "missing"
         return Cell(row.label, column, status, **base), problems
     _, _, _, point, key = min(candidates, key=lambda c: c[:3])
-    chosen = [best[(key, s)] for s in reported if (key, s) in best]
+    chosen = found.reported(spec, key)
     used = [r for r in chosen if r.state == "usable"]
     diverged = sum(r.state == "diverged" for r in chosen)
     if spec.confirm_seeds and len(used) < len(reported):
-        absent = [str(s) for s in reported if (key, s) not in best or best[(key, s)].state != "usable"]
+        absent = [str(s) for s in reported if (r := found.records.get((key, s))) is None or r.state != "usable"]
         problems.append(f"{where}: confirmation of the chosen point ({format_point(point)}): {len(used)} of "
                         f"{len(reported)} seeds usable (seeds {', '.join(absent)} not)")
     if not used:
@@ -265,8 +309,8 @@ def _cell(spec: Spec, row: Row, column: Any, runs: pd.DataFrame) -> tuple[Cell, 
         problems.append(f"{where}: the chosen point ({format_point(point)}) had {diverged} diverged seed(s); "
                         "its mean is over the completed seeds only (marked †)")
     cell = Cell(row.label, column, "ok", statistics.fmean(values), std, len(values), point=point, diverged=diverged,
-                runs=[r.run_dir for r in used], values=values, chance=_chance(spec, list(best.values()), where),
-                **base)
+                runs=[r.run_dir for r in used], values=values,
+                chance=_chance(spec, list(found.records.values()), where), **base)
     return cell, problems
 
 
@@ -281,8 +325,12 @@ def _unplaced(spec: Spec, runs: pd.DataFrame) -> list[str]:
     return problems
 
 
-def select(spec: Spec, df: pd.DataFrame) -> tuple[dict[tuple[str, Any], Cell], list[str]]:
-    """Every cell of the table and the problems found (missing, running, failed, corrupt, stray runs)."""
+CellSelector = Callable[[Spec, Row, Any, pd.DataFrame], tuple[Any, list[str]]]
+
+
+def select(spec: Spec, df: pd.DataFrame, cell: CellSelector = _cell) -> tuple[dict[tuple[str, Any], Any], list[str]]:
+    """Every cell of the table and the problems found (missing, running, failed, corrupt, stray runs);
+    ``cell(spec, row, column, runs)`` selects one cell from its runs (scaling tables pass their own)."""
     runs = df[df["table"] == spec.name]
     corrupt = df[df["status"] == "corrupt"]
     problems = [f"unreadable summary.json ({problem}; the run cannot be placed in a cell): {path}"
@@ -292,8 +340,7 @@ def select(spec: Spec, df: pd.DataFrame) -> tuple[dict[tuple[str, Any], Cell], l
     for row in spec.rows:
         mine = runs[runs["row"] == row.label]
         for column in spec.columns:
-            cell, found = _cell(spec, row, column, mine[_in_columns(mine, [column])])
-            cells[(row.label, column)] = cell
+            cells[(row.label, column)], found = cell(spec, row, column, mine[_in_columns(mine, [column])])
             problems += found
     return cells, problems
 

@@ -1,0 +1,455 @@
+"""Scaling tables (spec ``kind: scaling``): optimizer steps to a target against the batch size, and the critical
+batch size of each row (Shallue et al. 2018; McCandlish et al. 2018, "An Empirical Model of Large-Batch Training").
+
+Every run records ``steps_to_target`` (the first evaluation at which ``target.metric`` reaches ``target.value``;
+null when it never did), ``images_to_target`` and ``time_to_target_s`` in its ``summary.json``. Per (row, batch
+size) cell, among the row's trials (grid points or search trials), the trial that reaches the target in the fewest
+steps is chosen: trials are ranked by the fraction of their finished search seeds that reached the target (all
+first), then by the mean steps over the seeds that reached it, then by trial order. With ``confirm_seeds`` the
+chosen trial is re-run with those seeds and the cell reports them. A cell where no trial reached the target is
+``not_reached``.
+
+Per row, the cells that reached the target are fitted with McCandlish et al.'s
+
+    S(B) = S_min (1 + B_noise / B)
+
+by least squares of log S (``scipy.optimize.curve_fit`` in log S_min, log B_noise, so both stay positive).
+Under this model the critical batch size B_crit = E_min / S_min equals B_noise: at B = B_noise training takes twice
+the minimum steps and twice the minimum examples. The 95 % interval is exp(log B̂_noise ± t₀.₉₇₅,ₙ₋₂ · se).
+B_noise is reported only when at least :data:`MIN_CELLS` cells reached the target and the estimate lies within the
+measured batch sizes; otherwise the row is "not identifiable", with the bound the data give (steps still fall as
+1/B up to the largest batch size, or do not fall from the smallest one).
+
+Outputs: ``scaling.md`` (the table, the target, the selection rule, the fits and what such a study can show),
+``scaling.csv`` (one line per cell) and ``scaling.png`` (log-log, one line per row, the perfect-scaling line
+S ∝ 1/B through the best cell at the smallest batch size that any row measured, the fits dashed, unreached cells as
+open triangles at the top edge).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import statistics
+import warnings
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import LogFormatter, NullLocator
+from scipy import stats
+from scipy.optimize import OptimizeWarning, curve_fit
+
+from tvlars.experiments import Row, Spec
+from tvlars.records import Status
+from tvlars.report.figures import _colours, _save, _title
+from tvlars.report.tables import (
+    FINISHED,
+    _budget_text,
+    _number,
+    _state,
+    column_header,
+    format_point,
+    format_value,
+    gather,
+    md_table,
+)
+from tvlars.report.tables import select as select_cells
+
+MIN_CELLS = 3  # reached batch sizes needed to fit two parameters with a residual degree of freedom
+CONFIDENCE = 0.95
+FIGURE = "scaling.png"
+CSV_HEADER = ("row", "batch_size", "steps_mean", "steps_std", "images_mean", "time_mean_s", "n_reached", "n_seeds",
+              "chosen_point", "status")
+# tvlars.report.compare reads a committed scaling.csv through these names (its generic name -> our header).
+COMPARE_FIELDS = {"column": "batch_size", "mean": "steps_mean", "std": "steps_std", "n_seeds": "n_reached"}
+STATUS_TEXT = {"not_reached": "not reached", "diverged": "div", "failed": "failed", "missing": "–"}
+
+
+@dataclass
+class ScalingCell:
+    """One (row, batch size) cell: steps to target of the chosen trial over the reported seeds that reached it."""
+
+    row: str
+    column: Any  # the batch size
+    status: str  # ok | not_reached | diverged (every run diverged) | failed | missing (no finished run)
+    mean: float = math.nan  # steps to target, mean over the reported seeds that reached it
+    std: float = math.nan  # sample std of those; NaN with one
+    n: int = 0  # reported seeds that reached the target
+    finished: int = 0  # reported seeds that finished (reached, not reached or diverged)
+    expected: int = 0  # reported seeds the spec asks for
+    images: float = math.nan  # images to target, mean over the same seeds
+    time_s: float = math.nan  # training seconds to target, mean over the same seeds
+    point: dict[str, Any] | None = None  # the chosen trial
+    budget_steps: float = math.nan  # the most steps a run that never reached the target had (epochs × steps/epoch)
+    failed: int = 0  # failed runs anywhere in the cell (listed under Problems)
+    search_done: bool = False  # every trial × search seed finished
+
+
+@dataclass(frozen=True)
+class CriticalBatch:
+    """The fit of ``S(B) = S_min (1 + B_noise / B)`` to one row's reached cells.
+
+    ``status``: ``fit`` (B_noise within the measured batch sizes), ``above`` / ``below`` (the estimate lies beyond
+    the largest / below the smallest measured batch size: only a bound is identified), ``too_few`` (fewer than
+    :data:`MIN_CELLS` reached cells) or ``failed`` (no convergence, or no finite covariance)."""
+
+    status: str
+    cells: int  # reached cells fitted
+    s_min: float = math.nan
+    b_noise: float = math.nan
+    low: float = math.nan  # 95 % interval of B_noise
+    high: float = math.nan
+    batch_range: tuple[float, float] = (math.nan, math.nan)  # smallest and largest fitted batch size
+
+    @property
+    def identified(self) -> bool:
+        return self.status == "fit"
+
+    def text(self) -> str:
+        """B_noise with its interval, or why it is not identifiable."""
+        smallest, largest = (format_value(b) for b in self.batch_range)
+        if self.status == "fit":
+            return f"{self.b_noise:.4g} (95 % interval {self.low:.3g} to {self.high:.3g})"
+        if self.status == "above":
+            return (f"not identifiable: above the largest batch size, B_noise > {largest} (steps fall about as 1/B "
+                    f"or faster up to it; the fit's {self.b_noise:.3g} is an extrapolation)")
+        if self.status == "below":
+            return (f"not identifiable: below the smallest batch size, B_noise < {smallest} (steps barely fall with "
+                    f"B; the fit's {self.b_noise:.3g} is an extrapolation)")
+        if self.status == "too_few":
+            return f"not identifiable: {self.cells} batch size(s) reached the target, the fit needs {MIN_CELLS}"
+        return "not identifiable: the fit did not converge to a finite estimate"
+
+
+def _log_steps(batch: np.ndarray, log_s_min: float, log_b_noise: float) -> np.ndarray:
+    """log S(B) = log S_min + log(1 + B_noise / B)."""
+    return log_s_min + np.log1p(np.exp(log_b_noise) / batch)
+
+
+def fit_critical_batch(batch_sizes: list[float], steps: list[float]) -> CriticalBatch:
+    """Least squares of log S against log(S_min (1 + B_noise / B)) over the cells that reached the target."""
+    batch, s = np.asarray(batch_sizes, dtype=float), np.asarray(steps, dtype=float)
+    if len(batch) < MIN_CELLS:
+        return CriticalBatch("too_few", len(batch), batch_range=(min(batch, default=math.nan),
+                                                                 max(batch, default=math.nan)))
+    span = (float(batch.min()), float(batch.max()))
+    start = (math.log(s.min() / 2), math.log(math.sqrt(span[0] * span[1])))  # the knee mid-range
+    try:
+        with warnings.catch_warnings():  # a degenerate fit warns about the covariance: judged below instead
+            warnings.simplefilter("ignore", OptimizeWarning)
+            warnings.simplefilter("ignore", RuntimeWarning)
+            params, cov = curve_fit(_log_steps, batch, np.log(s), p0=start, maxfev=10_000)
+    except (RuntimeError, ValueError):
+        return CriticalBatch("failed", len(batch), batch_range=span)
+    se = math.sqrt(cov[1, 1]) if np.isfinite(cov).all() and cov[1, 1] >= 0 else math.nan
+    t = float(stats.t.ppf(0.5 + CONFIDENCE / 2, len(batch) - 2))
+    with np.errstate(over="ignore"):  # a run-away fit: inf, judged "above" below
+        s_min, b_noise, low, high = (float(v) for v in np.exp([*params, params[1] - t * se, params[1] + t * se]))
+    status = "above" if b_noise > span[1] else "below" if b_noise < span[0] else "fit" if math.isfinite(se) \
+        else "failed"
+    return CriticalBatch(status, len(batch), s_min, b_noise, low, high, span)
+
+
+# --------------------------------------------------------------------------------------------- selection
+def _run_state(run: Any) -> tuple[str, float]:
+    """A run reaches the target at its recorded ``steps_to_target``, whatever happened after (with
+    ``target.stop=true`` the run ends there); a completed run without one did not reach it."""
+    steps = float(run.steps_to_target)
+    if run.status in (Status.completed, Status.diverged) and math.isfinite(steps):
+        return "usable", steps
+    return ("unreached", math.nan) if run.status == Status.completed else (_state(run.status, math.nan), math.nan)
+
+
+def _mean(values: list[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return statistics.fmean(finite) if finite else math.nan
+
+
+def _cell(spec: Spec, row: Row, column: Any, runs: pd.DataFrame) -> tuple[ScalingCell, list[str]]:
+    """Choose the trial of one cell (fewest steps to target) and gather its reported seeds."""
+    found = gather(spec, row, column, runs, _run_state)
+    problems = found.problems
+    candidates = []
+    for index, (point, key) in enumerate(zip(found.points, found.keys, strict=True)):
+        finished = [r for r in found.search(spec, key) if r.state in FINISHED]
+        reached = [r.value for r in finished if r.state == "usable"]
+        if reached:
+            candidates.append((-len(reached) / len(finished), statistics.fmean(reached), index, point, key))
+    records = list(found.records.values())
+    budgets = [r.run.epochs * r.run.steps_per_epoch for r in records if r.state == "unreached"
+               and not pd.isna(r.run.epochs) and not pd.isna(r.run.steps_per_epoch)]
+    base = {"expected": len(spec.reported_seeds), "failed": sum(r.state == "failed" for r in records),
+            "search_done": found.search_done, "budget_steps": float(max(budgets, default=math.nan))}
+    search = Counter(r.state for key in found.keys for r in found.search(spec, key))
+    if not candidates:
+        status = next((s for s, state in (("not_reached", "unreached"), ("diverged", "diverged"),
+                                          ("failed", "failed")) if search[state]), "missing")
+        return ScalingCell(row.label, column, status, **base), problems
+    *_, point, key = min(candidates, key=lambda c: c[:3])
+    chosen = [r for r in found.reported(spec, key) if r.state in FINISHED]
+    reached = [r for r in chosen if r.state == "usable"]
+    if spec.confirm_seeds and len(chosen) < len(spec.reported_seeds):
+        absent = [str(s) for s in spec.reported_seeds
+                  if (r := found.records.get((key, s))) is None or r.state not in FINISHED]
+        problems.append(f"{found.where}: confirmation of the chosen point ({format_point(point)}): {len(chosen)} of "
+                        f"{len(spec.reported_seeds)} seeds finished (seeds {', '.join(absent)} not)")
+    if not reached:
+        status = "missing" if not chosen else "diverged" if all(r.state == "diverged" for r in chosen) \
+            else "not_reached"
+        return ScalingCell(row.label, column, status, finished=len(chosen), point=point, **base), problems
+    steps = [r.value for r in reached]
+    return ScalingCell(row.label, column, "ok", statistics.fmean(steps),
+                       statistics.stdev(steps) if len(steps) > 1 else math.nan, len(steps), len(chosen),
+                       images=_mean([r.run.images_to_target for r in reached]),
+                       time_s=_mean([r.run.time_to_target_s for r in reached]), point=point, **base), problems
+
+
+def _run_target(config: Any) -> tuple[str, float] | None:
+    """``(target.metric, target.value)`` of a run's resolved config, or ``None`` when it has none."""
+    target = config.get("target") if isinstance(config, Mapping) else None
+    try:
+        return str(target["metric"]), float(target["value"])
+    except (TypeError, KeyError, ValueError):
+        return None
+
+
+def _same_target(spec: Spec, target: tuple[str, float] | None) -> bool:
+    return target is not None and target[0] == spec.target[0] and math.isclose(target[1], spec.target[1])
+
+
+def select(spec: Spec, df: pd.DataFrame) -> tuple[dict[tuple[str, Any], ScalingCell], list[str]]:
+    """Every cell of a scaling table and the problems found. Runs of the table measured against another target
+    than the spec's (or none) are left out and listed."""
+    targets = df["config"].map(_run_target)
+    other = (df["table"] == spec.name) & ~targets.map(lambda t: _same_target(spec, t)).astype(bool)
+    problems = [f"{n} run(s) measured against target {t[0]}={format_value(t[1])} instead of the spec's "
+                f"{spec.target[0]}={format_value(spec.target[1])} (ignored)" if t else
+                f"{n} run(s) without target.metric/target.value in their config (ignored)"
+                for t, n in Counter(targets[other]).items()]
+    cells, found = select_cells(spec, df[~other], _cell)
+    return cells, problems + found
+
+
+# --------------------------------------------------------------------------------------------- rendering
+def _steps(value: float) -> str:
+    """Steps as an integer from 100 on, else 3 significant digits (means of few seeds are not integers)."""
+    return f"{value:.0f}" if value >= 100 else f"{value:.3g}"
+
+
+def cell_text(cell: ScalingCell) -> str:
+    """``mean ± std`` steps with ``(k/n reached)``, ``(n=f/e)`` (seeds finished) and ``‡`` (runs failed), or the
+    status (``not reached`` with the steps the runs had)."""
+    if cell.status != "ok":
+        text = STATUS_TEXT[cell.status]
+        if cell.status == "not_reached" and math.isfinite(cell.budget_steps):
+            text += f" (in {cell.budget_steps:.0f} steps)"
+        return text + ("‡" if cell.failed else "")
+    text = _steps(cell.mean) + ("" if math.isnan(cell.std) else f" ± {_steps(cell.std)}")
+    if cell.n < cell.finished:
+        text += f" ({cell.n}/{cell.finished} reached)"
+    if cell.finished < cell.expected:
+        text += f" (n={cell.finished}/{cell.expected})"
+    return text + ("‡" if cell.failed else "")
+
+
+@dataclass
+class ScalingTable:
+    """The rendered scaling table, its cells and fits, and what was missing or broken."""
+
+    spec: Spec
+    cells: dict[tuple[str, Any], ScalingCell]
+    fits: dict[str, CriticalBatch]  # row label -> fit
+    markdown: str
+    csv: str
+    problems: list[str]
+
+    @property
+    def files(self) -> dict[str, str]:
+        """Output file name -> text."""
+        return {"scaling.md": self.markdown, "scaling.csv": self.csv}
+
+
+def _evaluation_text(df: pd.DataFrame, spec: Spec) -> tuple[str, list[int]]:
+    """How steps to target were measured (from the runs' configs), and the eval_every_steps values found."""
+    mine = df[df["table"] == spec.name]
+    every = sorted({int(c.get("eval_every_steps") or 0) for c in mine["config"] if isinstance(c, Mapping)})
+    steps = [e for e in every if e]
+    if not every:
+        return "", []
+    where = (f"every {' or '.join(map(str, steps))} optimizer steps (`eval_every_steps`) and at the end of every "
+             "evaluated epoch" if steps else "at the end of every evaluated epoch only (`eval_every_steps=0`)")
+    return (f"Steps to target are measured at evaluations {where}: each value is the first evaluation at or past "
+            "the crossing, so it can be late by up to one evaluation interval."), steps
+
+
+def _fit_section(spec: Spec, fits: dict[str, CriticalBatch]) -> list[str]:
+    rows = [[label, str(fit.cells), _steps(fit.s_min) if fit.identified else "–", fit.text()]
+            for label, fit in fits.items()]
+    return ["## Critical batch size", "",
+            "Per row, least squares of log S over the batch sizes that reached the target (cell means) against "
+            "McCandlish et al.'s `S(B) = S_min (1 + B_noise / B)` (`scipy.optimize.curve_fit`, positive parameters); "
+            "the critical batch size B_crit ≈ B_noise is where training takes twice the minimum steps S_min. "
+            f"Reported only with at least {MIN_CELLS} reached batch sizes and an estimate within the measured ones; "
+            f"the interval is {CONFIDENCE * 100:g} % (Student t on log B_noise, n − 2 degrees of freedom).", "",
+            md_table(["Method", "batch sizes fitted", "S_min (steps)", "B_noise ≈ B_crit"], rows), ""]
+
+
+def _scope(spec: Spec, eval_steps: list[int]) -> list[str]:
+    """What a study of this size can and cannot show."""
+    smallest, largest = column_header(spec, spec.columns[0]), column_header(spec, spec.columns[-1])
+    coarse = (f" With evaluations every {max(eval_steps)} steps, cells of a few hundred steps or fewer are coarse."
+              if eval_steps else "")
+    return ["## What this study can and cannot show", "",
+            f"- It can show, for this model, dataset and target, whether doubling the batch size from {smallest} to "
+            f"{largest} still roughly halves the steps to the target (the dotted line in `scaling.png`), where each "
+            "optimizer leaves that regime, which optimizers reach the target at all within the epoch budget, and "
+            "their order in steps at each batch size.",
+            "- It cannot give the critical batch size of the paper-scale problems: B_crit grows as the target gets "
+            "harder (McCandlish et al.), so a CPU-sized model, subset and target give a small problem's B_crit. "
+            "A `not reached` cell may be the epoch budget (fewer steps at larger B) rather than the optimizer."
+            + coarse,
+            f"- B_noise needs at least {MIN_CELLS} batch sizes that reached the target and the knee of the curve "
+            "inside the measured range; otherwise only a bound is stated. With few seeds the spread is rough, and "
+            "`time_to_target_s` (in `scaling.csv`) depends on the machine and its load.", ""]
+
+
+def _selection_rule(spec: Spec) -> str:
+    seeds = ", ".join(map(str, spec.seeds))
+    text = (f"Selection rule: per row and batch size, among the row's {spec.budget(spec.rows[0])} trial(s) run with "
+            f"seed(s) {seeds}, the trial whose finished seeds reached the target most often (all first), then in the "
+            "fewest steps (mean over the seeds that reached it; ties go to the first trial)")
+    if spec.confirm_seeds:
+        text += (f"; it is re-run with seeds {', '.join(map(str, spec.confirm_seeds))}, and the cell shows those "
+                 "runs (not the search seeds', whose minimum is biased low by the selection)")
+    return text + (". The cell shows the mean ± sample std of the steps over the seeds that reached the target. "
+                   "`(k/n reached)`: k of "
+                   "the n finished seeds reached it (the mean is over those k). `(n=f/e)`: f of e seeds finished. "
+                   "`not reached (in N steps)`: no trial reached the target in the N steps its runs had. `div`: "
+                   "every run diverged. `failed`: runs failed, none finished. `–`: no finished run. ‡: some runs "
+                   "failed (see Problems).")
+
+
+def _markdown(spec: Spec, cells: dict[tuple[str, Any], ScalingCell], fits: dict[str, CriticalBatch],
+              problems: list[str], evaluation: str, eval_steps: list[int]) -> str:
+    metric, value = spec.target
+    headers = [column_header(spec, c) for c in spec.columns]
+    main = [[r.label, str(spec.runs_per_cell(r)), *(cell_text(cells[(r.label, c)]) for c in spec.columns)]
+            for r in spec.rows]
+    points = [[r.label, *(format_point(cells[(r.label, c)].point) or "–" for c in spec.columns)] for r in spec.rows]
+    over = f"{len(spec.reported_seeds)} seed(s)" + (" (confirmation runs of the chosen trial)"
+                                                    if spec.confirm_seeds else "")
+    lines = [f"# {spec.display_title}", "",
+             f"Table `{spec.name}`: optimizer steps until `{metric}` reaches {format_value(value)} (the target of the "
+             f"runs' configs, `target.metric`/`target.value`), mean ± std over {over}, against the batch size B.", "",
+             md_table(["Method", "Budget (runs/cell)", *headers], main), ""]
+    for text in (evaluation, _budget_text(spec), _selection_rule(spec)):
+        lines += [text, ""] if text else []
+    if spec.notes:
+        lines += [f"Notes: {spec.notes.strip()}", ""]
+    lines += _fit_section(spec, fits)
+    if any(r.grid or r.trials is not None for r in spec.rows):
+        lines += ["## Selected point per cell", "", md_table(["Method", *headers], points), ""]
+    lines += _scope(spec, eval_steps)
+    done = "None: every expected run finished (reached the target, did not, or diverged)."
+    lines += ["## Problems", ""] + ([f"- {p}" for p in problems] or [done])
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _csv(spec: Spec, cells: dict[tuple[str, Any], ScalingCell]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_HEADER)
+    for row in spec.rows:
+        for column in spec.columns:
+            cell = cells[(row.label, column)]
+            writer.writerow([row.label, column, _number(cell.mean), _number(cell.std), _number(cell.images),
+                             _number(cell.time_s), cell.n, cell.finished,
+                             json.dumps(cell.point) if cell.point is not None else "", cell.status])
+    return buffer.getvalue()
+
+
+def build_scaling(spec: Spec, df: pd.DataFrame) -> ScalingTable:
+    """Select every cell from the collected runs ``df``, fit each row, and render ``scaling.md`` and ``scaling.csv``."""
+    cells, problems = select(spec, df)
+    fits = {}
+    for row in spec.rows:
+        reached = [cells[(row.label, c)] for c in spec.columns if cells[(row.label, c)].status == "ok"]
+        fits[row.label] = fit_critical_batch([float(c.column) for c in reached], [c.mean for c in reached])
+    evaluation, eval_steps = _evaluation_text(df, spec)
+    return ScalingTable(spec, cells, fits, _markdown(spec, cells, fits, problems, evaluation, eval_steps),
+                        _csv(spec, cells), problems)
+
+
+# --------------------------------------------------------------------------------------------- figure
+def scaling_axes(spec: Spec, table: ScalingTable) -> Axes | None:
+    """The axes of ``scaling.png``: steps to target against B on log-log axes, one line per row (error bars: std
+    over seeds), the perfect-scaling line through the best cell at the smallest batch size any row reached, each
+    identified fit dashed, unreached cells as open triangles at the top edge; ``None`` when no cell reached it."""
+    reached = [c for c in table.cells.values() if c.status == "ok"]
+    if not reached:
+        return None
+    fig = Figure(figsize=(10, 5.2), layout="constrained")
+    ax = fig.subplots()
+    colours = _colours(spec)
+    batches = np.geomspace(min(spec.columns), max(spec.columns), 200)
+    for row in spec.rows:
+        mine = [table.cells[(row.label, c)] for c in spec.columns]
+        ok = [c for c in mine if c.status == "ok"]
+        if ok:
+            mean = np.array([c.mean for c in ok])
+            std = np.nan_to_num(np.array([c.std for c in ok]))
+            x = [c.column for c in ok]
+            ax.plot(x, mean, "o-", color=colours[row.label], label=row.label, markersize=4)
+            ax.errorbar(x, mean, yerr=np.vstack([np.minimum(std, mean * 0.9), std]), fmt="none",
+                        ecolor=colours[row.label], capsize=3)
+        fit = table.fits[row.label]
+        if fit.identified:
+            ax.plot(batches, fit.s_min * (1 + fit.b_noise / batches), "--", color=colours[row.label], linewidth=0.8)
+        unreached = [c.column for c in mine if c.status in ("not_reached", "diverged")]
+        if unreached:
+            ax.plot(unreached, [0.97] * len(unreached), "^", mfc="none", color=colours[row.label], markersize=8,
+                    transform=ax.get_xaxis_transform(), clip_on=False, label=None if ok else row.label)
+    first = min(c.column for c in reached)
+    anchor = min((c for c in reached if c.column == first), key=lambda c: c.mean)
+    ax.plot(batches, anchor.mean * first / batches, ":", color="grey",
+            label=f"perfect scaling S ∝ 1/B (through {anchor.row} at {column_header(spec, first)})")
+    if any(f.identified for f in table.fits.values()):
+        ax.add_line(Line2D([], [], linestyle="--", linewidth=0.8, color="black",
+                           label="fit S_min (1 + B_noise / B) (row colour)"))
+    if any(c.status in ("not_reached", "diverged") for c in table.cells.values()):
+        ax.add_line(Line2D([], [], linestyle="none", marker="^", mfc="none", color="black",
+                           label="target not reached or diverged (top edge)"))
+    values = [c.mean for c in reached] + [c.mean + np.nan_to_num(c.std) for c in reached]
+    ax.set_ylim(min(c.mean for c in reached) / 2, max(values) * 3)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xticks(spec.columns, [format_value(c) for c in spec.columns])
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.yaxis.set_major_formatter(LogFormatter())  # plain numbers (20, 50, 100) rather than 2×10¹
+    ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False))
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside center right", fontsize="small")
+    ax.set_xlabel("batch size B")
+    ax.grid(alpha=0.3, which="both")
+    return ax
+
+
+def scaling_figure(spec: Spec, table: ScalingTable, out_dir: str | Path) -> list[Path]:
+    """Write ``scaling.png`` (:func:`scaling_axes`) into ``out_dir`` when some cell reached the target."""
+    ax = scaling_axes(spec, table)
+    if ax is None:
+        return []
+    metric, value = spec.target
+    seeds = len(spec.reported_seeds)
+    return _save(ax.figure, [ax], f"optimizer steps until {metric} reaches {format_value(value)}",
+                 _title(spec, f"steps to target vs batch size (mean ± std over {seeds} seed(s))"),
+                 Path(out_dir) / FIGURE, shared_legend=False)
