@@ -27,6 +27,8 @@ from tvlars.experiments import load_spec, smoke_spec  # noqa: E402
 from tvlars.report import build_table, collect, records, status_summary, write_figures  # noqa: E402
 from tvlars.report.collect import WANDB_PREFIX  # noqa: E402
 from tvlars.report.figures import FIGURES  # noqa: E402
+from tvlars.report.instrument_figures import FIGURES as INSTRUMENT_FIGURES  # noqa: E402
+from tvlars.report.instrument_figures import write_instrument_figures  # noqa: E402
 from tvlars.report.scaling import FIGURE as SCALING_FIGURE  # noqa: E402
 from tvlars.report.scaling import build_scaling, scaling_figure  # noqa: E402
 
@@ -80,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         records.write_atomic(out / name, text.encode())
         written.append(out / name)
     figures = scaling_figure(spec, table, out) if scaling else write_figures(spec, table, df, out)
-    for stale in (out / name for name in (*FIGURES, SCALING_FIGURE) if out / name not in figures):
+    figures += write_instrument_figures(spec, df, out)
+    for stale in (out / name for name in (*FIGURES, SCALING_FIGURE, *INSTRUMENT_FIGURES) if out / name not in figures):
         stale.unlink(missing_ok=True)  # a figure of an older build that these records no longer support
     if not in_place:
         records.copy_records(names, out / "runs")

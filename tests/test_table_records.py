@@ -69,7 +69,7 @@ def test_records_travel_and_rebuild_byte_for_byte(study: Path) -> None:
     assert {p.name for p in (study / "runs" / "mini").iterdir()} >= {"jobs"}  # the source is untouched
     first = _outputs(results)
     assert set(first) == {"table.md", "table.tex", "table.csv", "accuracy_vs_epoch.png", "trust_ratio.png",
-                          "phi.png", "tuning_curve.png"}
+                          "phi.png", "tuning_curve.png", "noise_scale.png"}  # the records hold noise_scale.jsonl
     for name in ("table.md", "table.tex", "table.csv"):
         assert str(study) not in first[name].decode()  # nothing machine-specific
 

@@ -55,3 +55,23 @@ def test_no_records_no_figure(tmp_path: Path) -> None:
     assert noise_scale_figure({"SGD": [empty]}, tmp_path) == []
     assert sharpness_figure({}, tmp_path) == []
     assert not list(tmp_path.glob("*.png"))
+
+
+def test_make_tables_draws_the_instrument_figures_of_a_table(tmp_path: Path) -> None:
+    """Rows in the spec's order, every finished run of the row, a run of another table left out."""
+    from test_report import write_run
+
+    from tvlars.experiments import load_spec
+    from tvlars.report import collect
+    from tvlars.report.instrument_figures import write_instrument_figures
+
+    spec_path = tmp_path / "mini.yaml"
+    spec_path.write_text("title: mini\ncolumns: {key: batch_size, values: [256]}\nseeds: [0]\nchance: 10\n"
+                         "rows:\n  - {label: LARS, overrides: [optimizer=lars], grid: {optimizer.lr: [1]}}\n")
+    root = tmp_path / "runs"
+    for table in ("mini", "other"):
+        run_dir = write_run(root, "LARS", 256, {"optimizer.lr": 1}, 0, 80.0, table=table)
+        (run_dir / "noise_scale.jsonl").write_text("".join(
+            json.dumps({"step": s, "b_simple": 100.0 + s, "g2": 1.0, "trace_sigma": 1.0}) + "\n" for s in (2, 4)))
+    out = tmp_path / "out"
+    assert write_instrument_figures(load_spec(spec_path), collect(root), out) == [out / "noise_scale.png"]

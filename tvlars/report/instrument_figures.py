@@ -16,8 +16,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 
+from tvlars.experiments import Spec
 from tvlars.records import read_jsonl
-from tvlars.report.figures import _grid, _save
+from tvlars.report.figures import _grid, _save, _title
 
 Runs = Mapping[str, Sequence[str | Path]]
 """Run directories grouped by row label (legend order)."""
@@ -121,3 +122,16 @@ def sharpness_figure(runs: Runs, out_dir: str | Path, title: str = "") -> list[P
     _log_if_positive(axes)
     return _save(fig, axes, "λ_max (dotted: stability threshold)", title or "sharpness on a fixed batch",
                  _out(out_dir) / "sharpness.png")
+
+
+FIGURES = ("noise_scale.png", "sharpness.png")
+
+
+def write_instrument_figures(spec: Spec, df: pd.DataFrame, out_dir: str | Path) -> list[Path]:
+    """The instruments' figures of a table (either kind): every finished run of the table, grouped by row in the
+    spec's order (a row's curve at a batch size is the mean over all its runs there: trials and seeds)."""
+    mine = df[(df["table"] == spec.name) & df["status"].isin(["completed", "diverged"])]
+    runs = {row.label: [Path(d) for d in mine.loc[mine["row"] == row.label, "run_dir"]] for row in spec.rows}
+    runs = {label: dirs for label, dirs in runs.items() if dirs}
+    return [*noise_scale_figure(runs, out_dir, _title(spec, "gradient noise scale (dashed: the batch sizes)")),
+            *sharpness_figure(runs, out_dir, _title(spec, "sharpness on a fixed batch"))]
