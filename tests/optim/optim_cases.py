@@ -10,8 +10,8 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
+from tests.optim.reference import ReferenceLAMB, ReferenceLARS, tvlars_phi
 from tvlars.optim import LAMB, LAMBC, LARS, TVLARS
-from tvlars.optim.reference import ReferenceLAMB, ReferenceLARS, tvlars_phi
 
 Factory = Callable[[list[dict[str, Any]]], Optimizer]
 

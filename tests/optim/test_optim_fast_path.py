@@ -84,19 +84,19 @@ def test_state_dict_round_trip_continues_bit_identically(name: str) -> None:
 
 def test_tvlars_step_count_is_saved_and_restored() -> None:
     params = make_params()
-    opt = TVLARS(make_groups(params), lr=0.1)
+    opt = TVLARS.official(make_groups(params), lr=0.1)
     gen = torch.Generator().manual_seed(4)
     for _ in range(7):
         set_random_grads(params, gen)
         opt.step()
     saved = copy.deepcopy(opt.state_dict())
     assert saved["param_groups"][0]["step"].item() == 7  # the adapting group's t
-    fresh = TVLARS(make_groups(make_params()), lr=0.1)
+    fresh = TVLARS.official(make_groups(make_params()), lr=0.1)
     fresh.load_state_dict(saved)
     assert fresh.param_groups[0]["step"].item() == 7
     set_random_grads(fresh.param_groups[0]["params"] + fresh.param_groups[1]["params"], gen)
     fresh.step()
-    expected_phi = 1.0 / (0.1 + math.exp(0.001 * 8))  # class defaults: the released schedule, t = 8
+    expected_phi = 1.0 / (0.1 + math.exp(0.001 * 8))  # the released schedule, t = 8
     assert fresh.trust_stats()["phi"].item() == pytest.approx(expected_phi, rel=1e-6)
 
 
