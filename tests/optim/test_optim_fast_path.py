@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 
+from tests.nosync import NoHostSync
 from tests.optim.optim_cases import CASES, FAST_CASES, make_groups, make_params, relative_error, set_random_grads
 from tvlars.optim import TVLARS
 
@@ -141,6 +142,28 @@ def test_step_and_trust_stats_never_read_tensor_values_on_the_host(
     for _ in range(2):
         opt.step()
         opt.trust_stats()
+
+
+@pytest.mark.parametrize("dense", [False, True], ids=["cpu", "cuda-like"])
+@pytest.mark.parametrize("name", FAST_CASES)
+def test_steps_after_the_first_neither_sync_nor_make_host_tensors(
+    name: str, dense: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first steps create the state (and, on CUDA, one layout per set of tensors with gradients); every
+    later ``step()`` and ``trust_stats()`` runs under NoHostSync (host reads, host-made tensors, host/device
+    copies), also with CUDA's per-tensor scale layout."""
+    monkeypatch.setattr("tvlars.optim._trust.dense_scales", lambda device: dense)
+    params = make_params()
+    opt = FAST_CASES[name](make_groups(params))
+    gen = torch.Generator().manual_seed(6)
+    for step in range(5):
+        set_random_grads(params, gen, skip=NO_GRAD if step % 2 else None)
+        if step < 2:
+            opt.step()
+            continue
+        with NoHostSync():
+            opt.step()
+            opt.trust_stats()
 
 
 @pytest.mark.parametrize("name", FAST_CASES)
