@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.optim import Optimizer
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from tests.optim.reference import ReferenceLAMB, ReferenceLARS, tvlars_phi
 from tvlars.optim import LAMB, LAMBC, LARS, TVLARS
@@ -97,3 +98,24 @@ def tiny_bn_net(seed: int = 0) -> nn.Module:
         nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10),
     )
+
+
+class ForeachListsMatch(TorchDispatchMode):
+    """Fail when a ``torch._foreach_*`` op gets tensor lists that differ at some position in shape, strides
+    (over dimensions of size > 1), dtype or device: CUDA's multi-tensor fast path needs them equal and
+    otherwise launches one kernel per tensor (e.g. a list of 0-d ratios beside the parameters)."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        kwargs = kwargs or {}
+        if func.__name__.startswith("_foreach_"):
+            lists = [a for a in (*args, *kwargs.values()) if isinstance(a, (list, tuple)) and a
+                     and all(isinstance(t, torch.Tensor) for t in a)]
+            for tensors in zip(*lists, strict=True):
+                first = tensors[0]
+                for other in tensors[1:]:
+                    same = (other.shape == first.shape and other.dtype == first.dtype and other.device == first.device
+                            and all(a == b for a, b, n in zip(other.stride(), first.stride(), first.shape, strict=True)
+                                    if n > 1))
+                    assert same, (f"{func}: {tuple(first.shape)} {first.dtype} {first.stride()} beside "
+                                  f"{tuple(other.shape)} {other.dtype} {other.stride()}")
+        return func(*args, **kwargs)

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from tests.nosync import NoHostSync
+from tests.optim.optim_cases import ForeachListsMatch
 from tvlars.optim import CDAT, LAMB, LARS
 from tvlars.records import read_jsonl
 from tvlars.train import run
@@ -173,6 +174,16 @@ def test_steps_after_the_first_neither_sync_nor_make_host_tensors(base: str) -> 
         for _ in range(2):
             opt.step(closure)
             opt.trust_stats()
+
+
+@pytest.mark.parametrize("base", ["sgd", "lars", "lamb"])
+def test_cuda_like_step_gives_foreach_ops_matching_lists(base: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    q = Quadratic()
+    opt = CDAT(q.groups(0.01), lr=10.0, base=base, weight_decay=0.01)
+    monkeypatch.setattr("tvlars.optim._trust.dense_scales", lambda device: True)
+    with ForeachListsMatch():
+        for _ in range(2):
+            opt.step(q.closure(opt))
 
 
 def test_graph_is_freed_and_state_round_trips_exactly() -> None:

@@ -10,7 +10,15 @@ import pytest
 import torch
 
 from tests.nosync import NoHostSync
-from tests.optim.optim_cases import CASES, FAST_CASES, make_groups, make_params, relative_error, set_random_grads
+from tests.optim.optim_cases import (
+    CASES,
+    FAST_CASES,
+    ForeachListsMatch,
+    make_groups,
+    make_params,
+    relative_error,
+    set_random_grads,
+)
 from tvlars.optim import TVLARS
 
 STEPS = 50
@@ -164,6 +172,41 @@ def test_steps_after_the_first_neither_sync_nor_make_host_tensors(
         with NoHostSync():
             opt.step()
             opt.trust_stats()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("name", FAST_CASES)
+def test_cuda_like_eager_step_gives_foreach_ops_matching_lists(
+    name: str, dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the layout the eager step uses off the CPU, no foreach op gets a list of 0-d per-tensor scalars
+    beside the parameters (it would leave CUDA's multi-tensor fast path), and the result is the CPU path's.
+    One parameter is channels-last, so the scales must take its strides."""
+    cpu_params, dense_params = make_params(dtype), make_params(dtype)
+    for params in (cpu_params, dense_params):
+        params[0].data = params[0].data.to(memory_format=torch.channels_last)
+    cpu, dense = FAST_CASES[name](make_groups(cpu_params)), FAST_CASES[name](make_groups(dense_params))
+    gen = torch.Generator().manual_seed(9)
+    for _ in range(3):
+        set_random_grads(cpu_params, gen)
+        for p, q in zip(cpu_params, dense_params, strict=True):  # gradients in their parameter's layout
+            p.grad = torch.empty_like(p).copy_(p.grad)
+            q.grad = p.grad.clone()
+        cpu.step()
+        with monkeypatch.context() as patch, ForeachListsMatch():
+            patch.setattr("tvlars.optim._trust.dense_scales", lambda device: True)
+            dense.step()
+    tolerance = {} if dtype == torch.float32 else {"rtol": 1e-2, "atol": 1e-2}  # bf16 scales round the ratios
+    for p, q in zip(cpu_params, dense_params, strict=True):
+        torch.testing.assert_close(q, p, **tolerance)
+
+
+def test_foreach_check_catches_0d_scalars_on_the_cpu_path() -> None:
+    params = make_params()
+    opt = FAST_CASES["lars"](make_groups(params))
+    set_random_grads(params, torch.Generator().manual_seed(9))
+    with pytest.raises(AssertionError, match="_foreach_addcmul_"), ForeachListsMatch():
+        opt.step()
 
 
 @pytest.mark.parametrize("name", FAST_CASES)
