@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -15,6 +16,7 @@ from tests.optim.reference import ReferenceLAMB, ReferenceLARS, tvlars_phi
 from tvlars.optim import LAMB, LAMBC, LARS, TVLARS
 
 Factory = Callable[[list[dict[str, Any]]], Optimizer]
+PRESETS = sorted(p.stem for p in (Path(__file__).resolve().parents[2] / "configs" / "optimizer").glob("*.yaml"))
 
 _TV = dict(lam=0.05, alpha=1.0, delay_steps=20, gamma_min=0.01)
 # name -> (fast optimizer, its per-tensor reference), both built from the same param groups
@@ -98,6 +100,22 @@ def tiny_bn_net(seed: int = 0) -> nn.Module:
         nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10),
     )
+
+
+def train_step(optimizer: Optimizer, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+    """One cross-entropy step, through a closure for optimizers that need one (CDAT)."""
+
+    def closure(create_graph: bool = False) -> torch.Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward(create_graph=create_graph)
+        return loss
+
+    if getattr(optimizer, "needs_closure", False):
+        optimizer.step(closure)
+    else:
+        closure()
+        optimizer.step()
 
 
 class ForeachListsMatch(TorchDispatchMode):
