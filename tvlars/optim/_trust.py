@@ -58,9 +58,14 @@ def accumulation_dtype(tensors: Iterable[Tensor]) -> torch.dtype:
 def batched_norms(tensors: list[Tensor]) -> Tensor:
     """L2 norm of every tensor in ``tensors`` as one vector (one multi-tensor reduction).
 
-    Accumulated in :func:`accumulation_dtype`, so bf16/fp16 tensors get exact-enough norms.
+    Accumulated in :func:`accumulation_dtype`, so bf16/fp16 tensors get exact-enough norms. Compiled, one
+    reduction per tensor instead: Inductor runs ``_foreach_norm`` as an opaque call on materialised inputs,
+    while it fuses a plain norm with the ops that make its input (LARS's ``g + wd·w`` is then never stored).
     """
-    return torch.stack(torch._foreach_norm(tensors, 2, dtype=accumulation_dtype(tensors)))
+    dtype = accumulation_dtype(tensors)
+    if torch.compiler.is_compiling():
+        return torch.stack([torch.linalg.vector_norm(t, dtype=dtype) for t in tensors])
+    return torch.stack(torch._foreach_norm(tensors, 2, dtype=dtype))
 
 
 def trust_ratio(
@@ -305,33 +310,39 @@ class TrustRatioOptimizer(Optimizer):
         return ()
 
     @classmethod
-    def _trust_options(cls, hp: Mapping[str, Any], step: Tensor, like: Tensor) -> tuple[dict[str, Any],
-                                                                                          dict[str, Tensor]]:
-        """Keyword arguments of :func:`trust_ratio` for an adapting group at step ``step`` (``like``: a norm
-        vector), and the group's extra 0-d observables."""
+    def _step_scalars(cls, hp: Mapping[str, Any], step: Tensor, dtype: torch.dtype) -> dict[str, Tensor]:
+        """The group's 0-d values that depend only on its step count ``t`` (after the increment), in ``dtype``:
+        TVLARS's φ, LAMB's bias corrections. They are computed before :meth:`_update` and outside the
+        compiled step: compiled in, Inductor would recompute them for every element of every tensor."""
+        return {}
+
+    @classmethod
+    def _trust_options(cls, hp: Mapping[str, Any], scalars: dict[str, Tensor],
+                       like: Tensor) -> tuple[dict[str, Any], dict[str, Tensor]]:
+        """Keyword arguments of :func:`trust_ratio` for an adapting group (``scalars``: :meth:`_step_scalars`;
+        ``like``: a norm vector), and the group's extra 0-d observables."""
         raise NotImplementedError
 
     @classmethod
     def _update(cls, hp: Mapping[str, Any], params: list[Tensor], grads: list[Tensor], state: dict[str, list[Tensor]],
-                step: Tensor, lr: float | Tensor, capture: bool, layout: Layout | None) -> GroupUpdate:
+                scalars: dict[str, Tensor], lr: float | Tensor, capture: bool, layout: Layout | None) -> GroupUpdate:
         """The update of one group, a function of tensors only (it runs eagerly or compiled).
 
         ``hp``: the group's hyper-parameters but ``lr``; ``state``: the buffers named by :meth:`_state_keys`,
-        aligned with ``params``; ``step``: the group's counter, to increment in place; ``lr``: see
-        :func:`descend`; ``capture``: return the directions instead of writing the parameters
-        (:meth:`direction`); ``layout``: for :func:`spread`. Writes the parameters only through
-        :func:`descend`.
+        aligned with ``params``; ``scalars``: :meth:`_step_scalars`; ``lr``: see :func:`descend`;
+        ``capture``: return the directions instead of writing the parameters (:meth:`direction`);
+        ``layout``: for :func:`spread`. Writes the parameters only through :func:`descend`.
         """
         raise NotImplementedError
 
     @classmethod
-    def _ratio(cls, hp: Mapping[str, Any], step: Tensor, weight_norm: Tensor,
+    def _ratio(cls, hp: Mapping[str, Any], scalars: dict[str, Tensor], weight_norm: Tensor,
                update_norm: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """The ratio applied to each tensor of a group (:func:`trust_ratio`, or 1 if it does not adapt) and
         the group's extra observables."""
         if not hp["adapt"]:
             return torch.ones_like(weight_norm), {}
-        options, extras = cls._trust_options(hp, step, weight_norm)
+        options, extras = cls._trust_options(hp, scalars, weight_norm)
         return trust_ratio(weight_norm, update_norm, **options), extras
 
     # --- the step ------------------------------------------------------------------------------
@@ -354,24 +365,26 @@ class TrustRatioOptimizer(Optimizer):
 
     def _update_group(self, index: int, group: dict[str, Any], params: list[Tensor],
                       grads: list[Tensor]) -> GroupUpdate:
-        """Create what the group's update needs (state, step counter, LR tensor, layout) and run it."""
+        """Advance the group's step count, create what its update needs (state, step scalars, LR tensor,
+        layout) and run it."""
         hp = {key: group[key] for key in self._hyperparameters}
         state = {key: self._buffers(params, key) for key in self._state_keys(hp)}
         if "step" not in group:
             group["step"] = torch.zeros((), dtype=STEP_DTYPE, device=params[0].device)
+        scalars = self._step_scalars(hp, group["step"].add_(1.0), accumulation_dtype(params))
         capture = self._directions is not None
         if self._is_fused(params[0].device):
             if index not in self._lr_tensors:
                 self._lr_tensors[index] = torch.zeros((), dtype=accumulation_dtype(params), device=params[0].device)
             lr = self._lr_tensors[index].fill_(group["lr"])  # a device-side fill: no sync, no recompilation
-            return _compiled(type(self)._update)(hp, params, grads, state, group["step"], lr, capture, None)
+            return _compiled(type(self)._update)(hp, params, grads, state, scalars, lr, capture, None)
         layout = None
         if dense_scales(params[0].device):
             key = tuple(map(id, params))
             if key not in self._layouts:
                 self._layouts[key] = Layout.of(params)
             layout = self._layouts[key]
-        return type(self)._update(hp, params, grads, state, group["step"], group["lr"], capture, layout)
+        return type(self)._update(hp, params, grads, state, scalars, group["lr"], capture, layout)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]

@@ -122,18 +122,26 @@ class LAMB(TrustRatioOptimizer):
         return ("exp_avg", "exp_avg_sq")
 
     @classmethod
-    def _trust_options(cls, hp: Mapping[str, Any], step: Tensor, like: Tensor) -> tuple[dict[str, Any],
-                                                                                          dict[str, Tensor]]:
+    def _step_scalars(cls, hp: Mapping[str, Any], step: Tensor, dtype: torch.dtype) -> dict[str, Tensor]:
+        if not hp["bias_correction"]:
+            return {}
+        beta1, beta2 = hp["betas"]
+        t = step.to(dtype)  # the norms' precision
+        sqrt_c2 = one_minus_pow(beta2, t).sqrt()  # c_i = 1 − β_i^t
+        return {"sqrt_c2": sqrt_c2, "scale": sqrt_c2 / one_minus_pow(beta1, t)}  # s = √c2 / c1
+
+    @classmethod
+    def _trust_options(cls, hp: Mapping[str, Any], scalars: dict[str, Tensor],
+                       like: Tensor) -> tuple[dict[str, Any], dict[str, Tensor]]:
         return {"weight_norm_max": hp["weight_norm_clamp"], "clip_min": hp["clip_min"],
                 "clip_max": hp["clip_max"]}, {}
 
     @classmethod
     def _update(cls, hp: Mapping[str, Any], params: list[Tensor], grads: list[Tensor], state: dict[str, list[Tensor]],
-                step: Tensor, lr: float | Tensor, capture: bool, layout: Layout | None) -> GroupUpdate:
+                scalars: dict[str, Tensor], lr: float | Tensor, capture: bool, layout: Layout | None) -> GroupUpdate:
         eps, wd = hp["eps"], hp["weight_decay"]
         beta1, beta2 = hp["betas"]
         exp_avgs, exp_avg_sqs = state["exp_avg"], state["exp_avg_sq"]
-        step.add_(1.0)
         torch._foreach_lerp_(exp_avgs, grads, 1.0 - beta1)
         torch._foreach_mul_(exp_avg_sqs, beta2)
         torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1.0 - beta2)
@@ -141,15 +149,12 @@ class LAMB(TrustRatioOptimizer):
         # One new tensor per parameter (as AdamW), turned in place into u / s: on the CPU a fresh
         # allocation costs several in-place passes (page faults), so ``1/x · m`` beats ``m / x`` here.
         directions = torch._foreach_sqrt(exp_avg_sqs)
-        if hp["bias_correction"]:
-            # u = s · (m / (√v + ε·√c2) + (wd / s) · w), with c_i = 1 − β_i^t and s = √c2 / c1: the
-            # docstring's u in fewer passes. ``other=``: the Tensor overload (the Scalar one would sync).
-            t = step.to(weight_norm.dtype)  # the norms' precision
-            sqrt_c2 = one_minus_pow(beta2, t).sqrt()
-            scale: Tensor | None = sqrt_c2 / one_minus_pow(beta1, t)
-            torch._foreach_add_(directions, other=sqrt_c2 * eps)
+        scale = scalars.get("scale")
+        if scale is not None:
+            # u = s · (m / (√v + ε·√c2) + (wd / s) · w): the docstring's u in fewer passes.
+            # ``other=``: the Tensor overload (the Scalar one would read the tensor on the host).
+            torch._foreach_add_(directions, other=scalars["sqrt_c2"] * eps)
         else:
-            scale = None
             torch._foreach_add_(directions, eps)
         torch._foreach_reciprocal_(directions)
         torch._foreach_mul_(directions, exp_avgs)  # u / s, less the decay
@@ -158,7 +163,7 @@ class LAMB(TrustRatioOptimizer):
         elif wd != 0:
             torch._foreach_addcmul_(directions, params, spread((wd / scale).expand(len(params)), params, layout))
         update_norm = batched_norms(directions) if scale is None else batched_norms(directions) * scale
-        trust, extras = cls._ratio(hp, step, weight_norm, update_norm)
+        trust, extras = cls._ratio(hp, scalars, weight_norm, update_norm)
         applied = spread(trust if scale is None else trust * scale, directions, layout)
         return GroupUpdate(torch.stack([trust, weight_norm, update_norm]), extras,
                            descend(params, directions, applied, lr, capture))

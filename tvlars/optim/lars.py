@@ -84,18 +84,17 @@ class LARS(TrustRatioOptimizer):
         return ("momentum_buffer",) if hp["momentum"] != 0 else ()
 
     @classmethod
-    def _trust_options(cls, hp: Mapping[str, Any], step: Tensor, like: Tensor) -> tuple[dict[str, Any],
-                                                                                          dict[str, Tensor]]:
+    def _trust_options(cls, hp: Mapping[str, Any], scalars: dict[str, Tensor],
+                       like: Tensor) -> tuple[dict[str, Any], dict[str, Tensor]]:
         return {"coefficient": hp["trust_coefficient"]}, {}
 
     @classmethod
     def _update(cls, hp: Mapping[str, Any], params: list[Tensor], grads: list[Tensor], state: dict[str, list[Tensor]],
-                step: Tensor, lr: float | Tensor, capture: bool, layout: Layout | None) -> GroupUpdate:
+                scalars: dict[str, Tensor], lr: float | Tensor, capture: bool, layout: Layout | None) -> GroupUpdate:
         momentum, wd = hp["momentum"], hp["weight_decay"]
-        step.add_(1.0)
         updates = torch._foreach_add(grads, params, alpha=wd) if wd != 0 else grads
         weight_norm, update_norm = batched_norms(params), batched_norms(updates)
-        ratio, extras = cls._ratio(hp, step, weight_norm, update_norm)
+        ratio, extras = cls._ratio(hp, scalars, weight_norm, update_norm)
         ratios = spread(ratio, updates, layout)
         if momentum == 0:
             directions = descend(params, updates, ratios, lr, capture)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from tvlars.optim._trust import ParamsT, TrustRatioOptimizer, check_range, extends
@@ -100,14 +101,19 @@ class TVLARS(LARS):
         check_range("norm_clamp", hp["norm_clamp"], 0.0, low_open=True, optional=True)
 
     @classmethod
-    def _trust_options(cls, hp: Mapping[str, Any], step: Tensor, like: Tensor) -> tuple[dict[str, Any],
-                                                                                          dict[str, Tensor]]:
-        phi = (step.to(like.dtype) - hp["delay_steps"]).mul_(hp["lam"]).exp_()  # φ in the norms' precision
-        phi = phi.add_(hp["alpha"]).reciprocal_().add_(hp["gamma_min"])
+    def _step_scalars(cls, hp: Mapping[str, Any], step: Tensor, dtype: torch.dtype) -> dict[str, Tensor]:
+        if not hp["adapt"]:
+            return {}
+        phi = (step.to(dtype) - hp["delay_steps"]).mul_(hp["lam"]).exp_()  # φ in the norms' precision
+        return {"phi": phi.add_(hp["alpha"]).reciprocal_().add_(hp["gamma_min"])}
+
+    @classmethod
+    def _trust_options(cls, hp: Mapping[str, Any], scalars: dict[str, Tensor],
+                       like: Tensor) -> tuple[dict[str, Any], dict[str, Tensor]]:
         clamp = hp["norm_clamp"]
-        options = {"coefficient": hp["trust_coefficient"], "scale": phi, "weight_norm_max": clamp,
+        options = {"coefficient": hp["trust_coefficient"], "scale": scalars["phi"], "weight_norm_max": clamp,
                    "update_norm_max": clamp}
-        return options, {"phi": phi}
+        return options, {"phi": scalars["phi"]}
 
     @classmethod
     def from_epochs(cls, params: ParamsT, lr: float, steps_per_epoch: int, delay_epochs: float = 10.0,
