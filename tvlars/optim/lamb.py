@@ -128,7 +128,8 @@ class LAMB(TrustRatioOptimizer):
         beta1, beta2 = hp["betas"]
         t = step.to(dtype)  # the norms' precision
         sqrt_c2 = one_minus_pow(beta2, t).sqrt()  # c_i = 1 − β_i^t
-        return {"sqrt_c2": sqrt_c2, "scale": sqrt_c2 / one_minus_pow(beta1, t)}  # s = √c2 / c1
+        scale = sqrt_c2 / one_minus_pow(beta1, t)  # s = √c2 / c1
+        return {"scale": scale, "eps": sqrt_c2 * hp["eps"], "decay": hp["weight_decay"] / scale}
 
     @classmethod
     def _trust_options(cls, hp: Mapping[str, Any], scalars: dict[str, Tensor],
@@ -149,11 +150,10 @@ class LAMB(TrustRatioOptimizer):
         # One new tensor per parameter (as AdamW), turned in place into u / s: on the CPU a fresh
         # allocation costs several in-place passes (page faults), so ``1/x · m`` beats ``m / x`` here.
         directions = torch._foreach_sqrt(exp_avg_sqs)
+        # With bias correction, u = s · (m / (√v + ε·√c2) + (wd / s) · w): the docstring's u in fewer passes.
         scale = scalars.get("scale")
-        if scale is not None:
-            # u = s · (m / (√v + ε·√c2) + (wd / s) · w): the docstring's u in fewer passes.
-            # ``other=``: the Tensor overload (the Scalar one would read the tensor on the host).
-            torch._foreach_add_(directions, other=scalars["sqrt_c2"] * eps)
+        if scale is not None:  # ``other=``: the Tensor overload (the Scalar one would read the tensor on the host)
+            torch._foreach_add_(directions, other=scalars["eps"])
         else:
             torch._foreach_add_(directions, eps)
         torch._foreach_reciprocal_(directions)
@@ -161,9 +161,11 @@ class LAMB(TrustRatioOptimizer):
         if wd != 0 and scale is None:
             torch._foreach_add_(directions, params, alpha=wd)
         elif wd != 0:
-            torch._foreach_addcmul_(directions, params, spread((wd / scale).expand(len(params)), params, layout))
+            torch._foreach_addcmul_(directions, params, spread(scalars["decay"].expand(len(params)), params, layout))
         update_norm = batched_norms(directions) if scale is None else batched_norms(directions) * scale
         trust, extras = cls._ratio(hp, scalars, weight_norm, update_norm)
-        applied = spread(trust if scale is None else trust * scale, directions, layout)
-        return GroupUpdate(torch.stack([trust, weight_norm, update_norm]), extras,
-                           descend(params, directions, applied, lr, capture))
+        rows = torch.stack([trust, weight_norm, update_norm])
+        # The ratios are read back from the stored observables: compiled, Inductor would otherwise inline the
+        # ratio's formula (divisions, comparisons) into every iteration of every tensor's update loop.
+        applied = spread(rows[0] if scale is None else rows[0] * scale, directions, layout)
+        return GroupUpdate(rows, extras, descend(params, directions, applied, lr, capture))

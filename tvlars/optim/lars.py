@@ -95,7 +95,8 @@ class LARS(TrustRatioOptimizer):
         updates = torch._foreach_add(grads, params, alpha=wd) if wd != 0 else grads
         weight_norm, update_norm = batched_norms(params), batched_norms(updates)
         ratio, extras = cls._ratio(hp, scalars, weight_norm, update_norm)
-        ratios = spread(ratio, updates, layout)
+        rows = torch.stack([ratio, weight_norm, update_norm])
+        ratios = spread(rows[0], updates, layout)  # from the stored rows: see LAMB._update
         if momentum == 0:
             directions = descend(params, updates, ratios, lr, capture)
         elif hp["nesterov"]:
@@ -110,4 +111,4 @@ class LARS(TrustRatioOptimizer):
             torch._foreach_mul_(bufs, momentum)
             torch._foreach_addcmul_(bufs, updates, ratios)
             directions = descend(params, bufs, None, lr, capture)
-        return GroupUpdate(torch.stack([ratio, weight_norm, update_norm]), extras, directions)
+        return GroupUpdate(rows, extras, directions)
