@@ -102,6 +102,18 @@ def tiny_bn_net(seed: int = 0) -> nn.Module:
     )
 
 
+def quartic_closure(optimizer: Optimizer, params: list[nn.Parameter]) -> Callable[..., torch.Tensor]:
+    """A closure on ``Σ (w − 1)² (1 + w²)`` (curved, so CDAT's Hessian-vector product is not trivial)."""
+
+    def closure(create_graph: bool = False) -> torch.Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        loss = sum(((p - 1) ** 2 * (1 + p**2)).sum() for p in params)
+        loss.backward(create_graph=create_graph)
+        return loss
+
+    return closure
+
+
 def train_step(optimizer: Optimizer, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
     """One cross-entropy step, through a closure for optimizers that need one (CDAT)."""
 

@@ -18,7 +18,15 @@ from torch._dynamo.utils import counters
 from torch.optim import Optimizer
 
 import tvlars.optim._trust as trust
-from tests.optim.optim_cases import FAST_CASES, make_groups, make_params, relative_error, set_random_grads
+from tests.optim.optim_cases import (
+    FAST_CASES,
+    make_groups,
+    make_params,
+    quartic_closure,
+    relative_error,
+    set_random_grads,
+)
+from tvlars.optim import CDAT
 
 STEPS = 50
 NO_GRAD = 5  # gets no gradient every fourth step: a second specialisation of the adapting-free group
@@ -133,3 +141,18 @@ def test_inductor_fused_step_equals_eager(name: str, dtype: torch.dtype) -> None
     for p, q in zip(eager_params, fused_params, strict=True):
         assert relative_error(q, p) <= TOLERANCE[dtype]
     assert compiled == 3 and graphs() - start == 3
+
+
+@pytest.mark.parametrize("base", ["lars", "lamb"])
+def test_cdat_direction_from_a_fused_base(base: str, eager_backend: None) -> None:
+    """CDAT reads its base's direction (``capture``) from the compiled update: the same trajectory as eager."""
+    torch._dynamo.reset()
+    trajectories = []
+    for fused in (False, True):
+        params = make_params(torch.float64)
+        opt = CDAT(make_groups(params), lr=10.0, base=base, weight_decay=0.01, fused=fused)
+        for _ in range(5):
+            opt.step(quartic_closure(opt, params))
+        trajectories.append(params)
+    for p, q in zip(*trajectories, strict=True):
+        assert relative_error(q, p) <= 1e-9

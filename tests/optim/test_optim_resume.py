@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.optim.optim_cases import FAST_CASES, make_groups, make_params, set_random_grads
+from tests.optim.optim_cases import FAST_CASES, make_groups, make_params, quartic_closure, set_random_grads
 from tvlars.optim import CDAT, LAMB, LAMBC, LARS, TVLARS
 
 Factory = Callable[[list], torch.optim.Optimizer]
@@ -26,21 +26,11 @@ def trained_state(factory: Factory, steps: int = 3) -> dict:
     gen = torch.Generator().manual_seed(0)
     for _ in range(steps):
         if getattr(opt, "needs_closure", False):
-            opt.step(_closure(opt, params))
+            opt.step(quartic_closure(opt, params))
         else:
             set_random_grads(params, gen)
             opt.step()
     return opt.state_dict()
-
-
-def _closure(opt: torch.optim.Optimizer, params: list[nn.Parameter]) -> Callable[..., torch.Tensor]:
-    def closure(create_graph: bool = False) -> torch.Tensor:
-        opt.zero_grad(set_to_none=True)
-        loss = sum((p * p).sum() for p in params)
-        loss.backward(create_graph=create_graph)
-        return loss
-
-    return closure
 
 
 def group_tensors(opt: torch.optim.Optimizer) -> list[torch.Tensor]:
@@ -63,7 +53,7 @@ def test_loaded_state_moves_to_the_parameters_device(name: str) -> None:
     for p in meta_params:  # the step runs on the device, with nothing left on the CPU
         p.grad = torch.randn_like(p)
     if isinstance(opt, CDAT):
-        opt.step(_closure(opt, meta_params))
+        opt.step(quartic_closure(opt, meta_params))
     else:
         opt.step()
     assert all(t.device.type == "meta" for t in group_tensors(opt))
@@ -87,7 +77,7 @@ def test_loaded_state_takes_the_state_dtype_and_is_a_copy(name: str) -> None:
     assert all(t.dtype == torch.float32 for t in group_tensors(opt))
     params = [p for g in opt.param_groups for p in g["params"]]
     if isinstance(opt, CDAT):
-        opt.step(_closure(opt, params))
+        opt.step(quartic_closure(opt, params))
     else:
         set_random_grads(params, torch.Generator().manual_seed(1))
         opt.step()
@@ -134,7 +124,7 @@ def test_cuda_round_trip_through_a_cpu_mapped_checkpoint(name: str, fused: bool)
 
 def _cuda_step(opt: torch.optim.Optimizer, params: list[nn.Parameter]) -> None:
     if isinstance(opt, CDAT):
-        opt.step(_closure(opt, params))
+        opt.step(quartic_closure(opt, params))
         return
     for p in params:
         p.grad = torch.randn_like(p)
