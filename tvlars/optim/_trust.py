@@ -217,7 +217,10 @@ def extends(parent: Callable[..., Any]) -> Callable[[Callable[..., None]], Calla
 
         @functools.wraps(init)
         def wrapper(*args: Any, **kwargs: Any) -> None:
-            bound = signature.bind(*args, **kwargs)
+            try:
+                bound = signature.bind(*args, **kwargs)
+            except TypeError as exc:
+                raise TypeError(f"{init.__qualname__.split('.')[0]}: {exc}") from None
             bound.apply_defaults()
             init(*bound.args, **bound.kwargs)
 

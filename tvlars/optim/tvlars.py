@@ -84,7 +84,7 @@ class TVLARS(LARS):
             check_range("steps_per_epoch", steps_per_epoch, 1.0)
             if delay_steps:
                 raise ValueError(f"give the delay in steps or in epochs, not both (got delay_steps={delay_steps}, "
-                                 f"delay_epochs={delay_epochs})")
+                                 f"delay_epochs={delay_epochs}); set the other to None")
             delay_steps = round(delay_epochs * steps_per_epoch)
         fused = options.pop("fused")
         # LARS's arguments (completed with its defaults by @extends) plus the schedule: one defaults dict
