@@ -279,6 +279,8 @@ class TrustRatioOptimizer(Optimizer):
         self._reset_observables()
 
     def _reset_observables(self) -> None:
+        # Mutated in place by ``step`` (not rebound): Dynamo replays container mutations of an optimizer
+        # but drops attribute rebinding, so this keeps the observables when ``step`` itself is compiled.
         self._stats: list[tuple[int, Tensor | None, list[int] | None]] = []
         self._extra_stats: dict[str, Tensor] = {}
 
