@@ -1,7 +1,7 @@
 """`make bench`: the training loop's images/s next to a bare PyTorch loop (same model, data and loader), the
 sampler path against the device path (data alone, model step alone, full step; scripts/bench_data.py, for
 classification and Barlow Twins), the optimizer step costs (scripts/bench_optim.py) and CDAT's step against its
-base (scripts/bench_cdat.py).
+base (scripts/bench_cdat.py); all on CUDA when it is available.
 Ratios are measured in one run; absolute numbers depend on the machine.
 
     python scripts/bench.py [--batch-size 512] [--images 8192] [--width 0.25] [--repeats 3] [hydra overrides...]

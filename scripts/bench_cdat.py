@@ -1,6 +1,6 @@
 """CDAT's step cost relative to its base optimizer's plain training step, on small models.
 
-Usage: ``python scripts/bench_cdat.py [--reps 20] [--warmup 3] [--device cpu] [--threads N] [--batch-size 128]``
+Usage: ``python scripts/bench_cdat.py [--reps 20] [--warmup 3] [--device cuda|cpu] [--threads N] [--batch-size 128]``
 
 For each model (ResNet-18 at width 0.125 on 1×28×28 inputs, and the 784-256-10 MLP) and each base
 (``sgd``, ``lars``, ``lamb``) it times, on the same fixed batch and the paper's param groups (wd 5e-4):
@@ -103,7 +103,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=20, help="timed rounds (default 20)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed rounds first (default 3)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="cuda or cpu (default: cuda if available)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--batch-size", type=int, default=128, help="images per step (default 128)")
     args = parser.parse_args(argv)

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from torch.optim import Optimizer
+from torch.utils._python_dispatch import TorchDispatchMode
 
+from tests.optim.reference import ReferenceLAMB, ReferenceLARS, tvlars_phi
 from tvlars.optim import LAMB, LAMBC, LARS, TVLARS
-from tvlars.optim.reference import ReferenceLAMB, ReferenceLARS, tvlars_phi
 
 Factory = Callable[[list[dict[str, Any]]], Optimizer]
+PRESETS = sorted(p.stem for p in (Path(__file__).resolve().parents[2] / "configs" / "optimizer").glob("*.yaml"))
 
 _TV = dict(lam=0.05, alpha=1.0, delay_steps=20, gamma_min=0.01)
 # name -> (fast optimizer, its per-tensor reference), both built from the same param groups
@@ -97,3 +100,52 @@ def tiny_bn_net(seed: int = 0) -> nn.Module:
         nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10),
     )
+
+
+def quartic_closure(optimizer: Optimizer, params: list[nn.Parameter]) -> Callable[..., torch.Tensor]:
+    """A closure on ``Σ (w − 1)² (1 + w²)`` (curved, so CDAT's Hessian-vector product is not trivial)."""
+
+    def closure(create_graph: bool = False) -> torch.Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        loss = sum(((p - 1) ** 2 * (1 + p**2)).sum() for p in params)
+        loss.backward(create_graph=create_graph)
+        return loss
+
+    return closure
+
+
+def train_step(optimizer: Optimizer, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+    """One cross-entropy step, through a closure for optimizers that need one (CDAT)."""
+
+    def closure(create_graph: bool = False) -> torch.Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward(create_graph=create_graph)
+        return loss
+
+    if getattr(optimizer, "needs_closure", False):
+        optimizer.step(closure)
+    else:
+        closure()
+        optimizer.step()
+
+
+class ForeachListsMatch(TorchDispatchMode):
+    """Fail when a ``torch._foreach_*`` op gets tensor lists that differ at some position in shape, strides
+    (over dimensions of size > 1), dtype or device: CUDA's multi-tensor fast path needs them equal and
+    otherwise launches one kernel per tensor (e.g. a list of 0-d ratios beside the parameters)."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        kwargs = kwargs or {}
+        if func.__name__.startswith("_foreach_"):
+            lists = [a for a in (*args, *kwargs.values()) if isinstance(a, (list, tuple)) and a
+                     and all(isinstance(t, torch.Tensor) for t in a)]
+            for tensors in zip(*lists, strict=True):
+                first = tensors[0]
+                for other in tensors[1:]:
+                    same = (other.shape == first.shape and other.dtype == first.dtype and other.device == first.device
+                            and all(a == b for a, b, n in zip(other.stride(), first.stride(), first.shape, strict=True)
+                                    if n > 1))
+                    assert same, (f"{func}: {tuple(first.shape)} {first.dtype} {first.stride()} beside "
+                                  f"{tuple(other.shape)} {other.dtype} {other.stride()}")
+        return func(*args, **kwargs)

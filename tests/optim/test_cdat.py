@@ -11,6 +11,8 @@ import pytest
 import torch
 from torch import nn
 
+from tests.nosync import NoHostSync
+from tests.optim.optim_cases import ForeachListsMatch
 from tvlars.optim import CDAT, LAMB, LARS
 from tvlars.records import read_jsonl
 from tvlars.run import run
@@ -158,6 +160,30 @@ def test_step_never_reads_tensor_values_on_the_host(monkeypatch: pytest.MonkeyPa
     for _ in range(2):
         opt.step(closure)
         opt.trust_stats()
+
+
+@pytest.mark.parametrize("base", ["sgd", "lars", "lamb"])
+def test_steps_after_the_first_neither_sync_nor_make_host_tensors(base: str) -> None:
+    """The closure (forward, backward with graph), the HVP, the base's direction and the tuner: no host read,
+    no host-made tensor, no host/device copy once the first step has created the state."""
+    q = Quadratic()
+    opt = CDAT(q.groups(0.01), lr=10.0, base=base, weight_decay=0.01)
+    closure = q.closure(opt)
+    opt.step(closure)
+    with NoHostSync():
+        for _ in range(2):
+            opt.step(closure)
+            opt.trust_stats()
+
+
+@pytest.mark.parametrize("base", ["sgd", "lars", "lamb"])
+def test_cuda_like_step_gives_foreach_ops_matching_lists(base: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    q = Quadratic()
+    opt = CDAT(q.groups(0.01), lr=10.0, base=base, weight_decay=0.01)
+    monkeypatch.setattr("tvlars.optim._trust.dense_scales", lambda device: True)
+    with ForeachListsMatch():
+        for _ in range(2):
+            opt.step(q.closure(opt))
 
 
 def test_graph_is_freed_and_state_round_trips_exactly() -> None:

@@ -1,5 +1,6 @@
-"""The optimizer presets: they compose with the config tree, build through the loop's instantiation path,
-and ``tvlars_official`` reproduces a trajectory of the released TVLARS formula."""
+"""The optimizer presets (every ``configs/optimizer/*.yaml``): they compose with the config tree, build through
+the loop's instantiation path and step; the ``*_official`` presets are the classes' ``official`` forms, and
+``tvlars_official`` reproduces a trajectory of the released TVLARS formula."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from tests.optim.optim_cases import tiny_bn_net
+from tests.optim.optim_cases import PRESETS, tiny_bn_net, train_step
+from tvlars import optim
 from tvlars.config import instantiate_node, resolved_lr, validate
-from tvlars.optim import TVLARS, param_groups
+from tvlars.optim import LAMB, TVLARS, param_groups
+from tvlars.optim.lamb import OFFICIAL as LAMB_OFFICIAL
+from tvlars.optim.tvlars import OFFICIAL as TVLARS_OFFICIAL
 
-PRESETS = ["lars", "tvlars", "tvlars_official", "lamb", "lamb_official", "lambc", "sgd", "adamw"]
 STEPS_PER_EPOCH, TOTAL_STEPS = 7, 70
 
 
@@ -40,15 +43,32 @@ def test_preset_composes_builds_and_steps(tiny_cfg: Callable[..., DictConfig], p
     for step in range(2):
         for group in optimizer.param_groups:
             group["lr"] = schedule_.lr(step)
-        model.zero_grad()
-        nn.functional.cross_entropy(model(torch.randn(8, 1, 28, 28)), torch.arange(8)).backward()
-        optimizer.step()
+        train_step(optimizer, model, torch.randn(8, 1, 28, 28), torch.arange(8))
     after = list(model.parameters())
     assert all(torch.isfinite(p).all() for p in after)
     assert any(not torch.equal(p, b) for p, b in zip(after, before, strict=True))
     if hasattr(optimizer, "trust_stats"):
         stats = optimizer.trust_stats()
         assert stats["trust_ratio"].shape == (len(before),)
+
+
+def test_every_optimizer_of_the_package_has_a_preset(tiny_cfg: Callable[..., DictConfig]) -> None:
+    targets = {tiny_cfg(f"optimizer={preset}").optimizer._target_ for preset in PRESETS}
+    classes = [name for name in optim.__all__ if isinstance(getattr(optim, name), type)]
+    assert classes and all(f"tvlars.optim.{name}" in targets for name in classes), sorted(targets)
+
+
+@pytest.mark.parametrize(("preset", "official", "fixed"), [("tvlars_official", TVLARS.official, TVLARS_OFFICIAL),
+                                                           ("lamb_official", LAMB.official, LAMB_OFFICIAL)])
+def test_official_presets_are_the_official_forms(tiny_cfg: Callable[..., DictConfig], preset: str,
+                                                 official: Callable[..., torch.optim.Optimizer],
+                                                 fixed: dict[str, object]) -> None:
+    """The preset's values of the released constants are those of the ``official`` form (which supplies them)."""
+    cfg = tiny_cfg(f"optimizer={preset}")
+    model = tiny_bn_net()
+    options = {k: v for k, v in cfg.optimizer.items() if k not in ("_target_", "lr", *fixed)}
+    expected = official(param_groups(model, float(cfg.optimizer.weight_decay)), resolved_lr(cfg), **options)
+    assert build(cfg, model).param_groups == expected.param_groups
 
 
 def test_tvlars_preset_converts_the_delay_with_the_loops_steps_per_epoch(tiny_cfg: Callable[..., DictConfig]) -> None:

@@ -9,7 +9,16 @@ import math
 import pytest
 import torch
 
-from tests.optim.optim_cases import CASES, FAST_CASES, make_groups, make_params, relative_error, set_random_grads
+from tests.nosync import NoHostSync
+from tests.optim.optim_cases import (
+    CASES,
+    FAST_CASES,
+    ForeachListsMatch,
+    make_groups,
+    make_params,
+    relative_error,
+    set_random_grads,
+)
 from tvlars.optim import TVLARS
 
 STEPS = 50
@@ -84,19 +93,19 @@ def test_state_dict_round_trip_continues_bit_identically(name: str) -> None:
 
 def test_tvlars_step_count_is_saved_and_restored() -> None:
     params = make_params()
-    opt = TVLARS(make_groups(params), lr=0.1)
+    opt = TVLARS.official(make_groups(params), lr=0.1)
     gen = torch.Generator().manual_seed(4)
     for _ in range(7):
         set_random_grads(params, gen)
         opt.step()
     saved = copy.deepcopy(opt.state_dict())
     assert saved["param_groups"][0]["step"].item() == 7  # the adapting group's t
-    fresh = TVLARS(make_groups(make_params()), lr=0.1)
+    fresh = TVLARS.official(make_groups(make_params()), lr=0.1)
     fresh.load_state_dict(saved)
     assert fresh.param_groups[0]["step"].item() == 7
     set_random_grads(fresh.param_groups[0]["params"] + fresh.param_groups[1]["params"], gen)
     fresh.step()
-    expected_phi = 1.0 / (0.1 + math.exp(0.001 * 8))  # class defaults: the released schedule, t = 8
+    expected_phi = 1.0 / (0.1 + math.exp(0.001 * 8))  # the released schedule, t = 8
     assert fresh.trust_stats()["phi"].item() == pytest.approx(expected_phi, rel=1e-6)
 
 
@@ -141,6 +150,63 @@ def test_step_and_trust_stats_never_read_tensor_values_on_the_host(
     for _ in range(2):
         opt.step()
         opt.trust_stats()
+
+
+@pytest.mark.parametrize("dense", [False, True], ids=["cpu", "cuda-like"])
+@pytest.mark.parametrize("name", FAST_CASES)
+def test_steps_after_the_first_neither_sync_nor_make_host_tensors(
+    name: str, dense: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first steps create the state (and, on CUDA, one layout per set of tensors with gradients); every
+    later ``step()`` and ``trust_stats()`` runs under NoHostSync (host reads, host-made tensors, host/device
+    copies), also with CUDA's per-tensor scale layout."""
+    monkeypatch.setattr("tvlars.optim._trust.dense_scales", lambda device: dense)
+    params = make_params()
+    opt = FAST_CASES[name](make_groups(params))
+    gen = torch.Generator().manual_seed(6)
+    for step in range(5):
+        set_random_grads(params, gen, skip=NO_GRAD if step % 2 else None)
+        if step < 2:
+            opt.step()
+            continue
+        with NoHostSync():
+            opt.step()
+            opt.trust_stats()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("name", FAST_CASES)
+def test_cuda_like_eager_step_gives_foreach_ops_matching_lists(
+    name: str, dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the layout the eager step uses off the CPU, no foreach op gets a list of 0-d per-tensor scalars
+    beside the parameters (it would leave CUDA's multi-tensor fast path), and the result is the CPU path's.
+    One parameter is channels-last, so the scales must take its strides."""
+    cpu_params, dense_params = make_params(dtype), make_params(dtype)
+    for params in (cpu_params, dense_params):
+        params[0].data = params[0].data.to(memory_format=torch.channels_last)
+    cpu, dense = FAST_CASES[name](make_groups(cpu_params)), FAST_CASES[name](make_groups(dense_params))
+    gen = torch.Generator().manual_seed(9)
+    for _ in range(3):
+        set_random_grads(cpu_params, gen)
+        for p, q in zip(cpu_params, dense_params, strict=True):  # gradients in their parameter's layout
+            p.grad = torch.empty_like(p).copy_(p.grad)
+            q.grad = p.grad.clone()
+        cpu.step()
+        with monkeypatch.context() as patch, ForeachListsMatch():
+            patch.setattr("tvlars.optim._trust.dense_scales", lambda device: True)
+            dense.step()
+    tolerance = {} if dtype == torch.float32 else {"rtol": 1e-2, "atol": 1e-2}  # bf16 scales round the ratios
+    for p, q in zip(cpu_params, dense_params, strict=True):
+        torch.testing.assert_close(q, p, **tolerance)
+
+
+def test_foreach_check_catches_0d_scalars_on_the_cpu_path() -> None:
+    params = make_params()
+    opt = FAST_CASES["lars"](make_groups(params))
+    set_random_grads(params, torch.Generator().manual_seed(9))
+    with pytest.raises(AssertionError, match="_foreach_addcmul_"), ForeachListsMatch():
+        opt.step()
 
 
 @pytest.mark.parametrize("name", FAST_CASES)

@@ -3,6 +3,7 @@ the degenerate TVLARS (φ ≡ 1 is LARS), and argument validation."""
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from typing import Any
@@ -109,6 +110,30 @@ def test_tvlars_with_unit_schedule_is_lars() -> None:
         assert tv.trust_stats()["phi"].item() == 1.0
     for p, q in zip(lars_params, tv_params, strict=True):
         assert torch.equal(p, q)
+
+
+def test_tvlars_forms() -> None:
+    """The class defaults are the paper form; ``official`` is the released code; ``from_epochs`` the preset."""
+    hp = ("alpha", "lam", "delay_steps", "gamma_min", "norm_clamp")
+    group = TVLARS([one_tensor(W0)], lr=1.0).param_groups[0]
+    assert tuple(group[k] for k in hp) == (1.0, 0.001, 0, 0.001, None)
+    group = TVLARS.official([one_tensor(W0)], lr=1.0, lam=0.01).param_groups[0]
+    assert tuple(group[k] for k in hp) == (0.1, 0.01, 0, 0.0, 10.0)
+    group = TVLARS.from_epochs([one_tensor(W0)], lr=1.0, steps_per_epoch=7).param_groups[0]
+    assert tuple(group[k] for k in hp) == (1.0, 0.001, 70, 0.001, None)
+    assert TVLARS([one_tensor(W0)], lr=1.0, delay_epochs=2, steps_per_epoch=7).param_groups[0]["delay_steps"] == 14
+
+
+def test_variants_take_their_parents_arguments_by_name() -> None:
+    """TVLARS and LAMBC list only what they add; their signatures (config checks, help) show all arguments."""
+    for variant, parent in ((TVLARS, LARS), (LAMBC, LAMB)):
+        signature = inspect.signature(variant).parameters
+        assert set(inspect.signature(parent).parameters) - {"nesterov"} <= set(signature)
+        assert all(p.kind is not p.VAR_KEYWORD for p in signature.values())
+    assert inspect.signature(LAMBC).parameters["clip_max"].default == 1.0
+    assert LAMBC([one_tensor(W0)], lr=0.1, weight_decay=0.01).param_groups[0]["weight_decay"] == 0.01
+    with pytest.raises(TypeError, match="TVLARS: .*momentun"):
+        TVLARS([one_tensor(W0)], lr=0.1, momentun=0.9)
 
 
 def test_tvlars_from_epochs_converts_the_delay() -> None:
@@ -257,6 +282,10 @@ def _params() -> list[nn.Parameter]:
     (lambda: tvlars_from_epochs(_params(), lr=0.1, steps_per_epoch=0), "steps_per_epoch must be >= 1"),
     (lambda: tvlars_from_epochs(_params(), lr=0.1, steps_per_epoch=5, delay_epochs=-1.0),
      "delay_epochs must be >= 0"),
+    (lambda: TVLARS(_params(), lr=0.1, delay_epochs=1.0), "steps_per_epoch must be >= 1 (got None)"),
+    (lambda: TVLARS(_params(), lr=0.1, delay_steps=5, delay_epochs=1.0, steps_per_epoch=3),
+     "give the delay in steps or in epochs, not both"),
+    (lambda: LARS(_params(), lr=0.1, fused="yes"), "fused must be True or False or None"),
     (lambda: LAMB(_params(), lr=-0.1), "lr must be >= 0"),
     (lambda: LAMB(_params(), lr=0.1, betas=(0.9, 1.0)), "betas[1] must be in [0, 1) (got 1.0)"),
     (lambda: LAMB(_params(), lr=0.1, betas=(-0.1, 0.9)), "betas[0] must be in [0, 1) (got -0.1)"),

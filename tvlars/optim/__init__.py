@@ -1,8 +1,9 @@
 """Optimizers (one per file) and the paper's parameter groups.
 
-``LARS``, ``TVLARS``, ``LAMB`` and ``LAMBC`` share one trust-ratio core (:mod:`tvlars.optim._trust`);
-each exposes the per-tensor observables of its last step through ``trust_stats()``. ``CDAT`` wraps the
-direction of SGD, LARS or LAMB with a curvature-aware step size.
+``LARS``, ``TVLARS``, ``LAMB`` and ``LAMBC`` share one trust-ratio core (:mod:`tvlars.optim._trust`),
+run eagerly or compiled (``fused=``), and expose the per-tensor observables of their last step through
+``trust_stats()``. ``CDAT`` wraps the direction of SGD, LARS or LAMB with a curvature-aware step size.
+Rules, sources, presets and costs: ``docs/optimizers.md``.
 """
 
 from tvlars.optim.cdat import CDAT

@@ -12,8 +12,8 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from tvlars.curvature import hessian_vector_product
-from tvlars.optim._trust import ParamsT, TrustRatioOptimizer, check_range
-from tvlars.optim.lamb import LAMB, _one_minus_pow, as_betas
+from tvlars.optim._trust import ParamsT, TrustRatioOptimizer, accumulation_dtype, check_range
+from tvlars.optim.lamb import LAMB, as_betas, one_minus_pow
 from tvlars.optim.lars import LARS
 
 BASES = ("sgd", "lars", "lamb")
@@ -99,6 +99,7 @@ class CDAT(Optimizer):
         betas: LAMB's ``(β1, β2)``.
         base_eps: LAMB's ``ε``.
         bias_correction: LAMB's moment bias correction.
+        fused: the base's compiled step (``None``: on CUDA only); the tuner itself runs eagerly.
     """
 
     needs_closure = True
@@ -117,6 +118,7 @@ class CDAT(Optimizer):
         betas: Sequence[float] = (0.9, 0.999),
         base_eps: float = 1e-6,
         bias_correction: bool = True,
+        fused: bool | None = None,
     ) -> None:
         if base not in BASES:
             raise ValueError(f"base must be one of {', '.join(BASES)} (got {base!r})")
@@ -134,9 +136,9 @@ class CDAT(Optimizer):
                   for g in self.param_groups]
         if base == "lamb":
             self.base: TrustRatioOptimizer = LAMB(groups, lr=1.0, betas=as_betas(betas), eps=base_eps,
-                                                  bias_correction=bias_correction)
+                                                  bias_correction=bias_correction, fused=fused)
         else:
-            self.base = LARS(groups, lr=1.0, momentum=momentum, trust_coefficient=trust_coefficient)
+            self.base = LARS(groups, lr=1.0, momentum=momentum, trust_coefficient=trust_coefficient, fused=fused)
         self._ema: Tensor | None = None  # (n̄, d̄), created on the parameters' device at the first step
         self._t: Tensor | None = None  # the step count t (a device tensor)
         self._stats: dict[str, Tensor] = {}
@@ -149,13 +151,16 @@ class CDAT(Optimizer):
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load the base's state and the tuner's; the tuner's tensors are copied to the parameters' device
+        and accumulation dtype (a checkpoint may have been read with ``map_location="cpu"``)."""
         state_dict = dict(state_dict)
         base, tuner = state_dict.pop("base"), state_dict.pop("tuner")
         super().load_state_dict(state_dict)
         self.base.load_state_dict(base)
-        device = self.param_groups[0]["params"][0].device
-        self._ema = None if tuner["ema"] is None else tuner["ema"].to(device)
-        self._t = None if tuner["t"] is None else tuner["t"].to(device)
+        params = [p for group in self.param_groups for p in group["params"]]
+        place = {"device": params[0].device, "dtype": accumulation_dtype(params), "copy": True}
+        self._ema = None if tuner["ema"] is None else tuner["ema"].to(**place)
+        self._t = None if tuner["t"] is None else tuner["t"].to(**place)
         self._stats = {}
 
     # --- step --------------------------------------------------------------------------------------
@@ -186,7 +191,7 @@ class CDAT(Optimizer):
     @torch.no_grad()
     def _tune(self, params: list[Tensor], directions: list[Tensor], hvp: list[Tensor], decays: list[float]) -> None:
         """η from the EMAs of ``gᵀD`` and ``DᵀHD`` (weight decay added), then ``w ← w − η·D``."""
-        acc = torch.float64 if any(p.dtype == torch.float64 for p in params) else torch.float32
+        acc = accumulation_dtype(params)
         decayed = [i for i, wd in enumerate(decays) if wd != 0.0]
         for i in decayed:  # g̃ = g + wd·w and H̃D = HD + wd·D on the tensors that decay
             hvp[i] = hvp[i].add(directions[i], alpha=decays[i])
@@ -202,7 +207,7 @@ class CDAT(Optimizer):
             self._t = torch.zeros((), dtype=acc, device=numerator.device)
         self._ema.lerp_(torch.stack([n_t, d_t]), 1.0 - self.beta)
         self._t.add_(1.0)
-        raw = self.sigma * self._ema[0] / (self._ema[1] + self.eps * _one_minus_pow(self.beta, self._t))
+        raw = self.sigma * self._ema[0] / (self._ema[1] + self.eps * one_minus_pow(self.beta, self._t))
         start, first_eta = 0, None
         for group in self.param_groups:
             count = sum(p.grad is not None for p in group["params"])
@@ -210,8 +215,8 @@ class CDAT(Optimizer):
                 continue
             eta = raw.clamp(min=0.0, max=group["lr"])
             first_eta = eta if first_eta is None else first_eta
-            torch._foreach_addcmul_(params[start:start + count], directions[start:start + count],
-                                    [eta.to(p.dtype) for p in params[start:start + count]], value=-1.0)
+            # one 0-d η for the whole list (the ScalarTensor overload: CUDA's multi-tensor fast path applies)
+            torch._foreach_sub_(params[start:start + count], torch._foreach_mul(directions[start:start + count], eta))
             start += count
         assert first_eta is not None
         self._stats = {"cdat_lr": first_eta, "sharpness": curvature / _dots(directions, directions, acc),

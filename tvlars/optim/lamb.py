@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from tvlars.optim._trust import ParamsT, TrustRatioOptimizer, batched_norms, check_bool, check_range
+from tvlars.optim._trust import (
+    GroupUpdate,
+    Layout,
+    ParamsT,
+    TrustRatioOptimizer,
+    batched_norms,
+    check_bool,
+    check_range,
+    descend,
+    spread,
+)
+
+# The TVLARS paper's released LAMB (opt/lamb.py, from cybertronai/pytorch-lamb): no bias correction, ‖w‖ ≤ 10.
+OFFICIAL = {"bias_correction": False, "weight_norm_clamp": 10.0}
 
 
 def as_betas(betas: Sequence[float]) -> tuple[float, float]:
@@ -21,13 +34,13 @@ def as_betas(betas: Sequence[float]) -> tuple[float, float]:
     return float(beta1), float(beta2)
 
 
-def _one_minus_pow(beta: float, step: Tensor) -> Tensor:
+def one_minus_pow(beta: float, step: Tensor) -> Tensor:
     """``1 − β^t`` as ``−expm1(t · ln β)``: no cancellation in float32 when β is close to 1."""
     return torch.expm1(step * (math.log(beta) if beta > 0 else -math.inf)).neg()
 
 
 class LAMB(TrustRatioOptimizer):
-    r"""LAMB: Adam's direction, rescaled per tensor by the trust ratio ``‖w‖ / ‖u‖``.
+    r"""LAMB: Adam's direction, rescaled per tensor by the trust ratio ``‖w‖ / ‖u‖`` (optionally clipped).
 
     Source: Y. You, J. Li, S. Reddi, J. Hseu, S. Kumar, S. Bhojanapalli, X. Song, J. Demmel, K. Keutzer,
     C.-J. Hsieh, "Large Batch Optimization for Deep Learning: Training BERT in 76 minutes", ICLR 2020
@@ -38,19 +51,20 @@ class LAMB(TrustRatioOptimizer):
         m̂_t = m_t / (1 − β1^t) ;   v̂_t = v_t / (1 − β2^t)         (only if bias_correction; else m̂=m, v̂=v)
         u_t = m̂_t / (√v̂_t + ε) + wd · w_t                           (L2 inside the update, before the norm)
         τ_t = min(‖w_t‖, c) / ‖u_t‖   if the group adapts and both norms > 0,   else 1
+        τ_t ← clamp(τ_t, clip_min, clip_max)                         (adapting groups; LAMBC's clipping)
         w_{t+1} = w_t − lr · τ_t · u_t
 
-    ``c = weight_norm_clamp`` (``None``: no clamp). The TVLARS paper's released code (adapted from
-    ``cybertronai/pytorch-lamb``) is ``bias_correction=False, weight_norm_clamp=10`` (the
-    ``lamb_official`` preset); unlike that code, tensors of a group with ``adapt=False`` (1-D tensors
-    under :func:`tvlars.optim.param_groups`) get ``τ = 1`` and that group's decay (0 there), i.e. an
-    Adam step with the base LR. Gradients are not modified.
+    ``c = weight_norm_clamp``; ``None`` disables a clamp or bound. ``LAMB.official(params, lr)`` is the
+    TVLARS paper's released LAMB (``bias_correction=False, weight_norm_clamp=10``, the ``lamb_official``
+    preset); unlike that code, tensors of a group with ``adapt=False`` (1-D tensors under
+    :func:`tvlars.optim.param_groups`) get ``τ = 1`` and that group's decay (0 there), i.e. an Adam step
+    with the base LR. :class:`LAMBC` is LAMB with ``clip_max = 1``. Gradients are not modified.
 
     Implementation: multi-tensor kernels, batched norms, the step count and bias corrections as device
-    tensors; no host synchronisation (``torch.compile(fullgraph=True)`` traces ``step``).
+    tensors, or the same compiled (``fused``); no host synchronisation.
 
     Observables (:meth:`trust_stats`): ``trust_ratio`` = ``τ_t`` actually applied to ``u_t`` (1 for
-    the fallback and non-adapting groups); ``update_norm`` = ``‖u_t‖`` before scaling;
+    the fallback and non-adapting groups; clipped); ``update_norm`` = ``‖u_t‖`` before scaling;
     ``weight_norm`` = unclamped ``‖w_t‖``.
 
     Args:
@@ -61,6 +75,9 @@ class LAMB(TrustRatioOptimizer):
         weight_decay: ``wd`` (≥ 0).
         bias_correction: divide the moments by ``1 − β^t``.
         weight_norm_clamp: ``c`` (> 0) bounding ``‖w‖`` in the ratio, or ``None``.
+        clip_max: upper bound (> 0) of the trust ratio, or ``None``.
+        clip_min: lower bound (≥ 0, ≤ ``clip_max``) of the trust ratio, or ``None``.
+        fused: compile the step (``None``: on CUDA only).
     """
 
     def __init__(
@@ -72,18 +89,22 @@ class LAMB(TrustRatioOptimizer):
         weight_decay: float = 0.0,
         bias_correction: bool = True,
         weight_norm_clamp: float | None = None,
+        clip_max: float | None = None,
+        clip_min: float | None = None,
+        *,
+        fused: bool | None = None,
     ) -> None:
-        defaults = dict(
-            lr=lr,
-            betas=as_betas(betas),
-            eps=eps,
-            weight_decay=weight_decay,
-            bias_correction=bias_correction,
-            weight_norm_clamp=weight_norm_clamp,
-        )
-        super().__init__(params, defaults)
+        defaults = dict(lr=lr, betas=as_betas(betas), eps=eps, weight_decay=weight_decay,
+                        bias_correction=bias_correction, weight_norm_clamp=weight_norm_clamp, clip_max=clip_max,
+                        clip_min=clip_min)
+        super().__init__(params, defaults, fused)
 
-    def _check_hyperparameters(self, hp: Any) -> None:
+    @classmethod
+    def official(cls, params: ParamsT, lr: float, **options: Any) -> LAMB:
+        """The TVLARS paper's released LAMB (:data:`OFFICIAL`); ``options``: LAMB's other arguments (they win)."""
+        return cls(params, lr, **{**OFFICIAL, **options})
+
+    def _check_hyperparameters(self, hp: Mapping[str, Any]) -> None:
         super()._check_hyperparameters(hp)
         beta1, beta2 = as_betas(hp["betas"])
         check_range("betas[0]", beta1, 0.0, 1.0, high_open=True)
@@ -91,35 +112,60 @@ class LAMB(TrustRatioOptimizer):
         check_range("eps", hp["eps"], 0.0)
         check_bool("bias_correction", hp["bias_correction"])
         check_range("weight_norm_clamp", hp["weight_norm_clamp"], 0.0, low_open=True, optional=True)
+        check_range("clip_max", hp["clip_max"], 0.0, low_open=True, optional=True)
+        check_range("clip_min", hp["clip_min"], 0.0, optional=True)
+        if hp["clip_min"] is not None and hp["clip_max"] is not None and hp["clip_min"] > hp["clip_max"]:
+            raise ValueError(f"clip_min must be <= clip_max (got {hp['clip_min']} > {hp['clip_max']})")
 
-    def _trust_options(self, group: dict[str, Any], like: Tensor) -> dict[str, Any]:
-        return {"weight_norm_max": group["weight_norm_clamp"]}
+    @classmethod
+    def _state_keys(cls, hp: Mapping[str, Any]) -> tuple[str, ...]:
+        return ("exp_avg", "exp_avg_sq")
 
-    def _update_group(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]) -> Tensor:
-        lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
-        beta1, beta2 = group["betas"]
-        exp_avgs, exp_avg_sqs = self._buffers(params, "exp_avg"), self._buffers(params, "exp_avg_sq")
+    @classmethod
+    def _step_scalars(cls, hp: Mapping[str, Any], step: Tensor, dtype: torch.dtype) -> dict[str, Tensor]:
+        if not hp["bias_correction"]:
+            return {}
+        beta1, beta2 = hp["betas"]
+        t = step.to(dtype)  # the norms' precision
+        sqrt_c2 = one_minus_pow(beta2, t).sqrt()  # c_i = 1 − β_i^t
+        scale = sqrt_c2 / one_minus_pow(beta1, t)  # s = √c2 / c1
+        return {"scale": scale, "eps": sqrt_c2 * hp["eps"], "decay": hp["weight_decay"] / scale}
+
+    @classmethod
+    def _trust_options(cls, hp: Mapping[str, Any], scalars: dict[str, Tensor],
+                       like: Tensor) -> tuple[dict[str, Any], dict[str, Tensor]]:
+        return {"weight_norm_max": hp["weight_norm_clamp"], "clip_min": hp["clip_min"],
+                "clip_max": hp["clip_max"]}, {}
+
+    @classmethod
+    def _update(cls, hp: Mapping[str, Any], params: list[Tensor], grads: list[Tensor], state: dict[str, list[Tensor]],
+                scalars: dict[str, Tensor], lr: float | Tensor, capture: bool, layout: Layout | None) -> GroupUpdate:
+        eps, wd = hp["eps"], hp["weight_decay"]
+        beta1, beta2 = hp["betas"]
+        exp_avgs, exp_avg_sqs = state["exp_avg"], state["exp_avg_sq"]
         torch._foreach_lerp_(exp_avgs, grads, 1.0 - beta1)
         torch._foreach_mul_(exp_avg_sqs, beta2)
         torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1.0 - beta2)
-        # u = s · (m / (√v + ε·√c2) + (wd / s) · w), with c_i = 1 − β_i^t and s = √c2 / c1 (all 1 without
-        # bias correction): the same u as the docstring's, in fewer passes over the tensors.
         weight_norm = batched_norms(params)
-        if group["bias_correction"]:
-            step = self._next_step(group, params[0]).to(weight_norm.dtype)  # the norms' precision
-            sqrt_c2 = _one_minus_pow(beta2, step).sqrt()
-            scale = sqrt_c2 / _one_minus_pow(beta1, step)
-        else:
-            sqrt_c2 = scale = torch.ones((), dtype=weight_norm.dtype, device=weight_norm.device)
         # One new tensor per parameter (as AdamW), turned in place into u / s: on the CPU a fresh
         # allocation costs several in-place passes (page faults), so ``1/x · m`` beats ``m / x`` here.
         directions = torch._foreach_sqrt(exp_avg_sqs)
-        torch._foreach_add_(directions, sqrt_c2 * eps)
+        # With bias correction, u = s · (m / (√v + ε·√c2) + (wd / s) · w): the docstring's u in fewer passes.
+        scale = scalars.get("scale")
+        if scale is not None:  # ``other=``: the Tensor overload (the Scalar one would read the tensor on the host)
+            torch._foreach_add_(directions, other=scalars["eps"])
+        else:
+            torch._foreach_add_(directions, eps)
         torch._foreach_reciprocal_(directions)
-        torch._foreach_mul_(directions, exp_avgs)  # u / s
-        if wd != 0:
-            torch._foreach_addcmul_(directions, params, [wd / scale] * len(params))
-        update_norm = batched_norms(directions) * scale
-        trust = self._trust(group, weight_norm, update_norm)
-        self._apply(params, directions, (trust * scale).unbind(), lr)
-        return torch.stack([trust, weight_norm, update_norm])
+        torch._foreach_mul_(directions, exp_avgs)  # u / s, less the decay
+        if wd != 0 and scale is None:
+            torch._foreach_add_(directions, params, alpha=wd)
+        elif wd != 0:
+            torch._foreach_addcmul_(directions, params, spread(scalars["decay"].expand(len(params)), params, layout))
+        update_norm = batched_norms(directions) if scale is None else batched_norms(directions) * scale
+        trust, extras = cls._ratio(hp, scalars, weight_norm, update_norm)
+        rows = torch.stack([trust, weight_norm, update_norm])
+        # The ratios are read back from the stored observables: compiled, Inductor would otherwise inline the
+        # ratio's formula (divisions, comparisons) into every iteration of every tensor's update loop.
+        applied = spread(rows[0] if scale is None else rows[0] * scale, directions, layout)
+        return GroupUpdate(rows, extras, descend(params, directions, applied, lr, capture))

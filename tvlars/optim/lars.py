@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from tvlars.optim._trust import ParamsT, TrustRatioOptimizer, batched_norms, check_bool, check_range
+from tvlars.optim._trust import (
+    GroupUpdate,
+    Layout,
+    ParamsT,
+    TrustRatioOptimizer,
+    batched_norms,
+    check_bool,
+    check_range,
+    descend,
+    spread,
+)
 
 
 class LARS(TrustRatioOptimizer):
@@ -28,8 +39,9 @@ class LARS(TrustRatioOptimizer):
     adapting group (a zero-initialised bias or BN γ) also get ``r = 1``, i.e. the raw base LR, as in
     the paper's code. Gradients are not modified.
 
-    Implementation: multi-tensor (``torch._foreach_*``) kernels and one batched norm per group; no
-    host synchronisation, so ``step`` traces into one graph under ``torch.compile(fullgraph=True)``.
+    Implementation: multi-tensor (``torch._foreach_*``) kernels and one batched norm per group, or the
+    same compiled (``fused``, see :class:`~tvlars.optim._trust.TrustRatioOptimizer`); no host
+    synchronisation.
 
     Observables (:meth:`trust_stats`): ``trust_ratio`` = ``r_t`` actually applied to ``u_t``;
     ``update_norm`` = ``‖u_t‖`` (before scaling); ``weight_norm`` = ``‖w_t‖``.
@@ -41,6 +53,7 @@ class LARS(TrustRatioOptimizer):
         weight_decay: L2 coefficient ``wd`` (≥ 0), added to the gradient before the norm.
         trust_coefficient: ``η`` (> 0); 0.001 in the paper's code and FAIR's.
         nesterov: use Nesterov momentum (needs ``momentum > 0``).
+        fused: compile the step (``None``: on CUDA only).
     """
 
     def __init__(
@@ -51,17 +64,14 @@ class LARS(TrustRatioOptimizer):
         weight_decay: float = 0.0,
         trust_coefficient: float = 0.001,
         nesterov: bool = False,
+        *,
+        fused: bool | None = None,
     ) -> None:
-        defaults = dict(
-            lr=lr,
-            momentum=momentum,
-            weight_decay=weight_decay,
-            trust_coefficient=trust_coefficient,
-            nesterov=nesterov,
-        )
-        super().__init__(params, defaults)
+        defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, trust_coefficient=trust_coefficient,
+                        nesterov=nesterov)
+        super().__init__(params, defaults, fused)
 
-    def _check_hyperparameters(self, hp: Any) -> None:
+    def _check_hyperparameters(self, hp: Mapping[str, Any]) -> None:
         super()._check_hyperparameters(hp)
         check_range("momentum", hp["momentum"], 0.0, 1.0, high_open=True)
         check_range("trust_coefficient", hp["trust_coefficient"], 0.0, low_open=True)
@@ -69,27 +79,36 @@ class LARS(TrustRatioOptimizer):
         if hp["nesterov"] and hp["momentum"] == 0:
             raise ValueError("nesterov=True needs momentum > 0 (got momentum=0)")
 
-    def _trust_options(self, group: dict[str, Any], like: Tensor) -> dict[str, Any]:
-        return {"coefficient": group["trust_coefficient"]}
+    @classmethod
+    def _state_keys(cls, hp: Mapping[str, Any]) -> tuple[str, ...]:
+        return ("momentum_buffer",) if hp["momentum"] != 0 else ()
 
-    def _update_group(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]) -> Tensor:
-        lr, momentum, wd = group["lr"], group["momentum"], group["weight_decay"]
+    @classmethod
+    def _trust_options(cls, hp: Mapping[str, Any], scalars: dict[str, Tensor],
+                       like: Tensor) -> tuple[dict[str, Any], dict[str, Tensor]]:
+        return {"coefficient": hp["trust_coefficient"]}, {}
+
+    @classmethod
+    def _update(cls, hp: Mapping[str, Any], params: list[Tensor], grads: list[Tensor], state: dict[str, list[Tensor]],
+                scalars: dict[str, Tensor], lr: float | Tensor, capture: bool, layout: Layout | None) -> GroupUpdate:
+        momentum, wd = hp["momentum"], hp["weight_decay"]
         updates = torch._foreach_add(grads, params, alpha=wd) if wd != 0 else grads
         weight_norm, update_norm = batched_norms(params), batched_norms(updates)
-        ratio = self._trust(group, weight_norm, update_norm)
-        ratios = ratio.unbind()
+        ratio, extras = cls._ratio(hp, scalars, weight_norm, update_norm)
+        rows = torch.stack([ratio, weight_norm, update_norm])
+        ratios = spread(rows[0], updates, layout)  # from the stored rows: see LAMB._update
         if momentum == 0:
-            self._apply(params, updates, ratios, lr)
-        elif group["nesterov"]:
-            bufs = self._buffers(params, "momentum_buffer")
+            directions = descend(params, updates, ratios, lr, capture)
+        elif hp["nesterov"]:
+            bufs = state["momentum_buffer"]
             scaled = torch._foreach_mul(updates, ratios)
             torch._foreach_mul_(bufs, momentum)
             torch._foreach_add_(bufs, scaled)
             torch._foreach_add_(scaled, bufs, alpha=momentum)
-            self._apply(params, scaled, None, lr)
+            directions = descend(params, scaled, None, lr, capture)
         else:
-            bufs = self._buffers(params, "momentum_buffer")
+            bufs = state["momentum_buffer"]
             torch._foreach_mul_(bufs, momentum)
             torch._foreach_addcmul_(bufs, updates, ratios)
-            self._apply(params, bufs, None, lr)
-        return torch.stack([ratio, weight_norm, update_norm])
+            directions = descend(params, bufs, None, lr, capture)
+        return GroupUpdate(rows, extras, directions)

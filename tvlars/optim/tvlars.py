@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+import torch
 from torch import Tensor
 
-from tvlars.optim._trust import ParamsT, TrustRatioOptimizer, check_range
+from tvlars.optim._trust import ParamsT, TrustRatioOptimizer, check_range, extends
 from tvlars.optim.lars import LARS
+
+# The released code's constants (KhoiDOO/tvlars opt/tvlars.py, 2023-11-20): φ(t) = 1 / (0.1 + exp(λt)), norms ≤ 10.
+OFFICIAL = {"alpha": 0.1, "delay_steps": 0, "gamma_min": 0.0, "norm_clamp": 10.0}
 
 
 class TVLARS(LARS):
@@ -15,9 +20,8 @@ class TVLARS(LARS):
 
     Source: K. Do, D. Nguyen, H. Nguyen, L. Tran-Thanh, N.-H. Tran, Q.-V. Pham, "Revisiting LARS for
     Large Batch Training Generalization of Neural Networks", IEEE Trans. Artificial Intelligence
-    (2024), arXiv 2309.14053; released code ``github.com/KhoiDOO/tvlars`` (``opt/tvlars.py``, final
-    version of 2023-11-20). For every tensor ``w`` with gradient ``g`` at optimizer step ``t``
-    (``t = 1`` on the first step; the count is the group's ``"step"`` entry, saved by ``state_dict``)::
+    (2024), arXiv 2309.14053; released code ``github.com/KhoiDOO/tvlars``. For every tensor ``w`` with
+    gradient ``g`` at optimizer step ``t`` (``t = 1`` first; the group's ``"step"`` entry)::
 
         φ(t)    = 1 / (α + exp(λ · (t − d))) + γ_min
         u_t     = g_t + wd · w_t                                       (decay only if wd > 0)
@@ -26,37 +30,22 @@ class TVLARS(LARS):
         b_t     = m · b_{t-1} + r_t · u_t ;   w_{t+1} = w_t − lr · b_t   (as :class:`LARS`)
 
     ``c = norm_clamp`` (``None``: no clamp). With ``α = 0, λ = 0, γ_min = 0``, ``φ ≡ 1`` and TVLARS is
-    exactly LARS. The step count ``t`` advances at every step in which the group adapts a tensor.
+    exactly LARS.
 
-    **Paper vs released code.** The paper's ``φ`` has a free offset ``α``, a delay ``d`` and a floor
-    ``γ_min``. The released code computes ``η / (0.1 + exp(λ · (k + 1)))`` with the 0-based optimizer
-    step ``k``: ``α = 0.1``, ``d = 0``, ``γ_min = 0``, ``t = k + 1``, both norms clamped to ``[0, 10]``,
-    a constant LR with no warm-up, and ``φ(1) ≈ 0.91`` decaying to 0 (it never raises the LARS ratio).
-    In that code the 1-D tensors (biases, BN weights) get neither decay nor ratio nor ``φ``: they
-    train with the raw, constant LR for the whole run. Here that is a group with ``adapt=False``
-    (:func:`tvlars.optim.param_groups`), whose tensors get ``r = 1``. The class defaults reproduce
-    the released schedule (``λ = 0.001``, its ``--lmbda`` default); add ``norm_clamp=10`` for the
-    exact released rule (the ``tvlars_official`` preset).
+    Three forms, each one call (the reasons for the defaults are in ``docs/optimizers.md``):
 
-    **Defaults of the ``tvlars`` preset (our choice; the paper's values are not known).** Built by
-    :func:`tvlars_from_epochs` with ``α = 1``, ``delay_epochs = 10``, ``λ = 0.001`` per step,
-    ``γ_min = 0.001``:
+    * ``TVLARS(params, lr)``: the paper's form with our defaults ``α = 1`` (φ is the reversed logistic
+      ``sigmoid(−λ(t − d)) + γ_min``), ``λ = 0.001`` per step, ``γ_min = 0.001``. The delay ``d`` is
+      ``delay_steps``, or ``round(delay_epochs · steps_per_epoch)`` when ``delay_epochs`` is given; it
+      defaults to 0 (then φ starts at ½ + γ_min and decays at once).
+    * ``TVLARS.from_epochs(params, lr, steps_per_epoch)``: the same with a 10-epoch delay, the
+      ``tvlars`` preset (φ ≈ 1 + γ_min, plain LARS, until the delay).
+    * ``TVLARS.official(params, lr)``: the released code, ``η / (0.1 + exp(λt))`` with both norms
+      clamped to 10 (``α = 0.1, d = 0, γ_min = 0, c = 10``), the ``tvlars_official`` preset.
 
-    * ``α = 1`` makes ``φ`` the reversed logistic ``sigmoid(−λ(t − d)) + γ_min`` (the paper's
-      "sigmoid-like" function) whose plateau before the delay is ``φ ≈ 1 + γ_min``: TVLARS starts as
-      LARS at the full configured LR with no warm-up, and ``φ(d) = ½ + γ_min``. The released code's
-      ``α = 0.1`` with a delay would start at ``φ ≈ 10``, ten times any step in the authors' LR grids
-      (tuned with ``φ ≤ 0.91``).
-    * ``delay_epochs = 10``: the authors' code from Aug to Nov 2023 (when v1 was posted) ran plain
-      LARS for the first 10 epochs before decaying; ``α = 1`` with ``d = 10`` epochs is that schedule
-      without its jump. The factory converts it with ``d = round(delay_epochs · steps_per_epoch)``.
-    * ``λ = 0.001`` per optimizer step: the released code's default, in the unit its grid uses
-      (``1e-6 … 5e-2``). The transition spans about ``4/λ`` steps, so its length in epochs grows with
-      the number of steps per epoch (the authors tune ``λ`` per batch size); the plateau is flat only
-      when ``λ·d ≫ 1``, otherwise ``φ`` starts between ½ and 1.
-    * ``γ_min = 0.001``: a floor so the LR never vanishes (the released code's ``φ → 0`` quirk), equal
-      to the 0.001× end-of-cosine floor of the baselines' warm-up schedule in the same code, so all
-      methods end at a comparable fraction of their base LR.
+    In the released code the 1-D tensors (biases, BN weights) get neither decay nor ratio nor ``φ``;
+    here that is a group with ``adapt=False`` (:func:`tvlars.optim.param_groups`), whose tensors get
+    ``r = 1``.
 
     Observables (:meth:`trust_stats`): as :class:`LARS`, where ``trust_ratio`` is ``r_t`` including
     ``η`` and ``φ(t)`` (1 for the fallback and non-adapting groups) and ``update_norm`` is the
@@ -64,43 +53,46 @@ class TVLARS(LARS):
     step adapted no tensor). ``φ`` is computed on the device from the step tensor: no host synchronisation.
 
     Args:
-        params, lr, momentum, weight_decay, trust_coefficient: as :class:`LARS` (no Nesterov).
+        params, lr: as :class:`LARS`; all of LARS's other arguments are accepted (keyword-only).
         lam: decay rate ``λ`` per optimizer step (≥ 0).
         alpha: offset ``α`` (≥ 0); the early plateau is ``≈ 1/α + γ_min`` when ``λ·d ≫ 1``. With
             ``α = 0`` and ``t < d``, ``φ = exp(λ(d − t))`` can be very large.
         delay_steps: delay ``d`` in optimizer steps (≥ 0), the centre of the decay.
         gamma_min: floor ``γ_min`` (≥ 0) of ``φ``.
         norm_clamp: ``c`` (> 0) bounding ``‖w‖`` and ``‖u‖`` in the ratio, or ``None``.
+        delay_epochs: the delay in epochs (≥ 0) instead of ``delay_steps``; needs ``steps_per_epoch``.
+        steps_per_epoch: optimizer steps per epoch (≥ 1); the training loop passes it.
     """
 
+    @extends(LARS)
     def __init__(
         self,
         params: ParamsT,
         lr: float,
-        momentum: float = 0.9,
-        weight_decay: float = 0.0,
-        trust_coefficient: float = 0.001,
+        *,
         lam: float = 0.001,
-        alpha: float = 0.1,
+        alpha: float = 1.0,
         delay_steps: float = 0,
-        gamma_min: float = 0.0,
+        gamma_min: float = 0.001,
         norm_clamp: float | None = None,
+        delay_epochs: float | None = None,
+        steps_per_epoch: int | None = None,
+        **options: Any,
     ) -> None:
-        defaults = dict(
-            lr=lr,
-            momentum=momentum,
-            weight_decay=weight_decay,
-            trust_coefficient=trust_coefficient,
-            nesterov=False,
-            lam=lam,
-            alpha=alpha,
-            delay_steps=delay_steps,
-            gamma_min=gamma_min,
-            norm_clamp=norm_clamp,
-        )
-        TrustRatioOptimizer.__init__(self, params, defaults)  # LARS's defaults plus the schedule
+        if delay_epochs is not None:
+            check_range("delay_epochs", delay_epochs, 0.0)
+            check_range("steps_per_epoch", steps_per_epoch, 1.0)
+            if delay_steps:
+                raise ValueError(f"give the delay in steps or in epochs, not both (got delay_steps={delay_steps}, "
+                                 f"delay_epochs={delay_epochs}); set the other to None")
+            delay_steps = round(delay_epochs * steps_per_epoch)
+        fused = options.pop("fused")
+        # LARS's arguments (completed with its defaults by @extends) plus the schedule: one defaults dict
+        defaults = dict(lr=lr, **options, lam=lam, alpha=alpha, delay_steps=delay_steps, gamma_min=gamma_min,
+                        norm_clamp=norm_clamp)
+        TrustRatioOptimizer.__init__(self, params, defaults, fused)
 
-    def _check_hyperparameters(self, hp: Any) -> None:
+    def _check_hyperparameters(self, hp: Mapping[str, Any]) -> None:
         super()._check_hyperparameters(hp)
         check_range("lam", hp["lam"], 0.0)
         check_range("alpha", hp["alpha"], 0.0)
@@ -108,49 +100,31 @@ class TVLARS(LARS):
         check_range("gamma_min", hp["gamma_min"], 0.0)
         check_range("norm_clamp", hp["norm_clamp"], 0.0, low_open=True, optional=True)
 
-    def _trust_options(self, group: dict[str, Any], like: Tensor) -> dict[str, Any]:
-        step = self._next_step(group, like).to(like.dtype)  # φ in the norms' precision
-        phi = (step - group["delay_steps"]).mul_(group["lam"]).exp_()
-        phi = phi.add_(group["alpha"]).reciprocal_().add_(group["gamma_min"])
-        self._extra_stats["phi"] = phi
-        clamp = group["norm_clamp"]
-        return {
-            "coefficient": group["trust_coefficient"],
-            "scale": phi,
-            "weight_norm_max": clamp,
-            "update_norm_max": clamp,
-        }
+    @classmethod
+    def _step_scalars(cls, hp: Mapping[str, Any], step: Tensor, dtype: torch.dtype) -> dict[str, Tensor]:
+        if not hp["adapt"]:
+            return {}
+        phi = (step.to(dtype) - hp["delay_steps"]).mul_(hp["lam"]).exp_()  # φ in the norms' precision
+        return {"phi": phi.add_(hp["alpha"]).reciprocal_().add_(hp["gamma_min"])}
+
+    @classmethod
+    def _trust_options(cls, hp: Mapping[str, Any], scalars: dict[str, Tensor],
+                       like: Tensor) -> tuple[dict[str, Any], dict[str, Tensor]]:
+        clamp = hp["norm_clamp"]
+        options = {"coefficient": hp["trust_coefficient"], "scale": scalars["phi"], "weight_norm_max": clamp,
+                   "update_norm_max": clamp}
+        return options, {"phi": scalars["phi"]}
+
+    @classmethod
+    def from_epochs(cls, params: ParamsT, lr: float, steps_per_epoch: int, delay_epochs: float = 10.0,
+                    **options: Any) -> TVLARS:
+        """The ``tvlars`` preset's form: the delay in epochs (default 10); ``options``: TVLARS's other arguments."""
+        return cls(params, lr, delay_epochs=delay_epochs, steps_per_epoch=steps_per_epoch, **options)
+
+    @classmethod
+    def official(cls, params: ParamsT, lr: float, **options: Any) -> TVLARS:
+        """The released code's form (:data:`OFFICIAL`); ``options``: TVLARS's other arguments (they win)."""
+        return cls(params, lr, **{**OFFICIAL, **options})
 
 
-def tvlars_from_epochs(
-    params: ParamsT,
-    lr: float,
-    steps_per_epoch: int,
-    momentum: float = 0.9,
-    weight_decay: float = 0.0,
-    trust_coefficient: float = 0.001,
-    lam: float = 0.001,
-    alpha: float = 1.0,
-    delay_epochs: float = 10.0,
-    gamma_min: float = 0.001,
-    norm_clamp: float | None = None,
-) -> TVLARS:
-    """TVLARS with the delay given in epochs: ``delay_steps = round(delay_epochs · steps_per_epoch)``.
-
-    The target of the ``tvlars`` preset; the training loop passes ``steps_per_epoch``. Defaults are
-    the preset's (see :class:`TVLARS` for why); ``λ`` stays per optimizer step.
-    """
-    check_range("steps_per_epoch", steps_per_epoch, 1.0)
-    check_range("delay_epochs", delay_epochs, 0.0)
-    return TVLARS(
-        params,
-        lr,
-        momentum=momentum,
-        weight_decay=weight_decay,
-        trust_coefficient=trust_coefficient,
-        lam=lam,
-        alpha=alpha,
-        delay_steps=round(delay_epochs * steps_per_epoch),
-        gamma_min=gamma_min,
-        norm_clamp=norm_clamp,
-    )
+tvlars_from_epochs = TVLARS.from_epochs  # the name of earlier versions (scripts import it)
