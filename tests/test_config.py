@@ -23,6 +23,11 @@ def test_every_group_option_composes_and_validates(group: str, option: str) -> N
     assert cfg[group]["_target_"]
 
 
+def test_the_fused_step_is_not_part_of_the_run_id() -> None:
+    eager, fused = (compose_config(["optimizer=lars", f"optimizer.fused={v}"]) for v in ("false", "true"))
+    assert run_id(eager) == run_id(fused) != run_id(compose_config(["optimizer=lars", "optimizer.lr=3"]))
+
+
 def test_lr_scaling_rules() -> None:
     base = ["optimizer=sgd", "optimizer.lr=0.1", "batch_size=1024"]
     assert resolved_lr(compose_config([*base, "lr_scaling=none"])) == pytest.approx(0.1)
@@ -32,7 +37,8 @@ def test_lr_scaling_rules() -> None:
 
 def test_run_id_ignores_paths_and_logging_but_not_hyperparameters() -> None:
     a = compose_config(["out_dir=/a", "logger=none", "data_root=/x"])
-    b = compose_config(["out_dir=/b", "logger=wandb", "data_root=/y", "log_every=7", "data.on_device=false"])
+    b = compose_config(["out_dir=/b", "logger=wandb", "data_root=/y", "log_every=7", "data.on_device=false",
+                        "deterministic=true"])
     c = compose_config(["optimizer.lr=0.2"])
     assert run_id(a) == run_id(b) != run_id(c)
 

@@ -116,6 +116,7 @@ ConfigStore.instance().store(name="tvlars_schema", node=Config)
 _NON_SEMANTIC = {"logger", "out_dir", "run_dir", "name", "progress", "data_root", "data", "num_workers",
                  "log_every", "checkpoint_every", "eval_batch_size", "labels", "deterministic"}
 _NON_SEMANTIC_DATASET = {"root", "download", "verify_checksums"}
+_NON_SEMANTIC_OPTIMIZER = {"fused"}  # the compiled step equals the eager one up to floating-point noise
 
 
 def _positive(cfg: DictConfig, key: str, minimum: int = 1) -> None:
@@ -265,6 +266,7 @@ def semantic_config(cfg: DictConfig) -> dict[str, Any]:
     assert isinstance(container, dict)
     out = {k: v for k, v in container.items() if k not in _NON_SEMANTIC and k != "hydra"}
     out["dataset"] = {k: v for k, v in out["dataset"].items() if k not in _NON_SEMANTIC_DATASET}
+    out["optimizer"] = {k: v for k, v in out["optimizer"].items() if k not in _NON_SEMANTIC_OPTIMIZER}
     return out
 
 
