@@ -22,13 +22,13 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import ROOT, compose_config, tiny
+from conftest import compose_config, tiny
 from omegaconf import DictConfig, OmegaConf
 
 from tests.optim.optim_cases import tiny_bn_net
 from tvlars import distributed
 from tvlars.build import build
-from tvlars.config import instantiate_node, resolved_lr, validate
+from tvlars.config import CONFIG_DIR, instantiate_node, resolved_lr, validate
 from tvlars.engine import Engine, TrainState
 from tvlars.optim import param_groups
 from tvlars.records import RunRecords
@@ -64,7 +64,7 @@ TASKS: dict[str, tuple[str, ...]] = {
 LINEAR_EVAL = ("task=linear_eval", "model=from_backbone")
 STEP_CASES = {f"{task}-{family}": (*TASKS[task], *FAMILIES[family]) for task in TASKS for family in FAMILIES} | {
     "linear_eval-sgd": LINEAR_EVAL}
-PRESETS = sorted(p.stem for p in (ROOT / "configs" / "optimizer").glob("*.yaml"))
+PRESETS = sorted(p.stem for p in (Path(CONFIG_DIR) / "optimizer").glob("*.yaml"))
 
 
 @contextlib.contextmanager

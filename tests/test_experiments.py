@@ -1,5 +1,5 @@
 """Experiment specs: quasi-random search spaces, equal budgets, compare rows, chance, confirmation jobs, and the
-planner's rerun rule (tvlars.experiments, tvlars.sweep); no training."""
+planner's rerun rule (tvlars.spec, tvlars.sweep); no training."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tvlars.errors import UserError
-from tvlars.experiments import load_spec, smoke_spec
+from tvlars.spec import load_spec, smoke_spec
 from tvlars.sweep import plan, write_job_files
 
 SEARCH = """
@@ -130,11 +130,10 @@ def test_rerun_launches_only_failed_running_and_missing_jobs(tmp_path: Path) -> 
 
 @pytest.mark.slow
 def test_search_confirmation_and_comparison_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """A tiny search table with confirmation seeds through reproduce_table.py: search sweep, confirmation sweep,
+    """A tiny search table with confirmation seeds through tvlars.reproduce: search sweep, confirmation sweep,
     table of the confirmation seeds, records beside it; a rerun launches nothing and compares equal."""
-    import importlib.util
 
-    from conftest import ROOT, TINY
+    from conftest import TINY
 
     base = [o for o in TINY if not o.startswith(("batch_size", "epochs"))] + ["epochs=1", "checkpoint_every=0"]
     spec = write(tmp_path, f"""
@@ -149,9 +148,8 @@ rows:
   - {{label: a, overrides: [optimizer=sgd], search: {{trials: 2, space: {{optimizer.lr: {{log: [0.01, 0.1]}}}}}}}}
   - {{label: b, overrides: [optimizer=adamw], search: {{trials: 2, space: {{optimizer.lr: {{log: [0.001, 0.01]}}}}}}}}
 """, "tiny")
-    loader = importlib.util.spec_from_file_location("reproduce_table", ROOT / "scripts" / "reproduce_table.py")
-    reproduce = importlib.util.module_from_spec(loader)
-    loader.loader.exec_module(reproduce)
+    from tvlars import reproduce
+
     args = ["--table", str(spec), "--launcher", "basic", "--runs", str(tmp_path / "runs"),
             "--results", str(tmp_path / "results")]
     assert reproduce.main(args) == 0

@@ -1,4 +1,4 @@
-"""Tables and figures from synthetic run records (tvlars.report, scripts/make_tables.py); no training."""
+"""Tables and figures from synthetic run records (tvlars.report, tvlars.make_tables); no training."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tvlars.experiments import load_spec
 from tvlars.report import build_table, collect, write_figures
 from tvlars.report.figures import phi
 from tvlars.report.tables import format_point, tex_escape
+from tvlars.spec import load_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 collect_module = importlib.import_module("tvlars.report.collect")  # the module; tvlars.report.collect is the function
@@ -114,7 +114,11 @@ def write_table_runs(root: Path) -> Path:
     # Noise: another table, an SSL linear_eval sub-run, a corrupt and an empty summary.
     write_run(root, "TVLARS", 512, {"optimizer.lr": 1, "optimizer.lam": 1e-3}, 0, 99.9, table="other")
     parent = write_run(root, "LARS + warm-up", 1024, {"optimizer.lr": 1}, 5, 10.0, table="other")
-    write_run(parent, "LARS + warm-up", 1024, {"optimizer.lr": 1}, 0, 99.0).rename(parent / "linear_eval")
+    follow_up = write_run(parent, "LARS + warm-up", 1024, {"optimizer.lr": 1}, 0, 99.0)
+    summary = json.loads((follow_up / "summary.json").read_text())
+    summary["config"]["labels"] = {"follow_up_of": parent.name}  # as tvlars.run labels a follow-up run
+    (follow_up / "summary.json").write_text(json.dumps(summary))
+    follow_up.rename(parent / "linear_eval")
     for name, text in (("corrupt", '{"status": "compl'), ("empty", "")):
         (root / name).mkdir()
         (root / name / "summary.json").write_text(text)
@@ -340,10 +344,9 @@ def test_wandb_source(spec, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _make_tables() -> Any:
-    loader = importlib.util.spec_from_file_location("make_tables", ROOT / "scripts" / "make_tables.py")
-    module = importlib.util.module_from_spec(loader)
-    loader.loader.exec_module(module)
-    return module
+    from tvlars import make_tables
+
+    return make_tables
 
 
 def test_make_tables_cli(spec, runs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 from tvlars.errors import UserError
-from tvlars.experiments import load_spec, smoke_spec
 from tvlars.report import collect
 from tvlars.report.compare import compare
 from tvlars.report.scaling import (
@@ -25,6 +24,7 @@ from tvlars.report.scaling import (
     scaling_axes,
     scaling_figure,
 )
+from tvlars.spec import load_spec, smoke_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = {"metric": "test_top1", "value": 80.0, "stop": True}
@@ -298,10 +298,7 @@ def test_figure(spec, runs: Path, tmp_path: Path) -> None:
 
 
 def _script(name: str) -> Any:
-    loader = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(loader)
-    loader.loader.exec_module(module)
-    return module
+    return importlib.import_module(f"tvlars.{name}")
 
 
 def test_make_tables_writes_the_scaling_outputs(spec, runs: Path, tmp_path: Path,
@@ -336,7 +333,7 @@ def test_comparison_with_the_committed_scaling_table(spec, runs: Path) -> None:
 
 
 def test_reproduce_table_dispatches_on_the_kind(spec) -> None:
-    reproduce = _script("reproduce_table")
+    reproduce = _script("reproduce")
     from tvlars.report import scaling, tables
 
     assert reproduce.kind(spec) == (scaling.select, scaling.build_scaling, "scaling.csv", COMPARE_FIELDS)
@@ -348,7 +345,7 @@ def test_reproduce_table_dispatches_on_the_kind(spec) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("profile", ["smoke", "full"])
 def test_scaling_sweep_end_to_end(profile: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """A tiny scaling study through reproduce_table.py: search, confirmation (full profile), scaling.md/.csv/.png
+    """A tiny scaling study through tvlars.reproduce: search, confirmation (full profile), scaling.md/.csv/.png
     with the records; a rerun launches nothing and compares every cell equal."""
     from conftest import TINY
 
@@ -364,7 +361,7 @@ def test_scaling_sweep_end_to_end(profile: str, tmp_path: Path, capsys: pytest.C
                                 "columns": {"key": "batch_size", "values": [32, 64, 128]}, "base": base,
                                 "smoke": ["target.value=5"],
                                 "rows": [row("SGD", "sgd", 0.05, 0.5), row("AdamW", "adamw", 0.001, 0.01)]}))
-    reproduce = _script("reproduce_table")
+    reproduce = _script("reproduce")
     args = ["--table", str(path), "--launcher", "basic", "--profile", profile, "--runs", str(tmp_path / "runs"),
             "--results", str(tmp_path / "results")]
     assert reproduce.main(args) == 0

@@ -13,10 +13,10 @@ from scipy import stats
 from test_report import write_run
 
 from tvlars.errors import UserError
-from tvlars.experiments import load_spec
 from tvlars.report import build_table, collect
 from tvlars.report.compare import compare, verdict
 from tvlars.report.tables import Cell, welch
+from tvlars.spec import load_spec
 
 SPEC = """\
 title: statistics

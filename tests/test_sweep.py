@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tvlars.errors import UserError
-from tvlars.experiments import EXPERIMENTS_DIR, load_spec, smoke_spec
+from tvlars.spec import EXPERIMENTS_DIR, load_spec, smoke_spec
 from tvlars.sweep import describe, job_file, plan, write_job_files
 
 SPECS = sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
@@ -86,13 +86,10 @@ def test_job_file_reproduces_the_planned_run(tmp_path: Path) -> None:
 
 
 def _reproduce(table: str, launcher: str, runs: Path) -> None:
-    import sys
+    from tvlars import reproduce
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-    import reproduce_table
-
-    assert reproduce_table.main(["--table", table, "--profile", "smoke", "--launcher", launcher,
-                                 "--runs", str(runs)]) == 0
+    assert reproduce.main(["--table", table, "--profile", "smoke", "--launcher", launcher,
+                           "--runs", str(runs)]) == 0
 
 
 @pytest.mark.slow

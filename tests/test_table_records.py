@@ -1,6 +1,6 @@
-"""Records travel with the tables: scripts/make_tables.py copies a table's run records into results/<table>/runs,
-rebuilds byte for byte from them, refuses empty sources and dropped records, removes stale figures; the scripts
-import the checkout they run from (tvlars.report.records, scripts/*.py)."""
+"""Records travel with the tables: tvlars.make_tables copies a table's run records into results/<table>/runs,
+rebuilds byte for byte from them, refuses empty sources and dropped records, removes stale figures; the commands
+import the checkout they run from (tvlars.report.records, tvlars.make_tables, tvlars.reproduce)."""
 
 from __future__ import annotations
 
@@ -19,15 +19,12 @@ from tvlars.report import records
 
 
 def _script(name: str) -> Any:
-    loader = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(loader)
-    loader.loader.exec_module(module)
-    return module
+    return importlib.import_module(f"tvlars.{name}")
 
 
 @pytest.fixture
 def study(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A checkout-like directory: experiments/mini.yaml and runs/mini/ with every kind of per-run file."""
+    """A study directory: a spec mini.yaml and runs/mini/ with every kind of per-run file."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "mini.yaml").write_text(SPEC)
     runs = tmp_path / "runs" / "mini"
@@ -123,25 +120,25 @@ def test_continuing_a_committed_study_copies_only_what_is_missing(tmp_path: Path
         "other": Path("/x/other"), "run": Path("/x/run"), "run~2": Path("/y/run")}
 
 
-@pytest.mark.parametrize("script", ["make_tables.py", "reproduce_table.py"])
-def test_scripts_import_the_checkout_they_run_from(script: str, tmp_path: Path) -> None:
-    """An installed tvlars from another checkout must not win over the one beside the script."""
+@pytest.mark.parametrize("module", ["make_tables", "reproduce"])
+def test_commands_import_the_checkout_they_run_from(module: str, tmp_path: Path) -> None:
+    """`python -m tvlars.<command>` from a checkout uses that checkout, whatever else is on the path."""
     impostor = tmp_path / "tvlars"
     impostor.mkdir()
     (impostor / "__init__.py").write_text("raise ImportError('the tvlars of another checkout was imported')\n")
     env = {**cli_env(), "PYTHONPATH": str(tmp_path)}
-    result = subprocess.run([sys.executable, str(ROOT / "scripts" / script), "--table", "no-such-table",
-                             *(["--dry-run"] if script == "reproduce_table.py" else [])],
-                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-m", f"tvlars.{module}", "--table", "no-such-table",
+                             *(["--dry-run"] if module == "reproduce" else [])],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert "another checkout" not in result.stderr
     assert result.returncode == 2 and result.stderr.startswith("error: no experiment spec")
-    assert str(ROOT / "experiments") in result.stderr  # this checkout's specs
+    assert str(ROOT / "tvlars" / "experiments") in result.stderr  # this checkout's specs
 
 
 def test_jobs_default_to_the_cpus_this_process_may_use() -> None:
-    reproduce = _script("reproduce_table")
+    reproduce = _script("reproduce")
     assert reproduce.usable_cpus() == len(os.sched_getaffinity(0))
-    assert "default: one per usable CPU" in reproduce.__doc__ + open(ROOT / "scripts" / "reproduce_table.py").read()
+    assert "default: one per usable CPU" in reproduce.__doc__ + open(reproduce.__file__).read()
 
 
 COMMITTED = sorted(p.name for p in (ROOT / "results").iterdir() if p.is_dir()) if (ROOT / "results").is_dir() else []

@@ -13,6 +13,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from enum import Enum
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,9 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from tvlars.errors import UserError
 
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
-"""The Hydra config tree (``config.yaml`` and one directory per group)."""
+CONFIG_DIR = str(files("tvlars") / "configs")
+"""The Hydra config tree (``config.yaml`` and one directory per group), shipped inside the package (package
+data, as Hydra's application-packaging guide does), so an installed wheel composes configs from any directory."""
 
 
 class Precision(str, Enum):

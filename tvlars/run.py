@@ -177,7 +177,7 @@ def follow_up_config(cfg: DictConfig, option: str, parent_dir: Path, settings: d
                      parent_id: str) -> DictConfig:
     """The run that evaluates a finished run's exported module (SSL pre-training → ``task=linear_eval``): the
     parent's config, with every key that ``task=<option>`` sets taken from that option (each setting lives once,
-    in ``configs/task/<option>.yaml``), then ``settings`` (the parent task's overrides, e.g. ``epochs``); it runs
+    in ``tvlars/configs/task/<option>.yaml``), then ``settings`` (the parent task's overrides, e.g. ``epochs``); it runs
     in ``<parent_dir>/<option>`` without a logger of its own and is labelled as the parent's follow-up (tables
     read its numbers from the parent's summary)."""
     composed = compose([f"task={option}"])

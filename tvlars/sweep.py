@@ -31,8 +31,8 @@ from tvlars.cli import one_line
 from tvlars.config import CONFIG_DIR, default_run_dir, run_id, validate
 from tvlars.data import train_size
 from tvlars.errors import UserError
-from tvlars.experiments import Job, Spec, slug
 from tvlars.records import RunRecords, Status
+from tvlars.spec import Job, Spec, slug
 
 GROUPS = tuple(p.name for p in Path(CONFIG_DIR).iterdir() if p.is_dir())
 

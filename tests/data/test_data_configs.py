@@ -1,5 +1,5 @@
-"""configs/dataset/*.yaml against the registry: each YAML composes and validates, its fake loads through the YAML's
-loader, its `augment` block fits the transforms, and its training-set size is known without loading."""
+"""tvlars/configs/dataset/*.yaml against the registry: each YAML composes and validates, its fake loads through the
+YAML's loader, its `augment` block fits the transforms, and its training-set size is known without loading."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from conftest import compose_config
 from hydra.utils import get_object
 from omegaconf import OmegaConf
 
-from tvlars.config import instantiate_node, validate
+from tvlars.config import CONFIG_DIR, instantiate_node, validate
 from tvlars.data import DATASETS, DataBundle, classification_transforms, registered, train_size, write_fake
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "dataset"
-NAMES = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+DATASET_CONFIGS = Path(CONFIG_DIR) / "dataset"
+NAMES = sorted(p.stem for p in DATASET_CONFIGS.glob("*.yaml"))
 
 
 def test_every_yaml_is_a_registered_dataset_and_back() -> None:
@@ -24,9 +24,9 @@ def test_every_yaml_is_a_registered_dataset_and_back() -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_yaml_keys_match_the_loader_and_transforms(name: str, tmp_path: Path) -> None:
-    text = (CONFIG_DIR / f"{name}.yaml").read_text()
+    text = (DATASET_CONFIGS / f"{name}.yaml").read_text()
     assert text.startswith("# ") and text.splitlines()[1].startswith("_target_: tvlars.data.load_")
-    tree = OmegaConf.create({"data_root": str(tmp_path), "dataset": OmegaConf.load(CONFIG_DIR / f"{name}.yaml")})
+    tree = OmegaConf.create({"data_root": str(tmp_path), "dataset": OmegaConf.load(DATASET_CONFIGS / f"{name}.yaml")})
     config = OmegaConf.to_container(tree.dataset, resolve=True)
     assert isinstance(config, dict)
     assert set(config["augment"]) == set(inspect.signature(classification_transforms).parameters) - {"info"}

@@ -62,11 +62,10 @@ def test_a_new_dataset_is_one_decorated_loader(monkeypatch: pytest.MonkeyPatch, 
 
 def test_smoke_profile_writes_a_fake_of_every_registered_dataset_once(tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "scripts"))
-    import reproduce_table
+    from tvlars import reproduce
 
-    reproduce_table.fake_data(tmp_path)
+    reproduce.fake_data(tmp_path)
     assert sorted(p.stem for p in tmp_path.glob("*.done")) == sorted(DATASETS)
     assert (tmp_path / "tiny-imagenet-200" / "wnids.txt").is_file() and (tmp_path / "imagenet" / "val").is_dir()
-    monkeypatch.setattr(reproduce_table, "write_fake", lambda *a, **k: pytest.fail("fake written twice"))
-    reproduce_table.fake_data(tmp_path)
+    monkeypatch.setattr(reproduce, "write_fake", lambda *a, **k: pytest.fail("fake written twice"))
+    reproduce.fake_data(tmp_path)

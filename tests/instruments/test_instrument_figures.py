@@ -61,9 +61,9 @@ def test_make_tables_draws_the_instrument_figures_of_a_table(tmp_path: Path) -> 
     """Rows in the spec's order, every finished run of the row, a run of another table left out."""
     from test_report import write_run
 
-    from tvlars.experiments import load_spec
     from tvlars.report import collect
     from tvlars.report.instrument_figures import write_instrument_figures
+    from tvlars.spec import load_spec
 
     spec_path = tmp_path / "mini.yaml"
     spec_path.write_text("title: mini\ncolumns: {key: batch_size, values: [256]}\nseeds: [0]\nchance: 10\n"

@@ -13,10 +13,11 @@ from torch.optim import Optimizer
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from tests.optim.reference import ReferenceLAMB, ReferenceLARS, tvlars_phi
+from tvlars.config import CONFIG_DIR
 from tvlars.optim import LAMB, LAMBC, LARS, TVLARS
 
 Factory = Callable[[list[dict[str, Any]]], Optimizer]
-PRESETS = sorted(p.stem for p in (Path(__file__).resolve().parents[2] / "configs" / "optimizer").glob("*.yaml"))
+PRESETS = sorted(p.stem for p in (Path(CONFIG_DIR) / "optimizer").glob("*.yaml"))
 
 _TV = dict(lam=0.05, alpha=1.0, delay_steps=20, gamma_min=0.01)
 # name -> (fast optimizer, its per-tensor reference), both built from the same param groups

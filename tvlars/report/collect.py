@@ -122,10 +122,11 @@ def _corrupt(path: str, run_dir: str, problem: str) -> dict:
             "run_dir": run_dir, "path": path, "config": {}, "problem": problem}
 
 
-def _is_linear_eval(summary_path: Path) -> bool:
-    """The offline linear evaluation inside an SSL run: its parent run's summary already holds its metrics."""
-    parent = summary_path.parent
-    return parent.name == "linear_eval" and (parent.parent / "summary.json").exists()
+def _is_follow_up(summary: Mapping[str, Any]) -> bool:
+    """A run that evaluated another one (``labels.follow_up_of``, e.g. the linear evaluation after SSL
+    pre-training): its parent's summary already holds its metrics."""
+    labels = summary.get("config", {}).get("labels") if isinstance(summary.get("config"), Mapping) else None
+    return isinstance(labels, Mapping) and bool(labels.get("follow_up_of"))
 
 
 def read_summary(path: Path) -> tuple[dict[str, Any] | None, str | None]:
@@ -148,12 +149,12 @@ def _from_directory(root: Path) -> list[dict]:
     must not depend on where the records lie)."""
     rows = []
     for path in sorted(root.rglob("summary.json")):
-        if _is_linear_eval(path):
-            continue
         shown = f"{path.parent.name}/summary.json"
         summary, problem = read_summary(path)
         if summary is None:
             rows.append(_corrupt(shown, str(path.parent), problem or "unreadable"))
+            continue
+        if _is_follow_up(summary):
             continue
         config = summary.get("config") or {}
         rows.append(_row(summary, config, str(summary.get("status", "unknown")), str(path.parent), shown))

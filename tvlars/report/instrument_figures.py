@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 
-from tvlars.experiments import Spec
 from tvlars.records import read_jsonl
 from tvlars.report.figures import _grid, _save, _title
+from tvlars.spec import Spec
 
 Runs = Mapping[str, Sequence[str | Path]]
 """Run directories grouped by row label (legend order)."""

@@ -53,7 +53,7 @@ def check_replace(records: Path, names: Iterable[str], allowed: bool) -> None:
     if dropped and not allowed:
         raise UserError(f"{records} holds {len(dropped)} run record(s) that this build does not use (e.g. "
                         f"{dropped[0]}); pass --replace-records to replace them (git keeps the committed ones), or "
-                        "--continue with reproduce_table.py to extend that study")
+                        "`make reproduce-table ARGS=--continue` to extend that study")
 
 
 def copy_records(names: dict[str, Path], records: Path) -> None:

@@ -49,7 +49,6 @@ from matplotlib.ticker import LogFormatter, NullLocator
 from scipy import stats
 from scipy.optimize import OptimizeWarning, curve_fit
 
-from tvlars.experiments import Row, Spec
 from tvlars.records import Status
 from tvlars.report.figures import _colours, _save, _title
 from tvlars.report.tables import (
@@ -64,6 +63,7 @@ from tvlars.report.tables import (
     md_table,
 )
 from tvlars.report.tables import select as select_cells
+from tvlars.spec import Row, Spec
 
 MIN_CELLS = 3  # reached batch sizes needed to fit two parameters with a residual degree of freedom
 CONFIDENCE = 0.95

@@ -29,9 +29,9 @@ import pandas as pd
 from scipy import stats
 
 from tvlars.errors import UserError
-from tvlars.experiments import Row, Spec, slug
 from tvlars.records import Status
 from tvlars.report.collect import normalize, point_key
+from tvlars.spec import Row, Spec, slug
 
 METRIC_TEXT = {"best_test_top1": "best-epoch test top-1 (%)", "final_test_top1": "final-epoch test top-1 (%)"}
 ALPHA = 0.05  # significance level of every test in the tables
@@ -193,7 +193,7 @@ def _chance(spec: Spec, records: list[Record], where: str) -> float:
         return 100.0 / classes
     if spec.chance is not None:
         return spec.chance
-    where_spec = spec.path or f"experiments/{spec.name}.yaml"
+    where_spec = spec.path or f"tvlars/experiments/{spec.name}.yaml"
     raise UserError(f"table {spec.name}: the chance level of {where} is unknown (its runs' summary.json has no "
                     f"num_classes); add `chance: <accuracy in %>` (e.g. 10.0 for 10 classes) to {where_spec}")
 

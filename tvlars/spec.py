@@ -1,4 +1,4 @@
-"""Experiment specs (``experiments/<table>.yaml``): one paper table as a grid or search, a selection rule, a layout.
+"""Experiment specs (``tvlars/experiments/<table>.yaml``): one table as a grid or search, a selection rule, a layout.
 
 A spec expands into jobs (one training run each); jobs become Hydra configs that one ``--multirun`` sweeps
 with any launcher; the report code turns the runs' ``summary.json`` records back into the table.
@@ -46,6 +46,7 @@ import re
 import warnings
 import zlib
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,7 @@ from scipy.stats import qmc
 
 from tvlars.errors import UserError
 
-EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
+EXPERIMENTS_DIR = Path(str(files("tvlars") / "experiments"))  # shipped with the package, like the configs
 METRICS = ("best_test_top1", "final_test_top1")
 KINDS = ("table", "scaling")
 SCALING_METRIC = "steps_to_target"  # the metric of kind scaling: fewest optimizer steps to the target
@@ -336,7 +337,7 @@ def _read(path: Path) -> dict[str, Any]:
 
 
 def load_spec(name_or_path: str | Path) -> Spec:
-    """Load and validate ``experiments/<name>.yaml`` (or a path); errors name the key and the fix."""
+    """Load and validate ``tvlars/experiments/<name>.yaml`` (or a path); errors name the key and the fix."""
     path = Path(name_or_path)
     if not path.suffix:
         path = EXPERIMENTS_DIR / f"{name_or_path}.yaml"

@@ -1,7 +1,7 @@
 """`make tables`: run records → the paper's table (Markdown, LaTeX, CSV), figures and the records beside them.
 Never re-runs anything.
 
-    python scripts/make_tables.py --table fmnist-mini [--source runs/fmnist-mini | wandb:<entity>/<project>]
+    python -m tvlars.make_tables --table fmnist-mini [--source runs/fmnist-mini | wandb:<entity>/<project>]
         [--out results/fmnist-mini] [--profile full|smoke] [--allow-empty] [--replace-records]
 
 The source defaults to ``runs/<table>`` when it exists, else to the committed records ``results/<table>/runs``.
@@ -20,17 +20,15 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's tvlars, whatever is installed
-
-from tvlars.errors import UserError  # noqa: E402
-from tvlars.experiments import load_spec, smoke_spec  # noqa: E402
-from tvlars.report import build_table, collect, records, status_summary, write_figures  # noqa: E402
-from tvlars.report.collect import WANDB_PREFIX  # noqa: E402
-from tvlars.report.figures import FIGURES  # noqa: E402
-from tvlars.report.instrument_figures import FIGURES as INSTRUMENT_FIGURES  # noqa: E402
-from tvlars.report.instrument_figures import write_instrument_figures  # noqa: E402
-from tvlars.report.scaling import FIGURE as SCALING_FIGURE  # noqa: E402
-from tvlars.report.scaling import build_scaling, scaling_figure  # noqa: E402
+from tvlars.errors import UserError
+from tvlars.report import build_table, collect, records, status_summary, write_figures
+from tvlars.report.collect import WANDB_PREFIX
+from tvlars.report.figures import FIGURES
+from tvlars.report.instrument_figures import FIGURES as INSTRUMENT_FIGURES
+from tvlars.report.instrument_figures import write_instrument_figures
+from tvlars.report.scaling import FIGURE as SCALING_FIGURE
+from tvlars.report.scaling import build_scaling, scaling_figure
+from tvlars.spec import load_spec, smoke_spec
 
 
 def default_source(table: str, results: Path) -> Path:
@@ -41,12 +39,12 @@ def default_source(table: str, results: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--table", required=True, help="spec name (experiments/<name>.yaml) or path")
+    parser.add_argument("--table", required=True, help="spec name (tvlars/experiments/<name>.yaml) or path")
     parser.add_argument("--source", help="run directory tree or wandb:<entity>/<project> "
                                          "(default runs/<table>, else results/<table>/runs)")
     parser.add_argument("--out", help="output directory (default results/<table>)")
     parser.add_argument("--profile", choices=("full", "smoke"), default="full",
-                        help="smoke: the table as `reproduce_table.py --profile smoke` shrank it")
+                        help="smoke: the table as `python -m tvlars.reproduce --profile smoke` shrank it")
     parser.add_argument("--allow-empty", action="store_true",
                         help="write the table even when the source holds no run of it (every cell '–')")
     parser.add_argument("--replace-records", action="store_true",

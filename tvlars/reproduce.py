@@ -1,7 +1,7 @@
 """`make reproduce-table`: experiment spec → plan → Hydra multirun (any launcher) → tables, figures, records →
 a comparison with the committed table.
 
-    python scripts/reproduce_table.py --table fmnist-mini [--launcher basic|joblib|submitit_local|submitit_slurm]
+    python -m tvlars.reproduce --table fmnist-mini [--launcher basic|joblib|submitit_local|submitit_slurm]
         [--profile full|smoke] [--continue] [--dry-run] [hydra launcher overrides, e.g. hydra.launcher.n_jobs=2]
 
 Runs go to ``runs/<table>/``. Finished runs are skipped (run directories are derived from the config hash), so
@@ -21,18 +21,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]  # this checkout's tvlars first, whatever is installed
+import torch
 
-import torch  # noqa: E402
-
-from tvlars.data import DATASETS, write_fake  # noqa: E402
-from tvlars.errors import UserError  # noqa: E402
-from tvlars.experiments import Spec, load_spec, smoke_spec  # noqa: E402
-from tvlars.report import collect, records, scaling  # noqa: E402
-from tvlars.report.compare import TABLE_FIELDS, compare  # noqa: E402
-from tvlars.report.tables import build_table, select  # noqa: E402
-from tvlars.sweep import HELD, PlannedJob, describe, launch, measured_throughput, plan, write_job_files  # noqa: E402
+from tvlars import make_tables
+from tvlars.data import DATASETS, write_fake
+from tvlars.errors import UserError
+from tvlars.report import collect, records, scaling
+from tvlars.report.compare import TABLE_FIELDS, compare
+from tvlars.report.tables import build_table, select
+from tvlars.spec import Spec, load_spec, smoke_spec
+from tvlars.sweep import HELD, PlannedJob, describe, launch, measured_throughput, plan, write_job_files
 
 
 def usable_cpus() -> int:
@@ -139,8 +137,6 @@ def main(argv: list[str] | None = None) -> int:
     if spec.confirm_seeds:
         confirm, waiting = confirmation_plan(spec, out_dir)
         sweep(spec, confirm, out_dir / "jobs-confirm", out_dir, args)
-    import make_tables
-
     code = make_tables.main(["--table", str(spec.path), "--profile", args.profile, "--source", str(out_dir),
                              "--out", str(results), *(["--replace-records"] if args.replace_records else [])])
     if code == 0 and committed is not None:
