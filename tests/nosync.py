@@ -46,14 +46,23 @@ def _crosses_host(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> b
 
 
 class NoHostSync(TorchDispatchMode):
-    """Raise :class:`HostSyncError` at the first forbidden op (see the module docstring)."""
+    """Raise :class:`HostSyncError` at the first forbidden op (see the module docstring).
+
+    ``factories=False`` lets factory ops pass (allocations and fills, not syncs: e.g. inside torch's own double
+    backward); ``host_resident`` are tensors that live on the host whatever the training device (torch's AdamW
+    keeps its step counters there), whose reads are therefore not device syncs.
+    """
+
+    def __init__(self, factories: bool = True, host_resident: Any = ()) -> None:
+        super().__init__()
+        self.factories, self.host_resident = factories, {id(t) for t in host_resident}
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple[Any, ...] = (),
                            kwargs: dict[str, Any] | None = None) -> Any:
         kwargs = kwargs or {}
-        if func in READS:
+        if func in READS and id(args[0]) not in self.host_resident:
             raise HostSyncError(f"{func}: a tensor value is read on the host (.item(), float(), bool(), an if)")
-        if func in FACTORIES:
+        if func in FACTORIES and self.factories:
             raise HostSyncError(f"{func}: a tensor is made from host data; create it once and reuse it")
         if func in COPIES and _crosses_host(func, args, kwargs):
             raise HostSyncError(f"{func}: a copy between the host and a device")

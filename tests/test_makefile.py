@@ -14,10 +14,11 @@ pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU 
 
 
 def make_n(*args: str, **env: str) -> list[str]:
-    """The commands ``make -n ARGS`` would run, with only ``env`` among the variables the Makefile reads."""
+    """The commands ``make -n -B ARGS`` would run on a fresh machine (``-B``: as if nothing were installed yet), with
+    only ``env`` among the variables the Makefile reads."""
     clean = {k: v for k, v in os.environ.items()
              if k not in {"VIRTUAL_ENV", "CONDA_PREFIX", "TVLARS_DATA", "MAKEFLAGS", "MFLAGS", "MAKELEVEL"}}
-    result = subprocess.run(["make", "-n", *args], cwd=ROOT, env={**clean, **env}, capture_output=True, text=True,
+    result = subprocess.run(["make", "-n", "-B", *args], cwd=ROOT, env={**clean, **env}, capture_output=True, text=True,
                             check=True)
     return result.stdout.splitlines()
 

@@ -60,6 +60,14 @@ class TrainState:
 
 
 @dataclass
+class EpochTotals:
+    """What the loop accumulates on the device over an epoch: any non-finite loss, and the tasks' sums."""
+
+    nonfinite: Tensor
+    sums: Sums | None = None
+
+
+@dataclass
 class EngineOptions:
     epochs: int
     seed: int
@@ -305,27 +313,19 @@ class Engine:
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)
         self.train_model.train()
-        nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
-        sums: Sums | None = None
+        totals = EpochTotals(torch.zeros((), dtype=torch.bool, device=self.device))
         snapshots: list[dict[str, Any]] = []
         self.progress.start_epoch(epoch, state.step)
         diverged = False
         for i, batch in enumerate(self.train_loader):
-            lr = self._set_lr(state.step)
-            batch = self._to_device(batch)
-            self.instruments.before_step(self, state, batch)
-            loss, step_sums = self._train_step(batch)
-            self.schedule.observe(state.step, loss)
-            nonfinite |= ~torch.isfinite(loss)
-            sums = _add(sums, step_sums)
-            state.step += 1
+            loss, lr, step_sums = self.loop_step(state, batch, totals)
             if state.step % opts.log_trust_every == 0 and self.dist.is_main:
                 snap = self._trust_snapshot(state.step, epoch + 1)
                 if snap:
                     snapshots.append(snap)
             self.progress.step()
             if state.step % opts.log_every == 0 or i + 1 == len(self.train_loader):
-                if distributed.all_reduce_max(nonfinite.float()).item() > 0:
+                if distributed.all_reduce_max(totals.nonfinite.float()).item() > 0:
                     diverged = True
                     break
                 host_loss = loss.item()
@@ -334,9 +334,24 @@ class Engine:
             if self.instruments.after_step(self, state, step_sums):
                 break
         self.progress.end_epoch()
-        if sums is None:
+        if totals.sums is None:
             raise RuntimeError("the training loader yielded no batch")
-        return reduce_means(sums, "train"), diverged, snapshots
+        return reduce_means(totals.sums, "train"), diverged, snapshots
+
+    def loop_step(self, state: TrainState, batch: Any, totals: EpochTotals) -> tuple[Tensor, float, Sums]:
+        """One step of the loop, all but what it does every ``log_every``/``log_trust_every`` steps: the LR, the
+        instruments' pre-step measurement, forward, backward and the optimizer step, the schedule's observation and
+        the epoch's totals. No host synchronisation (tested for every task and optimizer); returns the step's loss
+        (a device tensor), its LR and its sums."""
+        lr = self._set_lr(state.step)
+        batch = self._to_device(batch)
+        self.instruments.before_step(self, state, batch)
+        loss, step_sums = self._train_step(batch)
+        self.schedule.observe(state.step, loss)
+        totals.nonfinite |= ~torch.isfinite(loss)
+        totals.sums = _add(totals.sums, step_sums)
+        state.step += 1
+        return loss, lr, step_sums
 
     def _write_trust(self, rows: list[dict[str, Any]]) -> None:
         if not rows or self.records is None:

@@ -62,8 +62,7 @@ def nt_xent_loss(z1: Tensor, z2: Tensor, temperature: float) -> Tensor:
     with torch.autocast(z1.device.type, enabled=False):
         z = F.normalize(torch.cat([gather(z1.float()), gather(z2.float())]), dim=1)
         n = z.shape[0] // 2
-        logits = z @ z.T / temperature
-        logits = logits.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
+        logits = (z @ z.T / temperature).fill_diagonal_(float("-inf"))  # an anchor is not its own partner
         partner = torch.arange(2 * n, device=z.device).roll(n)  # i ↔ i + n
         return F.cross_entropy(logits, partner)
 
