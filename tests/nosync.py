@@ -9,6 +9,9 @@ What it catches, as seen by a ``TorchDispatchMode`` (so it works on the CPU, whe
   ``bool(t)``, a Python ``if`` on a tensor, a 0-d tensor passed where an op takes a Python scalar);
 * copies between the host and a device: ``aten::_to_copy`` / ``aten::copy_`` with a CPU tensor on one
   side and a non-CPU device on the other;
+* ops whose output shape depends on tensor values (the host must wait to allocate it): ``nonzero``,
+  ``masked_select``, boolean-mask indexing, ``unique``, ``repeat_interleave`` without ``output_size``, and
+  ``equal``/``is_nonzero``, which return a Python bool;
 * tensors made from Python data or factories: ``aten::lift_fresh`` (``torch.tensor(...)``),
   ``aten::scalar_tensor`` (a Python scalar turned into a tensor, e.g. ``torch.where(c, x, 1.0)``),
   ``aten::full`` / ``ones`` / ``zeros``. On CUDA these are a host-to-device copy or an allocation and a
@@ -27,9 +30,21 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 aten = torch.ops.aten
 READS = {aten._local_scalar_dense.default, aten.item.default}
-FACTORIES = {aten.lift_fresh.default, aten.lift_fresh_copy.default, aten.scalar_tensor.default, aten.full.default,
-             aten.ones.default, aten.zeros.default}
+HOST_DATA = {aten.lift_fresh.default, aten.lift_fresh_copy.default}  # torch.tensor(...): data from the host
+FACTORIES = {aten.scalar_tensor.default, aten.full.default, aten.ones.default, aten.zeros.default}
 COPIES = {aten._to_copy.default, aten.copy_.default}
+DATA_DEPENDENT = {"aten.nonzero", "aten.masked_select", "aten._unique", "aten._unique2", "aten.unique_dim",
+                  "aten.unique_consecutive", "aten.equal", "aten.is_nonzero"}
+
+
+def _data_dependent(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """Whether the op's output shape (or result) depends on tensor values."""
+    name = str(func.overloadpacket)
+    if name == "aten.repeat_interleave":
+        return kwargs.get("output_size") is None and (len(args) < 4 or args[3] is None)
+    if name in ("aten.index", "aten.index_put", "aten.index_put_"):
+        return any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in args[1] if i is not None)
+    return name in DATA_DEPENDENT
 
 
 class HostSyncError(AssertionError):
@@ -49,8 +64,8 @@ class NoHostSync(TorchDispatchMode):
     """Raise :class:`HostSyncError` at the first forbidden op (see the module docstring).
 
     ``factories=False`` lets factory ops pass (allocations and fills, not syncs: e.g. inside torch's own double
-    backward); ``host_resident`` are tensors that live on the host whatever the training device (torch's AdamW
-    keeps its step counters there), whose reads are therefore not device syncs.
+    backward; ``torch.tensor`` of host data is still caught); ``host_resident`` are tensors that live on the host
+    whatever the training device (torch's AdamW keeps its step counters there), whose reads are not device syncs.
     """
 
     def __init__(self, factories: bool = True, host_resident: Any = ()) -> None:
@@ -62,6 +77,10 @@ class NoHostSync(TorchDispatchMode):
         kwargs = kwargs or {}
         if func in READS and id(args[0]) not in self.host_resident:
             raise HostSyncError(f"{func}: a tensor value is read on the host (.item(), float(), bool(), an if)")
+        if _data_dependent(func, args, kwargs):
+            raise HostSyncError(f"{func}: its output shape depends on tensor values (the host waits to allocate it)")
+        if func in HOST_DATA:
+            raise HostSyncError(f"{func}: a tensor is made from host data (torch.tensor); create it once and reuse it")
         if func in FACTORIES and self.factories:
             raise HostSyncError(f"{func}: a tensor is made from host data; create it once and reuse it")
         if func in COPIES and _crosses_host(func, args, kwargs):

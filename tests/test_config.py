@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import compose_config, run_cli, tiny
 
+from tests.helpers import compose_config, run_cli, tiny
 from tvlars.cli import check_composition
 from tvlars.config import CONFIG_DIR, resolved_lr, run_id, validate
 from tvlars.errors import UserError

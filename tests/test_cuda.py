@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import compose_config, tiny
 from omegaconf import DictConfig, OmegaConf
 
+from tests.helpers import compose_config, tiny
 from tests.optim.optim_cases import tiny_bn_net
 from tvlars import distributed
 from tvlars.build import build

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, cli_env, run_cli, tiny
+
+from tests.helpers import ROOT, cli_env, run_cli, tiny
 
 pytestmark = pytest.mark.slow
 

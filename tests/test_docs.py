@@ -8,8 +8,8 @@ import shlex
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, compose_config
 
+from tests.helpers import ROOT, compose_config
 from tvlars.config import validate
 
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

@@ -133,7 +133,7 @@ def test_search_confirmation_and_comparison_end_to_end(tmp_path: Path, capsys: p
     """A tiny search table with confirmation seeds through tvlars.reproduce: search sweep, confirmation sweep,
     table of the confirmation seeds, records beside it; a rerun launches nothing and compares equal."""
 
-    from conftest import TINY
+    from tests.helpers import TINY
 
     base = [o for o in TINY if not o.startswith(("batch_size", "epochs"))] + ["epochs=1", "checkpoint_every=0"]
     spec = write(tmp_path, f"""

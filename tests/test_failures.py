@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, cli_env, run_cli, tiny
 from omegaconf import OmegaConf
 
+from tests.helpers import ROOT, cli_env, run_cli, tiny
 from tvlars.config import validate
 from tvlars.errors import UserError
 from tvlars.records import RunRecords, read_jsonl

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import compose_config, tiny
 
+from tests.helpers import compose_config, tiny
 from tvlars import distributed
 from tvlars.build import build
 

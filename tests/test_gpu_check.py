@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, cli_env
+
+from tests.helpers import ROOT, cli_env
 
 sys.path.insert(0, str(ROOT / "scripts"))
 import bench_data  # noqa: E402

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import compose_config, tiny
 
+from tests.helpers import compose_config, tiny
 from tests.nosync import NoHostSync
 from tvlars import distributed
 from tvlars.build import build

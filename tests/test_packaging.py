@@ -10,7 +10,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, cli_env
+
+from tests.helpers import ROOT, cli_env
 
 pytestmark = pytest.mark.slow
 

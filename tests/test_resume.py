@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, cli_env, run_cli, tiny
 
+from tests.helpers import ROOT, cli_env, run_cli, tiny
 from tvlars.records import read_jsonl
 
 pytestmark = pytest.mark.slow

@@ -347,7 +347,7 @@ def test_reproduce_table_dispatches_on_the_kind(spec) -> None:
 def test_scaling_sweep_end_to_end(profile: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A tiny scaling study through tvlars.reproduce: search, confirmation (full profile), scaling.md/.csv/.png
     with the records; a rerun launches nothing and compares every cell equal."""
-    from conftest import TINY
+    from tests.helpers import TINY
 
     base = [o for o in TINY if not o.startswith(("batch_size", "epochs"))] + [
         "epochs=2", "checkpoint_every=0", "target.metric=test_top1", "target.value=30", "target.stop=true",

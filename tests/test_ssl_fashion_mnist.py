@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import compose_config
 
+from tests.helpers import compose_config
 from tvlars.engine import seed_all
 from tvlars.models import ResNet
 from tvlars.run import run

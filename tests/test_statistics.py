@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 from scipy import stats
-from test_report import write_run
 
+from tests.test_report import write_run
 from tvlars.errors import UserError
 from tvlars.report import build_table, collect
 from tvlars.report.compare import compare, verdict

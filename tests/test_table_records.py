@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, cli_env
-from test_report import SPEC, TV, write_run
 
+from tests.helpers import ROOT, cli_env
+from tests.test_report import SPEC, TV, write_run
 from tvlars.report import records
 
 

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli, tiny
 from PIL import Image
 from torch.utils.data import Subset
 from torchvision.datasets import CIFAR10, CIFAR100
 
+from tests.helpers import run_cli, tiny
 from tvlars.data import load_cifar10, load_cifar100, load_fashion_mnist, load_imagenet, load_tinyimagenet
 from tvlars.data.cifar import write_fake_cifar10, write_fake_cifar100
 from tvlars.data.fashion_mnist import write_fake_fashion_mnist

@@ -7,10 +7,10 @@ import inspect
 from pathlib import Path
 
 import pytest
-from conftest import compose_config
 from hydra.utils import get_object
 from omegaconf import OmegaConf
 
+from tests.helpers import compose_config
 from tvlars.config import CONFIG_DIR, instantiate_node, validate
 from tvlars.data import DATASETS, DataBundle, classification_transforms, registered, train_size, write_fake
 

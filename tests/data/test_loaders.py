@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import compose_config, tiny
 from torch.utils.data import DataLoader, Subset
 from torchvision.datasets import ImageFolder
 
+from tests.helpers import compose_config, tiny
 from tvlars import distributed
 from tvlars.build import build
 from tvlars.data import TensorImageDataset, load_cifar10

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import compose_config
 
+from tests.helpers import compose_config
 from tvlars.data import DATASETS, load_cifar10, register_dataset, registered, train_size, write_fake
 from tvlars.errors import UserError
 

@@ -59,8 +59,7 @@ def test_no_records_no_figure(tmp_path: Path) -> None:
 
 def test_make_tables_draws_the_instrument_figures_of_a_table(tmp_path: Path) -> None:
     """Rows in the spec's order, every finished run of the row, a run of another table left out."""
-    from test_report import write_run
-
+    from tests.test_report import write_run
     from tvlars.report import collect
     from tvlars.report.instrument_figures import write_instrument_figures
     from tvlars.spec import load_spec

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import compose_config, tiny
 from fakes import LeastSquares, fake_engine
 from torch import Tensor, nn
 
+from tests.helpers import compose_config, tiny
 from tvlars import distributed
 from tvlars.build import build
 from tvlars.engine import TrainState, seed_all
