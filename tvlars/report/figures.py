@@ -13,7 +13,6 @@ The output is deterministic: the same records give the same PNG bytes.
 from __future__ import annotations
 
 import io
-import json
 import math
 import warnings
 from collections.abc import Sequence
@@ -26,6 +25,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from tvlars.records import read_jsonl
 from tvlars.report.collect import normalize
 from tvlars.report.records import write_atomic
 from tvlars.report.tables import METRIC_TEXT, Table, column_header, format_value
@@ -46,21 +46,6 @@ def phi(t: np.ndarray, lam: float, alpha: float, delay_steps: float, gamma_min: 
     """TVLARS's multiplier ``φ(t) = 1 / (α + exp(λ (t − d))) + γ_min`` at optimizer steps ``t`` (as the optimizer)."""
     with np.errstate(over="ignore"):
         return 1.0 / (alpha + np.exp(lam * (np.asarray(t, dtype=float) - delay_steps))) + gamma_min
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Rows of a JSONL file; a missing file gives none and a torn line (killed run) is skipped."""
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
 
 
 def _grid(count: int, height: float = 3.3, sharey: bool = True) -> tuple[Figure, list[Axes]]:
@@ -125,7 +110,7 @@ def _save(fig: Figure, axes: list[Axes], ylabel: str, title: str, path: Path, sh
 
 # ------------------------------------------------------------------------------------------ accuracy vs epoch
 def _accuracy_curve(run_dir: str) -> tuple[str, pd.Series] | None:
-    rows = _read_jsonl(Path(run_dir) / "metrics.jsonl")
+    rows = read_jsonl(Path(run_dir) / "metrics.jsonl")
     for key in CURVE_KEYS:
         points = {int(r["epoch"]): float(r[key]) for r in rows if "epoch" in r and isinstance(r.get(key), int | float)}
         if points:
@@ -167,7 +152,7 @@ def accuracy_vs_epoch(spec: Spec, table: Table, out_dir: Path) -> list[Path]:
 # ------------------------------------------------------------------------------------------ trust ratio
 def _trust_quantiles(run_dir: str) -> pd.DataFrame | None:
     """Per logged step, the 10/50/90 % quantiles over adapting layers of the trust ratio (positive values)."""
-    rows = [r for r in _read_jsonl(Path(run_dir) / "trust.jsonl") if "step" in r and "trust_ratio" in r]
+    rows = [r for r in read_jsonl(Path(run_dir) / "trust.jsonl") if "step" in r and "trust_ratio" in r]
     try:
         matrix = np.array([r["trust_ratio"] for r in rows], dtype=float)
     except (TypeError, ValueError):  # ragged or non-numeric rows
