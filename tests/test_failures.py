@@ -206,3 +206,20 @@ def test_a_failing_job_does_not_stop_the_multirun(launcher: str, tmp_path: Path)
         assert failed["error"].startswith("CIFAR-10 not found") and failed["config"]["labels"] == {}
     if launcher != "submitit_local":  # submitit keeps each job's output in its own log file
         assert result.stderr.count("error: CIFAR-10 not found") == 2
+
+
+@pytest.mark.parametrize(("tty", "columns", "expected"), [(True, 120, "bar"), (True, 0, "lines"), (True, 20, "lines"),
+                                                            (False, 120, "lines")])
+def test_auto_progress_draws_a_bar_only_on_a_real_terminal(tty: bool, columns: int, expected: str,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A zero-width terminal (some schedulers give one) gets plain lines, not an invisible bar."""
+    import os
+    import sys
+
+    from tvlars.engine import progress_mode
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: tty, raising=False)
+    monkeypatch.setattr(sys.stderr, "fileno", lambda: 2, raising=False)
+    monkeypatch.setattr(os, "get_terminal_size", lambda fd=None: os.terminal_size((columns, 0)))
+    assert progress_mode("auto") == expected
+    assert progress_mode("bar") == "bar" and progress_mode("lines") == "lines"
