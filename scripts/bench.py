@@ -11,18 +11,15 @@ from __future__ import annotations
 
 import argparse
 import copy
-import sys
 import time
-from pathlib import Path
 
+import _checkout  # noqa: F401 - this checkout's tvlars first
+import bench_data
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_data  # noqa: E402
-
-from tvlars.distributed import synchronize  # noqa: E402
-from tvlars.engine import TrainState  # noqa: E402
+from tvlars.distributed import synchronize
+from tvlars.engine import TrainState
 
 
 def bare_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loader, device: torch.device,

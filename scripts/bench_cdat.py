@@ -22,6 +22,7 @@ import statistics
 import time
 from collections.abc import Callable
 
+import _checkout  # noqa: F401 - this checkout's tvlars first
 import torch
 import torch.nn.functional as F
 from torch import nn

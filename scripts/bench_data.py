@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import _checkout  # noqa: F401 - this checkout's tvlars first
 import torch
 from hydra import compose, initialize_config_dir
 from torch.utils.flop_counter import FlopCounterMode

@@ -19,6 +19,7 @@ import statistics
 import time
 from collections.abc import Callable
 
+import _checkout  # noqa: F401 - this checkout's tvlars first
 import torch
 from torchvision.models import resnet18
 

@@ -31,11 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import _checkout  # noqa: F401 - this checkout's tvlars first
 
-from tvlars.data import registered  # noqa: E402
-from tvlars.data.fashion_mnist import DEBIAN_PACKAGE, SYSTEM_DIR, idx_paths, raw_dir  # noqa: E402
-from tvlars.errors import UserError  # noqa: E402
+from tvlars.data import registered
+from tvlars.data.fashion_mnist import DEBIAN_PACKAGE, SYSTEM_DIR, idx_paths, raw_dir
+from tvlars.errors import UserError
 
 DOWNLOAD_TIMEOUT_S = 60  # per network operation: without internet, fail instead of hanging
 FASHION_MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",

@@ -45,6 +45,7 @@ from xml.etree import ElementTree
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]  # tvlars and bench_data without an install
 
+
 from tvlars.errors import UserError  # noqa: E402 - after the path set-up
 
 DEFAULT_BUDGET_S = 450  # 7.5 minutes: the check with its start-up and report stays under 8
