@@ -173,7 +173,9 @@ def test_logger_receives_steps_in_order_with_trust_snapshots(tiny_cfg) -> None:
 def test_ctrl_c_records_interrupted_exits_130_and_resumes(tmp_path: Path) -> None:
     args = tiny("dataset.num_train=2048", "epochs=4", "batch_size=128", f"run_dir={tmp_path / 'run'}")
     proc = subprocess.Popen([sys.executable, "-m", "tvlars.train", *args], cwd=ROOT, env=cli_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # a background shell
+    # (CI) starts children with SIGINT ignored; a terminal's Ctrl-C reaches a process that has the default handler
     deadline = time.time() + 120
     while not (tmp_path / "run" / "checkpoint.pt").exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
