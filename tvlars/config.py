@@ -208,14 +208,14 @@ def validate(cfg: DictConfig, world_size: int = 1) -> None:
         raise UserError(f"task={cfg.task._target_.rsplit('.', 1)[-1]} evaluates the architecture saved with the "
                         f"backbone, so model={cfg.model._target_} does not apply; drop the model= and model.* "
                         "overrides")
-    _check_target(cfg)
+    _check_steps_target(cfg)
     if cfg.compile and getattr(get_object(cfg.optimizer._target_), "needs_closure", False):
         raise UserError(f"compile=true cannot be used with optimizer {cfg.optimizer._target_}: it differentiates "
                         "through the loss twice, which torch.compile does not support; set compile=false")
     check_hyperparameters(cfg)
 
 
-def _check_target(cfg: DictConfig) -> None:
+def _check_steps_target(cfg: DictConfig) -> None:
     """``target.metric`` is one the task reports and comes with ``target.value``; neither is set alone."""
     target = cfg.target
     if target.metric is None:
