@@ -225,3 +225,20 @@ def test_auto_progress_draws_a_bar_only_on_a_real_terminal(tty: bool, columns: i
     monkeypatch.setattr(os, "get_terminal_size", lambda fd=None: os.terminal_size((columns, 0)))
     assert progress_mode("auto") == expected
     assert progress_mode("bar") == "bar" and progress_mode("lines") == "lines"
+
+
+@pytest.mark.slow
+def test_image_folder_decoding_on_the_device_path_under_the_joblib_launcher(tmp_path: Path) -> None:
+    """The device path decodes an image-folder export in DataLoader workers; inside a joblib (loky) job they must
+    fork, or every job fails (`'Process' object has no attribute 'env'`)."""
+    from tvlars.data.cifar import write_fake_cifar10
+
+    write_fake_cifar10(tmp_path / "data", n_train=40, n_test=20, format="imagefolder")
+    args = [o for o in tiny(f"out_dir={tmp_path / 'runs'}", "epochs=1") if not o.startswith("dataset")]
+    result = run_cli(["--multirun", *args, "dataset=cifar10", "dataset.format=imagefolder", "batch_size=8",
+                      "eval_batch_size=8", "data.on_device=true", "num_workers=1", "seed=0,1",
+                      f"data_root={tmp_path / 'data'}", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                      f"hydra.sweep.dir={tmp_path / 'multirun'}"], timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    statuses = [json.loads(p.read_text())["status"] for p in (tmp_path / "runs").glob("*/summary.json")]
+    assert statuses == ["completed", "completed"], result.stderr[-3000:]

@@ -72,14 +72,18 @@ def train_sampler(size: int, rank: int, world_size: int, seed: int) -> Distribut
                               drop_last=True)
 
 
+def worker_context(workers: int) -> Any:
+    """The start method of DataLoader workers: fork where the platform has it, so nothing is pickled, also inside
+    launcher worker processes (joblib's loky, whose own processes cannot start children the default way)."""
+    return mp.get_context("fork") if workers and "fork" in mp.get_all_start_methods() else None
+
+
 def sampler_loader(dataset: Dataset, batch_size: int, sampler: Sampler[int], *, workers: int, device: torch.device,
                    drop_last: bool) -> DataLoader:
     """A DataLoader over ``dataset`` in ``sampler`` order. Workers are not persistent: each epoch draws their seeds
-    from the per-epoch reseeded RNG (exact resume); they fork where possible, so nothing is pickled, also inside
-    launcher worker processes (joblib's loky)."""
-    context = mp.get_context("fork") if workers and "fork" in mp.get_all_start_methods() else None
+    from the per-epoch reseeded RNG (exact resume); they fork (:func:`worker_context`)."""
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, num_workers=workers,
-                      pin_memory=device.type == "cuda", multiprocessing_context=context)
+                      pin_memory=device.type == "cuda", multiprocessing_context=worker_context(workers))
 
 
 class DeviceLoader:
@@ -162,7 +166,8 @@ def in_memory(dataset: Dataset, workers: int = 0, desc: str = "decoding") -> tup
         return view
     decoded = _Decoded(dataset)
     collate = functools.partial(_stack_same_size, dataset=dataset, shape=decoded[0][0].shape)
-    batches = DataLoader(decoded, batch_size=500, num_workers=workers, collate_fn=collate)
+    batches = DataLoader(decoded, batch_size=500, num_workers=workers, collate_fn=collate,
+                         multiprocessing_context=worker_context(workers))
     images, labels = [], []
     for x, y in tqdm(batches, desc=desc, unit="batch", leave=False, disable=None):  # no bar in log files
         images.append(x)
