@@ -11,7 +11,6 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig
-from torch.nn.parallel import DistributedDataParallel
 
 from tvlars.config import Precision, Progress, instantiate_node, resolved_lr, run_dir, run_id
 from tvlars.data import DataBundle, DatasetInfo
@@ -104,8 +103,11 @@ def wrap_for_training(model: torch.nn.Module, cfg: DictConfig, dist: DistInfo) -
     if dist.distributed:
         if dist.device.type == "cuda":
             train_model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(train_model)
-        train_model = DistributedDataParallel(train_model, device_ids=[dist.device.index] if
-                                              dist.device.type == "cuda" else None)
+        # the DDP class where the 0.1 interface keeps it (see tvlars.train); imported here since tvlars.train imports us
+        from tvlars import train
+
+        train_model = train.DistributedDataParallel(train_model, device_ids=[dist.device.index] if
+                                                    dist.device.type == "cuda" else None)
     if cfg.compile:
         train_model = torch.compile(train_model)
     return train_model
