@@ -182,7 +182,14 @@ def test_comparison_with_the_committed_table(tmp_path: Path) -> None:
     assert "- SGD @ B=512: different (95.13 → 85.13, Welch p = " in report
     assert "- LARS @ B=1024: different (ok → missing)" in report
     row = {"mean": "80.0000", "std": "", "n_seeds": "1", "status": "ok"}
-    assert verdict(row, "ok", 81.0, math.nan, 1)[0] == "different"  # one seed: noise unknown
+    assert verdict(row, "ok", 81.0, math.nan, 1) == ("untestable", "80.00 → 81.00; one seed each or no spread")
+    # one seed against three: a new draw from N(81, 1)? t = -1 / sqrt(1 + 1/3) = -0.866 (2 df): p = 0.478
+    key, reason = verdict(row, "ok", 81.0, 1.0, 3)
+    assert key == "noise" and reason == "80.00 → 81.00; one seed against 3: prediction p = 0.478"
+    assert verdict(row, "ok", 90.0, 1.0, 3)[0] == "different"  # t = -8.7 (2 df): p = 0.013
+    three = {"mean": "80.0000", "std": "1.0000", "n_seeds": "3", "status": "ok"}
+    assert verdict(three, "ok", 90.0, math.nan, 1)[0] == "different"  # the same test, sides swapped
+    assert verdict(three, "ok", 81.0, math.nan, 1)[1].endswith("one seed against 3: prediction p = 0.478")
     assert verdict(None, "ok", 81.0, 1.0, 3)[0] == "new"
     assert json.loads(json.dumps(report))  # plain text, no absolute paths
     assert str(tmp_path) not in report

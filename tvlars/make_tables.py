@@ -10,8 +10,8 @@ Writes into ``--out`` (default ``results/<table>``) the table files (``kind: sca
 removed) and, from a local source, a copy of the table's run
 records in ``<out>/runs/`` (no checkpoints, backbones, W&B files). Prints the runs found by status, the problems
 and the table. Exit code 0 whenever the table was written; 2 with one ``error:`` line for an unknown table, an
-unreadable source, a source without any run of the table (unless --allow-empty), or records of an older build
-that this one would drop (unless --replace-records).
+unreadable source, a source without any run of the table or without any finished one (unless --allow-empty), or
+records of an older build that this one would drop (unless --replace-records).
 """
 
 from __future__ import annotations

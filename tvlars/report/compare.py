@@ -2,7 +2,10 @@
 
 The committed ``table.csv`` (a scaling table's ``scaling.csv``: steps to target) holds each cell's mean, sample std
 and seed count, so the test is Welch's t-test from those statistics
-(``scipy.stats.ttest_ind_from_stats(equal_var=False)``, two-sided, p < ALPHA: different).
+(``scipy.stats.ttest_ind_from_stats(equal_var=False)``, two-sided, p < ALPHA: different). When one side has a
+single seed, that value is tested against the other side's seeds as a new draw from them (prediction-interval
+t-test: ``t = (x - mean) / (std * sqrt(1 + 1/n))``, n - 1 degrees of freedom); with one seed on both sides, or no
+spread, seed noise is unknown and the cell is *untestable*, never called different.
 """
 
 from __future__ import annotations
@@ -22,9 +25,9 @@ from tvlars.report.tables import ALPHA, Table, column_header, md_table
 if TYPE_CHECKING:
     from tvlars.report.scaling import ScalingTable
 
-VERDICTS = {"same": "same value", "noise": "within seed noise", "different": "different", "new": "not in the "
-            "committed table"}
-SYMBOLS = {"same": "=", "noise": "≈", "different": "≠", "new": "new"}
+VERDICTS = {"same": "same value", "noise": "within seed noise", "different": "different",
+            "untestable": "untestable (seed noise unknown)", "new": "not in the committed table"}
+SYMBOLS = {"same": "=", "noise": "≈", "different": "≠", "untestable": "?", "new": "new"}
 TABLE_FIELDS = {"column": "column", "mean": "mean", "std": "std", "n_seeds": "n_seeds"}  # name -> CSV header
 
 
@@ -45,12 +48,18 @@ def verdict(old: dict[str, str] | None, status: str, mean: float, std: float, n:
     if f"{old_mean:.2f}" == f"{mean:.2f}":
         return "same", ""
     shift = f"{old_mean:.2f} → {mean:.2f}"
-    if min(old_n, n) < 2 or (old_std == 0 and std == 0):
-        return "different", f"{shift}; one seed or no spread: seed noise unknown"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        p = float(stats.ttest_ind_from_stats(old_mean, old_std, old_n, mean, std, n, equal_var=False).pvalue)
-    return ("different" if p < ALPHA else "noise"), f"{shift}, Welch p = {p:.3f}"
+    if min(old_n, n) >= 2 and (old_std > 0 or std > 0):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            p = float(stats.ttest_ind_from_stats(old_mean, old_std, old_n, mean, std, n, equal_var=False).pvalue)
+        return ("different" if p < ALPHA else "noise"), f"{shift}, Welch p = {p:.3f}"
+    (single, _, _), (sample_mean, sample_std, sample_n) = sorted([(old_mean, old_std, old_n), (mean, std, n)],
+                                                                key=lambda side: side[2])
+    if sample_n < 2 or not sample_std > 0:
+        return "untestable", f"{shift}; one seed each or no spread"
+    t = (single - sample_mean) / (sample_std * math.sqrt(1 + 1 / sample_n))
+    p = float(2 * stats.t.sf(abs(t), sample_n - 1))
+    return ("different" if p < ALPHA else "noise"), f"{shift}; one seed against {sample_n}: prediction p = {p:.3f}"
 
 
 def compare(committed_csv: str, table: Table | ScalingTable, fields: Mapping[str, str] = TABLE_FIELDS) -> str:
@@ -76,6 +85,7 @@ def compare(committed_csv: str, table: Table | ScalingTable, fields: Mapping[str
     legend = ", ".join(f"{SYMBOLS[k]} {VERDICTS[k]}" for k in VERDICTS)
     summary = ", ".join(f"{n} {VERDICTS[k]}" for k, n in counts.items() if n)
     return "\n".join([f"# {spec.name}: reproduction vs the committed table", "", f"{summary} ({legend}; "
-                      f"Welch's t-test from the cells' mean, std and seed count, p < {ALPHA:g}: different).", "",
+                      f"Welch's t-test from the cells' mean, std and seed count; one seed against several: "
+                      f"prediction-interval t-test; p < {ALPHA:g}: different).", "",
                       md_table(["Method", *(column_header(spec, c) for c in spec.columns)], grid), "", *changed]
                      ).rstrip() + "\n"
