@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from tvlars import distributed
 from tvlars.config import CONFIG_DIR, run_dir, run_id
 from tvlars.errors import UserError
-from tvlars.records import RunRecords, Status
+from tvlars.records import FINAL, RunRecords, Status
 from tvlars.run import run
 
 log = logging.getLogger("tvlars")
@@ -72,7 +72,7 @@ def record_failure(cfg: DictConfig, error: str) -> None:
         rid, records = run_id(cfg), RunRecords(run_dir(cfg))
         previous = records.read_summary()
         if records.unreadable_summary() or (previous is not None and (
-                previous.get("run_id") != rid or previous.get("status") in (Status.completed, Status.diverged))):
+                previous.get("run_id") != rid or previous.get("status") in FINAL)):
             return
         records.prepare()
         base = previous or {"run_id": rid, "run_dir": str(records.dir), "seed": cfg.seed, "config": _container(cfg)}

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from tvlars.errors import UserError
-from tvlars.records import Status
+from tvlars.records import FINAL, Status
 from tvlars.report import build_table, collect, records, status_summary, write_figures
 from tvlars.report.collect import WANDB_PREFIX
 from tvlars.report.figures import FIGURES
@@ -63,8 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         if ours.empty and not args.allow_empty:
             raise UserError(f"{source} holds no run of table {spec.name}, so every cell would be '–'; run "
                             f"`make reproduce-table TABLE={spec.name}`, pass --source <runs dir>, or --allow-empty")
-        finished = ours["status"].isin([Status.completed.value, Status.diverged.value])
-        if not ours.empty and not finished.any() and not args.allow_empty:
+        if not ours["status"].isin(FINAL).any() and not args.allow_empty:
             failed = ours[ours["status"] == Status.failed.value]
             first = f" (first error: {failed['error'].iloc[0]})" if not failed.empty else ""
             raise UserError(f"none of the {len(ours)} run(s) of table {spec.name} in {source} finished{first}, so "

@@ -48,6 +48,9 @@ class Status(str, Enum):
         return self in (Status.completed, Status.diverged)
 
 
+FINAL = tuple(s.value for s in Status if s.final)  # the statuses a rerun skips: compare with ``in FINAL``
+
+
 def _atomic_write(path: Path, write: Any) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

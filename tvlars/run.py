@@ -23,7 +23,7 @@ from tvlars.errors import UserError
 from tvlars.instruments import target_summary
 from tvlars.loggers import NullLogger
 from tvlars.provenance import code_hash, environment
-from tvlars.records import RunRecords, Status
+from tvlars.records import FINAL, RunRecords, Status
 from tvlars.tasks.linear_eval import save_backbone
 
 log = logging.getLogger("tvlars")
@@ -45,7 +45,7 @@ def _run(cfg: DictConfig, dist: DistInfo) -> dict[str, Any]:
     rid, directory = run_id(cfg), run_dir(cfg)
     records = RunRecords(directory)
     previous = _previous_summary(records, rid, dist)
-    if previous is not None and previous.get("status") in (Status.completed, Status.diverged):
+    if previous is not None and previous.get("status") in FINAL:
         if dist.is_main:
             log.info("run %s already %s; skipping (delete %s to rerun)", rid, previous["status"], directory)
             _warn_if_other_code(previous, "was finished", dist)
@@ -86,7 +86,7 @@ def _run(cfg: DictConfig, dist: DistInfo) -> dict[str, Any]:
             summary |= records.summarize()
             records.write_summary(summary)
             logger.log({f"summary/{k}": v for k, v in summary.items() if isinstance(v, int | float)}, step=state.step)
-            logger.finish(exit_code=0 if status in (Status.completed, Status.diverged) else 1)
+            logger.finish(exit_code=0 if status.final else 1)
             log.info("%s: %s", status.value, {k: summary.get(k) for k in ("best_test_top1", "final_test_top1",
                                                                           "images_per_s", "wall_time_s")})
     return summary if dist.is_main else {}

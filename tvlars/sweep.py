@@ -31,7 +31,7 @@ from tvlars.cli import one_line
 from tvlars.config import CONFIG_DIR, default_run_dir, run_id, validate
 from tvlars.data import train_size
 from tvlars.errors import UserError
-from tvlars.records import RunRecords, Status
+from tvlars.records import FINAL, RunRecords, Status
 from tvlars.spec import Job, Spec, slug
 
 GROUPS = tuple(p.name for p in Path(CONFIG_DIR).iterdir() if p.is_dir())
@@ -89,7 +89,6 @@ def _train_images(cfg: DictConfig) -> int:
     return int(size * cfg.epochs * get_object(cfg.task._target_).views)
 
 
-FINAL = tuple(s.value for s in Status if s.final)  # statuses a sweep never reruns
 HELD = (*FINAL, "corrupt")  # ... and records it leaves alone
 
 

@@ -49,7 +49,7 @@ from matplotlib.ticker import LogFormatter, NullLocator
 from scipy import stats
 from scipy.optimize import OptimizeWarning, curve_fit
 
-from tvlars.records import Status
+from tvlars.records import FINAL, Status
 from tvlars.report.figures import _colours, _save, _title
 from tvlars.report.tables import (
     FINISHED,
@@ -165,7 +165,7 @@ def _run_state(run: Any) -> tuple[str, float]:
     """A run reaches the target at its recorded ``steps_to_target``, whatever happened after (with
     ``target.stop=true`` the run ends there); a completed run without one did not reach it."""
     steps = float(run.steps_to_target)
-    if run.status in (Status.completed, Status.diverged) and math.isfinite(steps):
+    if run.status in FINAL and math.isfinite(steps):
         return "usable", steps
     return ("unreached", math.nan) if run.status == Status.completed else (_state(run.status, math.nan), math.nan)
 
