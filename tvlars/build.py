@@ -12,17 +12,10 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from tvlars.config import Precision, Progress, instantiate_node, resolved_lr, run_dir, run_id
+from tvlars.config import DATASET_KEYS, Precision, Progress, instantiate_node, resolved_lr, run_dir, run_id, val_size
 from tvlars.data import DataBundle, DatasetInfo
-from tvlars.data.loaders import (
-    DeviceLoader,
-    ShardSampler,
-    device_loader,
-    sampler_loader,
-    subset,
-    train_sampler,
-    worker_count,
-)
+from tvlars.data.loaders import DeviceLoader, ShardSampler, device_loader, sampler_loader, train_sampler, worker_count
+from tvlars.data.splits import subset, validation_split
 from tvlars.distributed import DistInfo
 from tvlars.engine import Engine, EngineOptions, progress_mode, seed_all
 from tvlars.errors import UserError
@@ -65,30 +58,45 @@ def device_transforms(setting: bool | str, task: Task, info: DatasetInfo,
     return None
 
 
-def make_loaders(cfg: DictConfig, dist: DistInfo, data: DataBundle, task: Task) -> tuple[Any, Any]:
-    """(train, test) loaders of the device path where it applies (see :func:`device_transforms`), else of the
-    sampler path. Both visit the same indices in the same order; per-process batch = batch_size / world_size."""
+def split_data(cfg: DictConfig, data: DataBundle) -> DataBundle:
+    """Hold the validation split out of the training set (``dataset.val_size``), then cut the fixed subsets."""
+    train, val = validation_split(data.train, val_size(cfg))
+    return DataBundle(train=subset(train, cfg.train_subset), test=subset(data.test, cfg.test_subset), info=data.info,
+                      val=subset(val, cfg.val_subset) if len(val) else None)
+
+
+def make_loaders(cfg: DictConfig, dist: DistInfo, data: DataBundle, task: Task) -> tuple[Any, dict[str, Any]]:
+    """The train loader and the evaluation loaders (``{"val": ..., "test": ...}``, val only with a validation
+    split) of the device path where it applies (see :func:`device_transforms`), else of the sampler path. Both
+    visit the same indices in the same order; per-process batch = batch_size / world_size."""
     per_device, eval_per_device = cfg.batch_size // dist.world_size, cfg.eval_batch_size // dist.world_size
     workers = worker_count(cfg.num_workers, dist.device, dist.world_size)
     sampler = train_sampler(len(data.train), dist.rank, dist.world_size, cfg.seed)
     if len(sampler) < per_device:
         raise UserError(f"batch_size={cfg.batch_size} exceeds the training set ({len(data.train)} images); "
                         "lower batch_size")
-    if len(data.test) < dist.world_size:
-        raise UserError(f"the test set has {len(data.test)} images, fewer than the {dist.world_size} processes; "
-                        "raise test_subset or use fewer processes")
-    shard = ShardSampler(len(data.test), dist.rank, dist.world_size)
+    splits = {"val": data.val, "test": data.test} if data.val is not None else {"test": data.test}
+    for split, dataset in splits.items():
+        if len(dataset) < dist.world_size:
+            raise UserError(f"the {split} set has {len(dataset)} images, fewer than the {dist.world_size} processes; "
+                            f"raise {split}_subset or use fewer processes")
+    shards = {split: ShardSampler(len(dataset), dist.rank, dist.world_size) for split, dataset in splits.items()}
     augment = dict(cfg.dataset.get("augment", {}))
     transforms = device_transforms(cfg.data.on_device, task, data.info, augment)
     if transforms is not None:
-        train_tf, test_tf = transforms
-        return (device_loader(data.train, dist.device, per_device, sampler, transform=train_tf, drop_last=True,
-                              workers=workers, desc="train set"),
-                device_loader(data.test, dist.device, eval_per_device, shard, transform=test_tf, drop_last=False,
-                              workers=workers, desc="test set"))
-    train_set, test_set = task.datasets(data, augment)
+        train_tf, eval_tf = transforms
+        train = device_loader(data.train, dist.device, per_device, sampler, transform=train_tf, drop_last=True,
+                              workers=workers, desc="train set")
+        return train, {split: device_loader(dataset, dist.device, eval_per_device, shards[split], transform=eval_tf,
+                                            drop_last=False, workers=workers, desc=f"{split} set")
+                       for split, dataset in splits.items()}
+    # the task attaches its evaluation transforms to the test split of a bundle: one bundle per evaluated split
+    train_set = task.datasets(data, augment)[0]
+    evaluated = {split: task.datasets(DataBundle(data.train, dataset, data.info), augment)[1]
+                 for split, dataset in splits.items()}
     return (sampler_loader(train_set, per_device, sampler, workers=workers, device=dist.device, drop_last=True),
-            sampler_loader(test_set, eval_per_device, shard, workers=workers, device=dist.device, drop_last=False))
+            {split: sampler_loader(dataset, eval_per_device, shards[split], workers=workers, device=dist.device,
+                                   drop_last=False) for split, dataset in evaluated.items()})
 
 
 def run_name(cfg: DictConfig) -> str:
@@ -116,8 +124,7 @@ def wrap_for_training(model: torch.nn.Module, cfg: DictConfig, dist: DistInfo) -
 def build(cfg: DictConfig, dist: DistInfo, records: RunRecords | None = None,
           logger: NullLogger | None = None) -> Built:
     """Data, task, model, optimizer, schedule and loaders from ``cfg``, ready to train."""
-    data: DataBundle = instantiate_node(cfg.dataset, "dataset", skip=("augment",))
-    data.train, data.test = subset(data.train, cfg.train_subset), subset(data.test, cfg.test_subset)
+    data = split_data(cfg, instantiate_node(cfg.dataset, "dataset", skip=DATASET_KEYS))
     info = data.info
     task: Task = instantiate_node(cfg.task, "task", device=dist.device)
     seed_all(cfg.seed)
@@ -127,7 +134,7 @@ def build(cfg: DictConfig, dist: DistInfo, records: RunRecords | None = None,
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     data = task.prepare(data, backbone)
-    train_loader, test_loader = make_loaders(cfg, dist, data, task)
+    train_loader, eval_loaders = make_loaders(cfg, dist, data, task)
     steps_per_epoch = len(train_loader)
     total_steps = steps_per_epoch * cfg.epochs
     lr = resolved_lr(cfg)
@@ -141,9 +148,9 @@ def build(cfg: DictConfig, dist: DistInfo, records: RunRecords | None = None,
                          channels_last=cfg.channels_last, eval_every=cfg.eval_every,
                          checkpoint_every=cfg.checkpoint_every, log_every=cfg.log_every,
                          log_trust_every=cfg.log_trust_every, progress=progress_mode(Progress(cfg.progress).value),
-                         name=run_name(cfg))
+                         name=run_name(cfg), precise_bn_images=cfg.precise_bn_images)
     engine = Engine(opts, dist, task=task, model=model, train_model=wrap_for_training(model, cfg, dist),
-                    optimizer=optimizer, schedule=schedule, train_loader=train_loader, test_loader=test_loader,
+                    optimizer=optimizer, schedule=schedule, train_loader=train_loader, eval_loaders=eval_loaders,
                     records=records, logger=logger, instruments=Instruments.from_config(cfg, model))
     data_path = "device" if isinstance(train_loader, DeviceLoader) else "sampler"
     return Built(engine, info, lr, steps_per_epoch, data_path, rid)

@@ -100,7 +100,11 @@ class Config:
     backbone: Any = None  # backbone.pt of a pre-training run, for task=linear_eval
     labels: dict[str, Any] = field(default_factory=dict)  # free-form tags (table, row...), not part of the run id
     train_subset: int = 0  # >0: train on a fixed random subset of this many images (quick runs, tests)
+    val_subset: int = 0  # >0: validate on a fixed random subset of this many images of the validation split
     test_subset: int = 0  # >0: evaluate on a fixed random subset of this many images
+    # BatchNorm statistics recomputed over this many training images before every evaluation (precise BN,
+    # tvlars.evaluation); 0 = evaluate with the running statistics as they are
+    precise_bn_images: int = 4096
     # Instruments (tvlars.instruments, docs/instruments.md); 0 = off
     target: TargetOptions = field(default_factory=TargetOptions)
     eval_every_steps: int = 0  # also evaluate every N optimizer steps, into evals.jsonl
@@ -118,6 +122,7 @@ ConfigStore.instance().store(name="tvlars_schema", node=Config)
 _NON_SEMANTIC = {"logger", "out_dir", "run_dir", "name", "progress", "data_root", "data", "num_workers",
                  "log_every", "checkpoint_every", "eval_batch_size", "labels", "deterministic"}
 _NON_SEMANTIC_DATASET = {"root", "download", "verify_checksums"}
+DATASET_KEYS = ("augment", "val_size")  # dataset keys the builder applies; the rest go to the loader
 _NON_SEMANTIC_OPTIMIZER = {"fused"}  # the compiled step equals the eager one up to floating-point noise
 
 
@@ -176,8 +181,8 @@ def validate(cfg: DictConfig, world_size: int = 1) -> None:
     for key in ("batch_size", "epochs", "base_batch_size", "eval_batch_size", "eval_every", "log_every",
                 "log_trust_every"):
         _positive(cfg, key)
-    for key in ("checkpoint_every", "train_subset", "test_subset", "eval_every_steps", "log_noise_scale_every",
-                "log_sharpness_every", "sharpness_batch"):
+    for key in ("checkpoint_every", "train_subset", "val_subset", "test_subset", "precise_bn_images",
+                "eval_every_steps", "log_noise_scale_every", "log_sharpness_every", "sharpness_batch"):
         _positive(cfg, key, minimum=0)
     _positive(cfg, "sharpness_iters")
     if cfg.log_noise_scale_every and world_size == 1 and cfg.batch_size % 2:
@@ -197,7 +202,13 @@ def validate(cfg: DictConfig, world_size: int = 1) -> None:
             raise UserError(f"optimizer.{key} must be a number (got {value!r}); pass e.g. optimizer.{key}={example}")
         if value < 0:
             raise UserError(f"optimizer.{key} must be >= 0 (got {value}); pass e.g. optimizer.{key}={example}")
-    check_target(cfg.dataset, "dataset", skip=("augment",))
+    if not isinstance(val_size(cfg), int) or val_size(cfg) < 0:
+        raise UserError(f"dataset.val_size must be an integer >= 0 (got {val_size(cfg)!r}); pass e.g. "
+                        "dataset.val_size=5000 (0: no validation split)")
+    if cfg.val_subset and not val_size(cfg):
+        raise UserError(f"val_subset={cfg.val_subset} needs a validation split; set dataset.val_size > 0 or "
+                        "val_subset=0")
+    check_target(cfg.dataset, "dataset", skip=DATASET_KEYS)
     check_target(cfg.model, "model", provided=("num_classes", "in_channels", "image_size"))
     check_target(cfg.task, "task", provided=("device",))
     check_target(cfg.optimizer, "optimizer", provided=("steps_per_epoch", "total_steps"))
@@ -216,13 +227,19 @@ def validate(cfg: DictConfig, world_size: int = 1) -> None:
 
 
 def _check_steps_target(cfg: DictConfig) -> None:
-    """``target.metric`` is one the task reports and comes with ``target.value``; neither is set alone."""
+    """``target.metric`` is one the task reports and comes with ``target.value``; neither is set alone; with a
+    validation split the evaluations during training measure validation, so the target is on validation."""
     target = cfg.target
     if target.metric is None:
         if target.value is not None or target.stop:
             raise UserError("target.value and target.stop need target.metric; pass e.g. target.metric=test_top1")
         return
-    reported = getattr(get_object(cfg.task._target_), "metrics", ())
+    reported = evaluated_metrics(get_object(cfg.task._target_), bool(val_size(cfg)))
+    if target.metric.startswith("test_") and val_size(cfg):
+        raise UserError(f"target.metric={target.metric}: with a validation split (dataset.val_size="
+                        f"{val_size(cfg)}) the test set is evaluated once, at the end; put the target on "
+                        f"validation (target.metric={target.metric.replace('test_', 'val_', 1)}) or set "
+                        "dataset.val_size=0")
     if target.metric not in reported:
         raise UserError(f"target.metric={target.metric} is not a metric of task {cfg.task._target_} "
                         f"(choose one of: {', '.join(reported)})")
@@ -230,10 +247,25 @@ def _check_steps_target(cfg: DictConfig) -> None:
         raise UserError(f"target.metric={target.metric} needs target.value; pass e.g. target.value=90")
 
 
+def val_size(cfg: DictConfig) -> Any:
+    """Images of the validation split held out of the training set (``dataset.val_size``; absent = 0)."""
+    return cfg.dataset.get("val_size", 0)
+
+
+def evaluated_metrics(task: type, validation: bool) -> tuple[str, ...]:
+    """The metrics a run of ``task`` reports: its :attr:`~tvlars.tasks.Task.metrics`, plus ``val_<key>`` for every
+    ``test_<key>`` when the dataset has a validation split."""
+    metrics = tuple(getattr(task, "metrics", ()))
+    if not validation:
+        return metrics
+    return metrics + tuple(m.replace("test_", "val_", 1) for m in metrics if m.startswith("test_"))
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
+_ANY_STEPS_PER_EPOCH = 1000  # for checks at composition, before the data (and its steps per epoch) is known
 # Ranges that torch.optim does not check itself (torch accepts SGD momentum 1.5, which diverges).
 _FRACTIONS = ("momentum", "dampening")
 
@@ -251,8 +283,10 @@ def check_hyperparameters(cfg: DictConfig) -> None:
     dummy = torch.nn.Parameter(torch.zeros(2, 2))
     groups = [{"params": [dummy], "weight_decay": float(cfg.optimizer.get("weight_decay", 0.0)), "adapt": True}]
     lr = resolved_lr(cfg)
-    instantiate_node(cfg.optimizer, "optimizer", params=groups, lr=lr, steps_per_epoch=1, total_steps=cfg.epochs)
-    instantiate_node(cfg.schedule, "schedule", base_lr=lr, steps_per_epoch=1, total_steps=cfg.epochs)
+    # the real steps per epoch are known once the data is loaded (the builder checks lengths in steps then)
+    steps = {"steps_per_epoch": _ANY_STEPS_PER_EPOCH, "total_steps": _ANY_STEPS_PER_EPOCH * cfg.epochs}
+    instantiate_node(cfg.optimizer, "optimizer", params=groups, lr=lr, **steps)
+    instantiate_node(cfg.schedule, "schedule", base_lr=lr, **steps)
 
 
 def resolved_lr(cfg: DictConfig) -> float:

@@ -9,6 +9,7 @@ instrument (:mod:`tvlars.instruments`: evaluations every N steps, noise scale, s
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import math
 import os
@@ -27,6 +28,7 @@ from tqdm.auto import tqdm
 from tvlars import distributed
 from tvlars.data.loaders import DeviceLoader
 from tvlars.distributed import DistInfo
+from tvlars.evaluation import recalibrated, tracked_batchnorms
 from tvlars.loggers import NullLogger
 from tvlars.records import RunRecords, Status
 from tvlars.schedules import Schedule
@@ -80,6 +82,7 @@ class EngineOptions:
     log_trust_every: int = 100
     progress: str = "lines"  # "bar" (tqdm) or "lines" (a log line every log_every steps); rank 0 only
     name: str = ""  # the run's name, at the start of progress lines (parallel jobs share a log)
+    precise_bn_images: int = 0  # BatchNorm statistics recomputed over this many training images before evaluating
 
 
 def progress_mode(setting: str) -> str:
@@ -164,9 +167,10 @@ class InstrumentHooks:
         """After each optimizer step (``state.step`` counts it); ``True`` ends the run here (a target reached)."""
         return False
 
-    def evaluate(self, engine: Engine, state: TrainState) -> dict[str, float]:
-        """The epoch-end evaluation: the test metrics."""
-        return engine.evaluate()
+    def evaluate(self, engine: Engine, state: TrainState, final: bool) -> dict[str, float]:
+        """The epoch-end evaluation (``final``: the run's last one): see :meth:`Engine.evaluate`."""
+        splits = engine.eval_splits(final)
+        return engine.evaluate(splits) | engine.evaluate_raw(splits)
 
     def state_dict(self) -> dict[str, Any]:
         return {}
@@ -198,13 +202,13 @@ class Engine:
 
     def __init__(self, opts: EngineOptions, dist: DistInfo, *, task: Task, model: nn.Module, train_model: nn.Module,
                  optimizer: torch.optim.Optimizer, schedule: Schedule, train_loader: DataLoader | DeviceLoader,
-                 test_loader: DataLoader | DeviceLoader, records: RunRecords | None = None,
+                 eval_loaders: dict[str, DataLoader | DeviceLoader], records: RunRecords | None = None,
                  logger: NullLogger | None = None, instruments: InstrumentHooks | None = None) -> None:
         self.opts, self.dist, self.task = opts, dist, task
         self.model = model  # the bare module (checkpoints, evaluation)
         self.train_model = train_model  # possibly compiled and/or DDP-wrapped
         self.optimizer, self.schedule = optimizer, schedule
-        self.train_loader, self.test_loader = train_loader, test_loader
+        self.train_loader, self.eval_loaders = train_loader, eval_loaders  # eval: {"val"?: ..., "test": ...}
         self.records, self.logger = records, logger or NullLogger()
         self.instruments = instruments or InstrumentHooks()
         self.device = dist.device
@@ -295,16 +299,54 @@ class Engine:
         return row
 
     # ----------------------------------------------------------------------------------------- epochs
-    def evaluate(self) -> dict[str, float]:
+    def eval_splits(self, final: bool) -> tuple[str, ...]:
+        """The splits an evaluation measures: validation (when the dataset has a validation split), and test only
+        at the run's ``final`` evaluation (the test set is reported once); without a validation split, test."""
+        if "val" not in self.eval_loaders:
+            return ("test",)
+        return ("val", "test") if final else ("val",)
+
+    def evaluate(self, splits: tuple[str, ...] | None = None) -> dict[str, float]:
+        """``<split>_<key>`` metrics of ``splits`` (default: those of an evaluation during training), with
+        BatchNorm statistics recomputed over ``precise_bn_images`` training images first (precise BN; the weights
+        and the training state are untouched)."""
+        with self._precise_bn():
+            return {k: v for split in splits or self.eval_splits(final=False)
+                    for k, v in self._evaluate_split(split).items()}
+
+    def evaluate_raw(self, splits: tuple[str, ...]) -> dict[str, float]:
+        """The same metrics with the running BatchNorm statistics as training left them, as ``<split>_<key>_rawbn``
+        (the records show each evaluation's BatchNorm lag); empty when precise BN is off or there is no BatchNorm."""
+        if not self.opts.precise_bn_images or not tracked_batchnorms(self.model):
+            return {}
+        return {f"{k}_rawbn": v for split in splits for k, v in self._evaluate_split(split).items()}
+
+    def _precise_bn(self) -> contextlib.AbstractContextManager[int]:
+        """:func:`~tvlars.evaluation.recalibrated` over the first training batches of the current epoch's order
+        (ceil(precise_bn_images / global batch) of them), with a fixed per-rank seed for their augmentations."""
+        images = self.opts.precise_bn_images
+        if not images:
+            return contextlib.nullcontext(0)
+        global_batch = self.train_loader.batch_size * self.dist.world_size
+        count = min(-(-images // global_batch), len(self.train_loader))
+
+        def forward(batch: Any) -> None:
+            with self.amp():
+                self.task.training_step(self.model, self._to_device(batch))
+
+        return recalibrated(self.model, lambda: itertools.islice(self.train_loader, count), forward, self.device,
+                            self.dist.world_size, seed=self.opts.seed * 1_000_003 + self.dist.rank * 10_007)
+
+    def _evaluate_split(self, split: str) -> dict[str, float]:
         self.model.eval()
         sums: Sums | None = None
         with torch.no_grad(), self.amp():
-            for batch in self.test_loader:
+            for batch in self.eval_loaders[split]:
                 sums = _add(sums, self.task.eval_step(self.model, self._to_device(batch)))
         self.model.train()
-        if sums is None:  # the builder refuses test sets smaller than the world size; this guards direct use
-            raise RuntimeError("evaluation on an empty test shard")
-        return reduce_means(sums, "test")
+        if sums is None:  # the builder refuses splits smaller than the world size; this guards direct use
+            raise RuntimeError(f"evaluation on an empty {split} shard")
+        return reduce_means(sums, split)
 
     def train_epoch(self, state: TrainState, epoch: int) -> tuple[dict[str, float], bool, list[dict[str, Any]]]:
         """Train one epoch; returns (train metrics, diverged?, trust snapshots on device)."""
@@ -380,8 +422,9 @@ class Engine:
             row: dict[str, Any] = {"epoch": epoch + 1, "step": state.step, "lr": self.schedule.lr(state.step - 1),
                                    **train_metrics, "epoch_time_s": train_time,
                                    "train_images_per_s": images / train_time}
-            if state.stopped_at_target or (epoch + 1) % opts.eval_every == 0 or epoch + 1 == opts.epochs:
-                row |= self.instruments.evaluate(self, state)
+            final = state.stopped_at_target or epoch + 1 == opts.epochs
+            if final or (epoch + 1) % opts.eval_every == 0:
+                row |= self.instruments.evaluate(self, state, final)
             state.epoch = epoch + 1
             state.wall_time_s += time.perf_counter() - start
             self._end_epoch(state, row, snapshots)

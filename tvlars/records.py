@@ -163,19 +163,27 @@ class RunRecords:
             _atomic_write(path, lambda f, rows=rows: f.write("".join(json.dumps(r) + "\n" for r in rows).encode()))
 
     def summarize(self) -> dict[str, Any]:
-        """Best and final metrics from ``metrics.jsonl`` (the single source of per-epoch truth)."""
+        """Best and final metrics from ``metrics.jsonl`` (the single source of per-epoch truth), per evaluated split
+        (``val`` when the run has a validation split, ``test``): ``best_<split>_top1``/``top5`` and its epoch
+        (``best_epoch`` for test), ``final_<split>_top1``/``top5``/``loss`` and, with precise BN, the final top-1
+        with the raw running statistics (``final_<split>_top1_rawbn``); the final epoch's training loss and top-1."""
         rows = read_jsonl(self.metrics)
-        evaluated = [r for r in rows if "test_top1" in r]
         out: dict[str, Any] = {"epochs_completed": rows[-1]["epoch"] if rows else 0}
-        if evaluated:
-            best = max(evaluated, key=lambda r: r["test_top1"])
+        for split in ("val", "test"):
+            evaluated = [r for r in rows if f"{split}_top1" in r]
+            if not evaluated:
+                continue
+            best = max(evaluated, key=lambda r: r[f"{split}_top1"])
             final = evaluated[-1]
-            out |= {"best_test_top1": best["test_top1"], "best_test_top5": best.get("test_top5"),
-                    "best_epoch": best["epoch"], "final_test_top1": final["test_top1"],
-                    "final_test_top5": final.get("test_top5"), "final_test_loss": final.get("test_loss")}
+            out |= {f"best_{split}_top1": best[f"{split}_top1"], f"best_{split}_top5": best.get(f"{split}_top5"),
+                    "best_epoch" if split == "test" else f"best_{split}_epoch": best["epoch"],
+                    **{f"final_{split}_{key}": final.get(f"{split}_{key}") for key in ("top1", "top5", "loss")}}
+            if f"{split}_top1_rawbn" in final:
+                out[f"final_{split}_top1_rawbn"] = final[f"{split}_top1_rawbn"]
         if rows:
             speeds = sorted(r["train_images_per_s"] for r in rows)
-            out |= {"final_train_loss": rows[-1].get("train_loss"), "images_per_s": speeds[len(speeds) // 2]}
+            out |= {"final_train_loss": rows[-1].get("train_loss"), "final_train_top1": rows[-1].get("train_top1"),
+                    "images_per_s": speeds[len(speeds) // 2]}
         return out
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:

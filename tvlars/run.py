@@ -27,7 +27,8 @@ from tvlars.records import FINAL, RunRecords, Status
 from tvlars.tasks.linear_eval import save_backbone
 
 log = logging.getLogger("tvlars")
-FOLLOW_UP_KEYS = ("best_test_top1", "best_test_top5", "best_epoch", "final_test_top1", "final_test_top5",
+FOLLOW_UP_KEYS = ("best_val_top1", "best_val_epoch", "final_val_top1", "final_val_top5", "final_val_loss",
+                  "best_test_top1", "best_test_top5", "best_epoch", "final_test_top1", "final_test_top5",
                   "final_test_loss")
 
 
@@ -87,7 +88,7 @@ def _run(cfg: DictConfig, dist: DistInfo) -> dict[str, Any]:
             records.write_summary(summary)
             logger.log({f"summary/{k}": v for k, v in summary.items() if isinstance(v, int | float)}, step=state.step)
             logger.finish(exit_code=0 if status.final else 1)
-            log.info("%s: %s", status.value, {k: summary.get(k) for k in ("best_test_top1", "final_test_top1",
+            log.info("%s: %s", status.value, {k: summary.get(k) for k in ("final_val_top1", "final_test_top1",
                                                                           "images_per_s", "wall_time_s")})
     return summary if dist.is_main else {}
 

@@ -11,10 +11,17 @@ Spec keys::
     base                    Hydra overrides shared by every job (e.g. [dataset=cifar10, model=resnet18])
     columns                 {key: batch_size, values: [512, 1024, ...]}  (the table's columns)
     seeds                   [0, 1, ...]  (every grid point / search trial runs with each)
-    confirm_seeds           [0, 1, 2]  optional: the chosen point of each cell re-runs with these seeds and the
-                            table reports them (not the search seeds)
-    metric                  best_test_top1 | final_test_top1 (selection and reported value); steps_to_target
-                            for kind scaling (its default and only metric)
+    confirm_seeds           [1, 2, 3, 4]  optional: the chosen point of each cell re-runs with these seeds and the
+                            table reports them; disjoint from ``seeds`` (the search run is never reported)
+    reuse_search_seeds      true: allow confirm_seeds to include search seeds (records made before the rule;
+                            the table says so)
+    metric                  final_test_top1 (default) | best_test_top1: the reported value; steps_to_target for
+                            kind scaling (its default and only metric)
+    select_on               val (default): choose each cell's point by the same metric on the validation split
+                            (``final_val_top1``; scaling: the target must be a ``val_`` metric) | test: by the
+                            reported metric itself (the paper's protocol; the table carries a warning)
+    min_steps               optimizer steps every run must have to compare schedules (default 50; 0: no check)
+    min_warmup_steps        optimizer steps every warm-up must span (default 10; 0: no check)
     rows                    [{label, overrides: [...], grid: {...} | search: {...}}]
     compare                 {method: [labels], baselines: [labels], no_warmup: [labels]} for the claim section
                             (baselines default to every other row; no_warmup is a subset of the baselines)
@@ -30,8 +37,9 @@ adds to it), mapped into the space (log-uniform, uniform, or one of the choices)
 digits, so the trial list is the same at every load and a rerun finds its finished trials. Every row gets the
 same number of points per cell (its tuning budget), checked here.
 
-Selection: for each row × column, the point with the best mean ``metric`` over ``seeds``; the table shows the
-mean ± std over ``confirm_seeds`` at that point when given, else over ``seeds``.
+Selection: for each row × column, the point with the best mean selection metric (``metric`` on the ``select_on``
+split) over ``seeds``; the table shows the mean ± std of ``metric`` over ``confirm_seeds`` at that point when
+given, else over ``seeds``.
 
 A ``kind: scaling`` spec has ``columns: {key: batch_size, ...}``, sets the target in ``base``
 (``target.metric=...``, ``target.value=...``, optionally ``target.stop=true``, ``eval_every_steps=...``) and
@@ -56,10 +64,14 @@ from scipy.stats import qmc
 from tvlars.errors import UserError
 
 EXPERIMENTS_DIR = Path(str(files("tvlars") / "experiments"))  # shipped with the package, like the configs
-METRICS = ("best_test_top1", "final_test_top1")
+METRICS = ("final_test_top1", "best_test_top1")
+SPLITS = ("val", "test")  # where a spec selects (select_on)
+MIN_STEPS = 50  # default min_steps: fewer optimizer steps cannot tell schedules apart
+MIN_WARMUP_STEPS = 10  # default min_warmup_steps (tvlars.schedules.warmup_cosine.MIN_WARMUP_STEPS)
 KINDS = ("table", "scaling")
 SCALING_METRIC = "steps_to_target"  # the metric of kind scaling: fewest optimizer steps to the target
 _SPEC_KEYS = {"name", "title", "claim", "kind", "base", "columns", "seeds", "confirm_seeds", "metric", "rows",
+              "select_on", "reuse_search_seeds", "min_steps", "min_warmup_steps",
               "compare", "chance", "notes", "smoke", "extends"}
 _ROW_KEYS = {"label", "overrides", "grid", "search"}
 _SEARCH_KEYS = {"trials", "space", "seed"}
@@ -121,6 +133,15 @@ class Spec:
     profile: str = "full"  # full | smoke (smoke tables and figures say so in their titles)
     kind: str = "table"  # table | scaling
     target: tuple[str, float] | None = None  # kind scaling: (target.metric, target.value) from the base overrides
+    select_on: str = "val"  # val | test: the split whose metric chooses each cell's point
+    reuse_search_seeds: bool = False  # confirm_seeds may include search seeds (older records)
+    min_steps: int = MIN_STEPS
+    min_warmup_steps: int = MIN_WARMUP_STEPS
+
+    @property
+    def selection_metric(self) -> str:
+        """The summary field that chooses each cell's point: ``metric`` on the ``select_on`` split."""
+        return self.metric.replace("_test_", f"_{self.select_on}_", 1)
 
     def _job(self, row: Row, column: Any, point: dict[str, Any], seed: int) -> Job:
         overrides = (*self.base, *row.overrides, f"{self.column_key}={column}",
@@ -326,6 +347,27 @@ def _scaling_target(name: str, raw: dict[str, Any], rows: list[Row]) -> tuple[st
     return target
 
 
+def _protocol(name: str, raw: dict[str, Any], kind: str, metric: str) -> dict[str, Any]:
+    """The spec's selection protocol keys, checked: ``select_on``, ``reuse_search_seeds``, ``min_steps``,
+    ``min_warmup_steps``."""
+    select_on = raw.get("select_on", SPLITS[0])
+    if select_on not in SPLITS:
+        raise _fail(name, f"select_on must be one of {SPLITS} (got {select_on!r})")
+    if kind == "table" and select_on == "val" and metric.startswith("best_"):
+        raise _fail(name, f"metric {metric} reports the best test epoch, which is chosen on test; use "
+                          "final_test_top1 (chosen on validation), or select_on: test")
+    reuse = raw.get("reuse_search_seeds", False)
+    if not isinstance(reuse, bool):
+        raise _fail(name, f"reuse_search_seeds must be true or false (got {reuse!r})")
+    out = {"select_on": select_on, "reuse_search_seeds": reuse}
+    for key, default in (("min_steps", MIN_STEPS), ("min_warmup_steps", MIN_WARMUP_STEPS)):
+        value = raw.get(key, default)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise _fail(name, f"{key} must be an integer >= 0 (got {value!r})")
+        out[key] = value
+    return out
+
+
 def _read(path: Path) -> dict[str, Any]:
     try:
         raw = yaml.safe_load(path.read_text()) or {}
@@ -364,9 +406,10 @@ def load_spec(name_or_path: str | Path) -> Spec:
     kind = raw.get("kind", "table")
     if kind not in KINDS:
         raise _fail(name, f"kind must be one of {KINDS} (got {kind!r})")
-    metric = raw.get("metric", SCALING_METRIC if kind == "scaling" else "best_test_top1")
+    metric = raw.get("metric", SCALING_METRIC if kind == "scaling" else METRICS[0])
     if kind == "table" and metric not in METRICS:
         raise _fail(name, f"metric must be one of {METRICS} (got {metric!r})")
+    protocol = _protocol(name, raw, kind, metric)
     chance = raw.get("chance")
     if chance is not None and (not isinstance(chance, int | float) or isinstance(chance, bool)
                                or not 0 < chance < 100):
@@ -377,10 +420,20 @@ def load_spec(name_or_path: str | Path) -> Spec:
         raise _fail(name, "row labels must be unique")
     _check_budgets(name, columns["values"], rows)
     target = _scaling_target(name, raw, rows) if kind == "scaling" else None
+    if target is not None and not target[0].startswith(f"{protocol['select_on']}_"):
+        raise _fail(name, f"target.metric={target[0]} is not measured on the selection split "
+                          f"(select_on: {protocol['select_on']}); use target.metric="
+                          f"{protocol['select_on']}_{target[0].split('_', 1)[-1]}")
+    seeds = _seeds(name, "seeds", raw["seeds"])
+    confirm = _seeds(name, "confirm_seeds", raw.get("confirm_seeds") or [])
+    if set(seeds) & set(confirm) and not protocol["reuse_search_seeds"]:
+        raise _fail(name, f"confirm_seeds {confirm} include search seed(s) {sorted(set(seeds) & set(confirm))}: the "
+                          "search run would be reported as its own confirmation; use seeds the search did not run "
+                          f"(e.g. {list(range(max(seeds) + 1, max(seeds) + 1 + len(confirm)))})")
     return Spec(name=name, title=raw["title"], claim=raw.get("claim", ""), base=tuple(raw.get("base") or ()),
-                column_key=columns["key"], columns=list(columns["values"]), seeds=_seeds(name, "seeds", raw["seeds"]),
+                column_key=columns["key"], columns=list(columns["values"]), seeds=seeds,
                 metric=metric, rows=rows, notes=raw.get("notes", ""), smoke=tuple(raw.get("smoke") or ()), path=path,
-                confirm_seeds=_seeds(name, "confirm_seeds", raw.get("confirm_seeds") or []),
+                confirm_seeds=confirm, **protocol,
                 compare=_check_compare(name, labels, raw.get("compare")),
                 chance=None if chance is None else float(chance), kind=kind, target=target)
 
@@ -394,11 +447,14 @@ def smoke_spec(spec: Spec, data_root: str) -> Spec:
     for row in spec.rows:
         first = row.points(spec.columns[0])[0]
         rows.append(Row(row.label, row.overrides, {key: [value] for key, value in first.items()}))
-    shrink = ("epochs=1", "model.width=0.0625", "train_subset=64", "test_subset=32", "eval_batch_size=32",
+    shrink = ("epochs=1", "model.width=0.0625", f"dataset.val_size={16 if spec.select_on == 'val' else 0}",
+              "train_subset=64", "test_subset=32",
+              "eval_batch_size=32", "precise_bn_images=32",
               "logger=none", f"data_root={data_root}", "checkpoint_every=1",
               *(() if spec.column_key == "batch_size" else ("batch_size=16",)))
     return Spec(name=spec.name, title=spec.title, claim=spec.claim, base=(*spec.base, *shrink, *spec.smoke),
                 column_key=spec.column_key, columns=list(column_map.values()), seeds=spec.seeds[:1],
                 metric=spec.metric, rows=rows, notes=spec.notes, smoke=spec.smoke, path=spec.path,
                 compare=spec.compare, chance=spec.chance, profile="smoke", kind=spec.kind,
-                target=_target((*spec.base, *spec.smoke)) if spec.kind == "scaling" else None)
+                target=_target((*spec.base, *spec.smoke)) if spec.kind == "scaling" else None,
+                select_on=spec.select_on, reuse_search_seeds=spec.reuse_search_seeds, min_steps=0, min_warmup_steps=0)

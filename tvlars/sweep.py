@@ -28,7 +28,7 @@ from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 
 from tvlars.cli import one_line
-from tvlars.config import CONFIG_DIR, default_run_dir, run_id, validate
+from tvlars.config import CONFIG_DIR, default_run_dir, instantiate_node, resolved_lr, run_id, val_size, validate
 from tvlars.data import train_size
 from tvlars.errors import UserError
 from tvlars.records import FINAL, RunRecords, Status
@@ -83,10 +83,34 @@ def _job_config(job: Job, overrides: list[str], cells: dict[Any, DictConfig]) ->
     return _with_values(cells[cell], varying)
 
 
+def train_set_size(cfg: DictConfig) -> int:
+    """Training images of a run, known without loading data: the declared training set less the validation split,
+    or ``train_subset`` of it."""
+    size = train_size(cfg.dataset) - val_size(cfg)
+    return min(cfg.train_subset, size) if cfg.train_subset else size
+
+
 def _train_images(cfg: DictConfig) -> int:
     """Images the optimizer under test processes: epochs × the training set (its declared size) × the task's views."""
-    size = cfg.train_subset or train_size(cfg.dataset)
-    return int(size * cfg.epochs * get_object(cfg.task._target_).views)
+    return int(train_set_size(cfg) * cfg.epochs * get_object(cfg.task._target_).views)
+
+
+def check_steps(spec: Spec, cfg: DictConfig) -> None:
+    """Refuse a run with too few optimizer steps to compare schedules (``min_steps``), or whose warm-up spans fewer
+    than ``min_warmup_steps`` steps (a warm-up that hardly exists), with one line naming the fix."""
+    steps_per_epoch = train_set_size(cfg) // cfg.batch_size
+    total = steps_per_epoch * cfg.epochs
+    if total < spec.min_steps:
+        raise UserError(f"{total} optimizer steps ({cfg.epochs} epoch(s) × {steps_per_epoch} steps of "
+                        f"{cfg.batch_size} images) are too few to compare schedules (min_steps: {spec.min_steps}); "
+                        f"raise epochs or lower the batch size, or set min_steps: {total} in {spec.path or spec.name}")
+    if not spec.min_warmup_steps or steps_per_epoch < 1:
+        return
+    schedule = instantiate_node(cfg.schedule, "schedule", base_lr=resolved_lr(cfg), steps_per_epoch=steps_per_epoch,
+                                total_steps=total)
+    problem = schedule.warmup_problem(spec.min_warmup_steps)
+    if problem:
+        raise UserError(f"{problem}, or set min_warmup_steps: 0 in {spec.path or spec.name} to accept it")
 
 
 HELD = (*FINAL, "corrupt")  # ... and records it leaves alone
@@ -117,6 +141,7 @@ def plan(spec: Spec, out_dir: Path, jobs: list[Job] | None = None) -> list[Plann
             cfg = _job_config(job, overrides, cells)
             try:
                 validate(cfg)
+                check_steps(spec, cfg)
             except UserError as exc:
                 raise UserError(f"table {spec.name}, row {job.row!r}, {spec.column_key}={job.column}: {exc}") from None
             run_dir = default_run_dir(cfg, run_id(cfg))

@@ -16,7 +16,7 @@ from tvlars.build import build
 from tvlars.engine import TrainState, seed_all
 from tvlars.errors import UserError
 from tvlars.instruments import Instruments
-from tvlars.instruments.base import untouched
+from tvlars.evaluation import untouched
 from tvlars.instruments.sharpness import DEFAULT_ITERS, Sharpness, first_training_batch, stability_threshold
 from tvlars.optim import LARS
 

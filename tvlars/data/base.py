@@ -21,7 +21,8 @@ class DatasetInfo:
 
 @dataclass
 class DataBundle:
-    """Untransformed train and test splits.
+    """Untransformed train, test and (once :func:`tvlars.data.splits.validation_split` has held it out of train)
+    validation splits.
 
     Items are ``(image, label)`` with ``image`` a PIL image or a ``uint8`` tensor of shape ``C×H×W``
     and ``label`` an ``int``. Tasks attach their own transforms (see :mod:`tvlars.data.transforms`).
@@ -30,3 +31,4 @@ class DataBundle:
     train: Dataset
     test: Dataset
     info: DatasetInfo
+    val: Dataset | None = None

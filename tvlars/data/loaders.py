@@ -43,13 +43,6 @@ class ShardSampler(Sampler[int]):
         return len(self.indices)
 
 
-def subset(dataset: Any, size: int) -> Any:
-    """A fixed random subset of ``size`` items (the same for every seed), or ``dataset`` if ``size`` is 0."""
-    if not size or size >= len(dataset):
-        return dataset
-    return Subset(dataset, torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:size].tolist())
-
-
 def usable_cpus() -> int:
     """CPUs this process may run on (its affinity mask: a SLURM job's allocation, ``taskset``), else all of them."""
     if hasattr(os, "sched_getaffinity"):

@@ -3,14 +3,11 @@ and writing a measurement to its JSONL file and the logger."""
 
 from __future__ import annotations
 
-import contextlib
-import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from tvlars import distributed
 
@@ -57,24 +54,6 @@ def all_reduce_mean(tensors: Sequence[Tensor], world_size: int) -> list[Tensor]:
         return list(tensors)
     flat = distributed.all_reduce_sum(torch.cat([t.reshape(-1) for t in tensors])) / world_size
     return [piece.view_as(t) for piece, t in zip(flat.split([t.numel() for t in tensors]), tensors, strict=True)]
-
-
-@contextlib.contextmanager
-def untouched(model: nn.Module, device: torch.device) -> Iterator[None]:
-    """Leave training as if the block never ran: the model's buffers (BatchNorm running statistics and
-    ``num_batches_tracked``) and every random state (Python, NumPy, torch on the CPU and ``device``) are
-    restored on exit. Gradients must be taken with ``torch.autograd.grad``, which leaves ``.grad`` alone."""
-    buffers = [b.detach().clone() for b in model.buffers()]
-    python_state, numpy_state = random.getstate(), np.random.get_state()
-    try:
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            yield
-    finally:
-        random.setstate(python_state)
-        np.random.set_state(numpy_state)
-        with torch.no_grad():
-            for buffer, saved in zip(model.buffers(), buffers, strict=True):
-                buffer.copy_(saved)
 
 
 def measurement(engine: Engine, step: int, values: dict[str, Any]) -> dict[str, Any]:

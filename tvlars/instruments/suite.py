@@ -22,7 +22,7 @@ from torch import nn
 from tvlars import distributed
 from tvlars.engine import Engine, InstrumentHooks, TrainState
 from tvlars.errors import UserError
-from tvlars.instruments.base import untouched
+from tvlars.evaluation import untouched
 from tvlars.instruments.noise_scale import NoiseScale
 from tvlars.instruments.sharpness import Sharpness
 from tvlars.instruments.target import StepsToTarget, Target
@@ -94,10 +94,11 @@ class Instruments(InstrumentHooks):
                 self.evals.evaluate(engine, state, state.train_time_s + start - self._epoch_start - self.paused_s)
         return state.stopped_at_target
 
-    def evaluate(self, engine: Engine, state: TrainState) -> dict[str, float]:
+    def evaluate(self, engine: Engine, state: TrainState, final: bool) -> dict[str, float]:
         if self.evals is None:
-            return engine.evaluate()
-        return self.evals.evaluate(engine, state, state.train_time_s)
+            return super().evaluate(engine, state, final)
+        splits = engine.eval_splits(final)
+        return self.evals.evaluate(engine, state, state.train_time_s, splits) | engine.evaluate_raw(splits)
 
     def _parts(self) -> dict[str, StepsToTarget | NoiseScale | Sharpness]:
         parts = {"evals": self.evals, "noise_scale": self.noise_scale, "sharpness": self.sharpness}

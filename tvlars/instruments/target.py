@@ -67,14 +67,23 @@ class StepsToTarget:
     def due(self, step: int) -> bool:
         return bool(self.every_steps) and step % self.every_steps == 0
 
-    def evaluate(self, engine: Engine, state: TrainState, train_time_s: float) -> dict[str, float]:
-        """Evaluate (once per step: a second call at the same step returns the first's metrics), record the row,
-        and check the target; returns the test metrics."""
-        if self._last is not None and self._last[0] == state.step:
-            return self._last[1]
-        metrics = engine.evaluate()
+    def evaluate(self, engine: Engine, state: TrainState, train_time_s: float,
+                 splits: tuple[str, ...] | None = None) -> dict[str, float]:
+        """Evaluate ``splits`` (default: those of an evaluation during training) once per step (a second call at
+        the same step evaluates only the splits the first lacked), record the step's row at its first evaluation,
+        and check the target; returns the metrics."""
+        splits = splits or engine.eval_splits(final=False)
+        step, metrics = self._last if self._last is not None and self._last[0] == state.step else (state.step, {})
+        missing = tuple(s for s in splits if not any(k.startswith(f"{s}_") for k in metrics))
+        if not missing:
+            return metrics
+        first = not metrics
+        metrics = metrics | engine.evaluate(missing)
+        self._last = (step, metrics)
+        if not first:
+            return metrics
         trained = reduce_means(self._sums, "train") if self._sums is not None else {}
-        self._sums, self._last = None, (state.step, metrics)
+        self._sums = None
         images = state.step * engine.train_loader.batch_size * engine.dist.world_size
         row = {"step": state.step, "epoch": state.step / len(engine.train_loader), "images": images,
                "train_time_s": train_time_s, **metrics, **trained}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,6 +14,25 @@ from tvlars.optim.lars import LARS
 
 # The released code's constants (KhoiDOO/tvlars opt/tvlars.py, 2023-11-20): φ(t) = 1 / (0.1 + exp(λt)), norms ≤ 10.
 OFFICIAL = {"alpha": 0.1, "delay_steps": 0, "gamma_min": 0.0, "norm_clamp": 10.0}
+
+
+def phi(t: float, lam: float, alpha: float, delay_steps: float, gamma_min: float) -> float:
+    """``φ(t) = 1 / (α + exp(λ (t − d))) + γ_min`` on the host (the optimizer computes it on the device; the
+    :class:`~tvlars.schedules.Phi` schedule uses this). ``t`` counts optimizer steps from 1."""
+    exponent = lam * (t - delay_steps)
+    return (0.0 if exponent > 700 else 1.0 / (alpha + math.exp(exponent))) + gamma_min
+
+
+def delay_in_steps(delay_steps: float, delay_epochs: float | None, steps_per_epoch: int | None) -> float:
+    """The delay ``d`` in optimizer steps: ``delay_steps``, or ``round(delay_epochs · steps_per_epoch)``."""
+    if delay_epochs is None:
+        return delay_steps
+    check_range("delay_epochs", delay_epochs, 0.0)
+    check_range("steps_per_epoch", steps_per_epoch, 1.0)
+    if delay_steps:
+        raise ValueError(f"give the delay in steps or in epochs, not both (got delay_steps={delay_steps}, "
+                         f"delay_epochs={delay_epochs}); set the other to None")
+    return round(delay_epochs * steps_per_epoch)
 
 
 class TVLARS(LARS):
@@ -79,13 +99,7 @@ class TVLARS(LARS):
         steps_per_epoch: int | None = None,
         **options: Any,
     ) -> None:
-        if delay_epochs is not None:
-            check_range("delay_epochs", delay_epochs, 0.0)
-            check_range("steps_per_epoch", steps_per_epoch, 1.0)
-            if delay_steps:
-                raise ValueError(f"give the delay in steps or in epochs, not both (got delay_steps={delay_steps}, "
-                                 f"delay_epochs={delay_epochs}); set the other to None")
-            delay_steps = round(delay_epochs * steps_per_epoch)
+        delay_steps = delay_in_steps(delay_steps, delay_epochs, steps_per_epoch)
         fused = options.pop("fused")
         # LARS's arguments (completed with its defaults by @extends) plus the schedule: one defaults dict
         defaults = dict(lr=lr, **options, lam=lam, alpha=alpha, delay_steps=delay_steps, gamma_min=gamma_min,

@@ -272,8 +272,8 @@ def gather(spec: Spec, row: Row, column: Any, runs: pd.DataFrame,
 def _cell(spec: Spec, row: Row, column: Any, runs: pd.DataFrame) -> tuple[Cell, list[str]]:
     """Select the point of one cell and gather its reported seeds; returns the cell and its problems."""
 
-    def state(run: Any) -> tuple[str, float]:
-        value = float(getattr(run, spec.metric))
+    def state(run: Any) -> tuple[str, float]:  # chosen by the selection metric (validation, by default)
+        value = float(getattr(run, spec.selection_metric))
         return _state(run.status, value), value
 
     found = gather(spec, row, column, runs, state)
@@ -303,7 +303,7 @@ def _cell(spec: Spec, row: Row, column: Any, runs: pd.DataFrame) -> tuple[Cell, 
     if not used:
         status = "diverged" if diverged else "missing"
         return Cell(row.label, column, status, point=point, diverged=diverged, **base), problems
-    values = [r.value for r in used]
+    values = [float(getattr(r.run, spec.metric)) for r in used]  # reported: the metric itself (test)
     std = statistics.stdev(values) if len(values) > 1 else math.nan
     if diverged:
         problems.append(f"{where}: the chosen point ({format_point(point)}) had {diverged} diverged seed(s); "

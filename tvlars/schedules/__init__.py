@@ -2,6 +2,7 @@
 
 from tvlars.schedules.autowu import AutoWU
 from tvlars.schedules.base import Constant, Schedule
+from tvlars.schedules.phi import Phi
 from tvlars.schedules.warmup_cosine import WarmupCosine
 
-__all__ = ["AutoWU", "Constant", "Schedule", "WarmupCosine"]
+__all__ = ["AutoWU", "Constant", "Phi", "Schedule", "WarmupCosine"]

@@ -187,6 +187,9 @@ class AutoWU(Schedule):
             return eta0
         return eta0 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - start) / max(1, total - start))))
 
+    def describe(self) -> str:
+        return f"AutoWU (exponential warm-up until a GP finds the loss minimum, then {self.decay.replace('_', ' ')})"
+
     # ------------------------------------------------------------------------------------------ detection
     def observe(self, step: int, loss: Tensor) -> None:
         if step >= self.switch_step:

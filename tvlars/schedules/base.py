@@ -23,6 +23,14 @@ class Schedule:
     def lr(self, step: int) -> float:
         raise NotImplementedError
 
+    def describe(self) -> str:
+        """The schedule in a few words, for tables (e.g. ``linear warm-up 12 steps + cosine to 0.001×``)."""
+        return type(self).__name__
+
+    def warmup_problem(self, minimum: int) -> str | None:
+        """Why this schedule's warm-up is too short to count as one (fewer than ``minimum`` steps), or ``None``."""
+        return None
+
     def observe(self, step: int, loss: Tensor) -> None:
         """Called after every optimizer step with that step's (detached) training loss."""
 
@@ -38,3 +46,6 @@ class Constant(Schedule):
 
     def lr(self, step: int) -> float:
         return self.base_lr
+
+    def describe(self) -> str:
+        return "constant"

@@ -111,11 +111,12 @@ class LinearEval(Classification):
 
     def prepare(self, data: DataBundle, backbone: nn.Module) -> DataBundle:
         """Replace the images by frozen features (deterministic transform), computed once."""
-        train = extract_features(backbone, data.train, data.info, self.device)
-        test = extract_features(backbone, data.test, data.info, self.device)
-        for split, dataset in (("train", train), ("test", test)):
+        splits = {"train": data.train, "test": data.test, **({"val": data.val} if data.val is not None else {})}
+        features = {split: extract_features(backbone, dataset, data.info, self.device)
+                    for split, dataset in splits.items()}
+        for split, dataset in features.items():
             check_features(dataset.tensors[0], split)
-        return DataBundle(train=train, test=test, info=data.info)
+        return DataBundle(train=features["train"], test=features["test"], info=data.info, val=features.get("val"))
 
     def datasets(self, data: DataBundle, augment: dict[str, Any]) -> tuple[Dataset, Dataset]:
         return data.train, data.test
