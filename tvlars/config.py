@@ -124,6 +124,10 @@ _NON_SEMANTIC = {"logger", "out_dir", "run_dir", "name", "progress", "data_root"
 _NON_SEMANTIC_DATASET = {"root", "download", "verify_checksums"}
 DATASET_KEYS = ("augment", "val_size")  # dataset keys the builder applies; the rest go to the loader
 _NON_SEMANTIC_OPTIMIZER = {"fused"}  # the compiled step equals the eager one up to floating-point noise
+# Keys added after run records existed, with the value that does what the code did before them: at that value a
+# key is left out of the run id, so earlier runs keep their ids (a sweep still finds them). Adding a config key
+# that changes results? Add it here with its behaviour-preserving value (docs/running.md#run-identity).
+ID_NEUTRAL: dict[str, Any] = {"dataset.val_size": 0, "val_subset": 0, "precise_bn_images": 0}
 
 
 def _positive(cfg: DictConfig, key: str, minimum: int = 1) -> None:
@@ -307,8 +311,17 @@ def semantic_config(cfg: DictConfig) -> dict[str, Any]:
 
 
 def run_id(cfg: DictConfig) -> str:
-    """A short stable hash of :func:`semantic_config`: equal ids ⇔ the same experiment."""
-    blob = json.dumps(semantic_config(cfg), sort_keys=True, default=str)
+    """A short stable hash of :func:`semantic_config` without the :data:`ID_NEUTRAL` keys at their neutral value:
+    equal ids ⇔ the same experiment."""
+    config = semantic_config(cfg)
+    for dotted, neutral in ID_NEUTRAL.items():
+        *parents, leaf = dotted.split(".")
+        node = config
+        for key in parents:
+            node = node.get(key, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict) and leaf in node and node[leaf] == neutral:
+            del node[leaf]
+    blob = json.dumps(config, sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:10]
 
 
