@@ -143,7 +143,8 @@ def test_plan_refuses_too_few_steps_and_a_warmup_that_hardly_exists(tmp_path: Pa
     assert "batch_size=64: schedule.warmup_epochs=0.5 is a warm-up of 8 optimizer step(s) at 16 steps per epoch, " \
            "fewer than 10" in str(info.value) and str(info.value).endswith("or set min_warmup_steps: 0 in " +
                                                                          str(tmp_path / "short.yaml") + " to accept it")
-    assert len(plan(load_spec(write(tmp_path, SHORT + "min_steps: 32\nmin_warmup_steps: 8\n", "short")), tmp_path / "r")) == 2
+    accepted = load_spec(write(tmp_path, SHORT + "min_steps: 32\nmin_warmup_steps: 8\n", "short"))
+    assert len(plan(accepted, tmp_path / "r")) == 2
 
 
 def _record(run_dir: Path, summary: bytes) -> None:

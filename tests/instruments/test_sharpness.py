@@ -15,8 +15,8 @@ from tvlars import distributed
 from tvlars.build import build
 from tvlars.engine import TrainState, seed_all
 from tvlars.errors import UserError
-from tvlars.instruments import Instruments
 from tvlars.evaluation import untouched
+from tvlars.instruments import Instruments
 from tvlars.instruments.sharpness import DEFAULT_ITERS, Sharpness, first_training_batch, stability_threshold
 from tvlars.optim import LARS
 
