@@ -311,8 +311,9 @@ def tuning_curve(spec: Spec, cells: dict[tuple[str, Any], Any], out_dir: Path, y
                 continue
             k = np.arange(1, len(best) + 1, dtype=float)[finite]
             _series(ax, k, best[finite], None, None, colours[row.label], labels[row.label])
-            for end in {e for _, e in cell.edges}:
-                ax.plot(k[-1], best[finite][-1], EDGE_MARKERS[end], color=colours[row.label], markersize=10)
+            for end, marker in EDGE_MARKERS.items():  # in a fixed order: the same records draw the same bytes
+                if any(e == end for _, e in cell.edges):
+                    ax.plot(k[-1], best[finite][-1], marker, color=colours[row.label], markersize=10)
             drawn.add(row.label)
         ax.set_title(column_header(spec, column))
         ax.set_xlabel("trials k")
