@@ -111,12 +111,11 @@ class Row:
         return [dict(zip(axes, combo, strict=True)) for combo in itertools.product(*axes.values())]
 
     def continuous(self, column: Any) -> list[str]:
-        """The keys along which this row's points at ``column`` span a continuous range: a search's ``log`` or
-        ``linear`` dimensions, or a grid key with at least 3 distinct numeric values (choices do not count)."""
+        """The keys along which this row's points at ``column`` sample a numeric range: a search's ``log`` or
+        ``linear`` dimensions (not its lists of choices), or a grid key whose values are all numbers."""
         if self.trials is not None:
             return list(self.ranges.get(column, ()))
-        return [key for key, values in self._axes(column).items()
-                if all(_is_number(v) for v in values) and len({float(v) for v in values}) >= 3]
+        return [key for key, values in self._axes(column).items() if all(_is_number(v) for v in values)]
 
 
 @dataclass(frozen=True)
