@@ -209,3 +209,44 @@ rows:
     assert reproduce.main(args) == 0  # everything is done: nothing launches, every cell equals the committed one
     out = capsys.readouterr().out
     assert "to run: 0 jobs" in out and "0 run(s) to go now" in out and "2 same value" in out
+
+
+CLAIMS = """
+title: claims
+columns: {key: batch_size, values: [16]}
+seeds: [0]
+rows:
+  - {label: a, overrides: [optimizer=sgd]}
+  - {label: b, overrides: [optimizer=adamw]}
+claims:
+  - {a: a, b: b, question: "is a b?", margin: 1.0}
+"""
+
+
+@pytest.mark.parametrize(
+    ("edit", "needle"),
+    [
+        (lambda s: s.replace("b: b,", "b: c,"), "claims name 'c', not a row label (rows: a, b)"),
+        (lambda s: s.replace("b: b,", "b: a,"), "claim 'is a b?' compares row 'a' with itself"),
+        (lambda s: s.replace("margin: 1.0", "margin: -1"), "claim 'a' vs 'b': margin must be a positive number"),
+        (lambda s: s.replace('question: "is a b?"', 'question: ""'), "claim 'a' vs 'b': question must be a non-empty"),
+        (lambda s: s.replace(", margin: 1.0}", ", by: 1.0}"), "claims must be a list of {a: <row label>, b: <row "
+                                                             "label>, question: <text>, margin: <points, optional>}"),
+        (lambda s: s.replace("claims:\n  - ", "claims: "), "claims must be a list of"),
+        (lambda s: s + "kind: scaling\n", "claims applies to accuracy tables"),
+    ],
+)
+def test_named_claims_are_checked_at_load(edit, needle: str, tmp_path: Path) -> None:
+    assert [(c.a, c.b, c.question, c.margin) for c in load_spec(write(tmp_path, CLAIMS, "claims")).claims] == [
+        ("a", "b", "is a b?", 1.0)]
+    with pytest.raises(UserError, match="^experiment spec claims: ") as info:
+        load_spec(write(tmp_path, edit(CLAIMS), "claims"))
+    assert needle in str(info.value) and "\n" not in str(info.value)
+
+
+def test_the_warmup_study_names_its_claims() -> None:
+    spec = load_spec("fmnist-warmup")
+    assert [(c.a, c.b, c.margin) for c in spec.claims] == [
+        ("TVLARS", "LARS + warm-up", 1.0), ("TVLARS", "LARS + cosine, no warm-up", None),
+        ("TVLARS", "LARS + φ(t) schedule", 1.0), ("LARS + warm-up", "LARS + cosine, no warm-up", 1.0),
+        ("LAMB + warm-up", "LAMB + cosine, no warm-up", 1.0)]
