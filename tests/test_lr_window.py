@@ -232,11 +232,12 @@ def test_make_tables_writes_the_lr_window_outputs_and_figures(spec, runs: Path, 
 
 def test_the_sharpness_figure_draws_each_row_at_its_best_lr(spec, runs: Path, tmp_path: Path) -> None:
     from tvlars.report import collect
-    from tvlars.report.lr_window import _ratio, build, figures
+    from tvlars.report.instrument_figures import preconditioned_ratio, series
+    from tvlars.report.lr_window import build, figures
 
     table = build(spec, collect(runs))
-    assert [_ratio(d).round(6).tolist() for d in table.cells[("A", 4096)].at(4).runs] == \
-        [[0.5, 0.9, 1.0], [0.6, 0.9, 1.05], [0.7, 0.9, 1.1]]
+    ratios = [series(d, "sharpness.jsonl", preconditioned_ratio) for d in table.cells[("A", 4096)].at(4).runs]
+    assert [r.round(6).tolist() for r in ratios] == [[0.5, 0.9, 1.0], [0.6, 0.9, 1.05], [0.7, 0.9, 1.1]]
     for run_dir in runs.rglob("sharpness.jsonl"):
         run_dir.unlink()
     assert [p.name for p in figures(spec, build(spec, collect(runs)), tmp_path / "figs")] == ["lr_window.png"]

@@ -48,9 +48,10 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from tvlars.records import Status, read_jsonl
+from tvlars.records import Status
 from tvlars.report.compare import SYMBOLS, VERDICTS, verdict
 from tvlars.report.figures import _colours, _save, _title
+from tvlars.report.instrument_figures import preconditioned_ratio, series
 from tvlars.report.tables import ALPHA, _number, _state, column_header, format_value, gather, md_table
 from tvlars.report.tables import select as select_cells
 from tvlars.spec import Row, Spec
@@ -489,17 +490,6 @@ def _accuracy_figure(spec: Spec, table: WindowTable, out_dir: Path) -> list[Path
                  out_dir / FIGURES[0])
 
 
-def _ratio(run_dir: str) -> pd.Series | None:
-    """``lambda_max_preconditioned / preconditioned_threshold`` per step of a run's ``sharpness.jsonl``."""
-    points = {}
-    for r in read_jsonl(Path(run_dir) / "sharpness.jsonl"):
-        value, threshold = r.get("lambda_max_preconditioned"), r.get("preconditioned_threshold")
-        if isinstance(r.get("step"), int) and isinstance(value, int | float) and isinstance(threshold, int | float) \
-                and threshold > 0:
-            points[r["step"]] = value / threshold
-    return pd.Series(points, name=run_dir).sort_index() if points else None
-
-
 def _sharpness_figure(spec: Spec, table: WindowTable, out_dir: Path) -> list[Path]:
     """``lr_window_sharpness.png``: per row at its best swept value, the preconditioned sharpness divided by its
     threshold against the step (mean over the completed seeds, min–max band); 1 is the edge of stability."""
@@ -511,10 +501,11 @@ def _sharpness_figure(spec: Spec, table: WindowTable, out_dir: Path) -> list[Pat
         cell = table.cells[(row.label, spec.columns[0])]
         if cell.window is None:
             continue
-        series = [s for s in map(_ratio, cell.at(cell.window.best).runs) if s is not None]
-        if not series:
+        ratios = [series(d, "sharpness.jsonl", preconditioned_ratio) for d in cell.at(cell.window.best).runs]
+        ratios = [r for r in ratios if not r.empty]
+        if not ratios:
             continue
-        frame = pd.concat(series, axis=1)
+        frame = pd.concat(ratios, axis=1)
         x = frame.index.to_numpy(dtype=float)
         ax.plot(x, frame.mean(axis=1).to_numpy(), "o-", markersize=4, color=colours[row.label],
                 label=f"{row.label} ({key}={format_value(cell.window.best)})")
