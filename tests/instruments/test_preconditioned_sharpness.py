@@ -259,3 +259,12 @@ def test_a_lars_run_records_both_values_and_trains_as_without_them(tiny_cfg, tmp
     strip = lambda name: [{k: v for k, v in r.items() if "time" not in k and "per_s" not in k}  # noqa: E731
                           for r in read_jsonl(tmp_path / name / "metrics.jsonl")]
     assert strip("both") == strip("raw")  # training is untouched by computing P
+
+
+def test_the_matched_sharpness_study_gives_every_row_the_same_peak_lr() -> None:
+    from tvlars.spec import load_spec
+
+    spec = load_spec("fmnist-sharpness-matched")
+    assert {p["optimizer.lr"] for row in spec.rows for p in row.points(4096)} == {8}
+    assert not any(o.startswith("lr_scaling") for o in (*spec.base, *(o for r in spec.rows for o in r.overrides)))
+    assert "sharpness_preconditioned=true" in spec.base and len(spec.jobs()) == 9
