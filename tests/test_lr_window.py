@@ -170,10 +170,11 @@ def test_windows_intervals_and_values_from_records(spec, runs: Path) -> None:
     assert a.interval == pytest.approx((math.log10(2), math.log10(4)))
     assert b.window.members == (2, 4) and b.interval == pytest.approx((math.log10(2), math.log10(2)))
     sixteen = a.at(16)
-    assert sixteen.status == "ok" and sixteen.seeds == [0, 2] and sixteen.diverged == 1
+    assert sixteen.status == "ok" and sixteen.val == [85, 85] and sixteen.diverged == 1
+    assert [Path(d).name for d in sixteen.runs] == ["win-A-lr16-s0", "win-A-lr16-s2"]
     assert sixteen.test == [84, 84] and sixteen.train_loss == [0.15, 0.15]
     assert [(v.value, v.status) for v in b.values][-2:] == [(8, "diverged"), (16, "failed")]
-    assert b.at(1).seeds == [0, 1, 2]  # the run without a validation score was left out, not counted twice
+    assert len(b.at(1).runs) == 3  # the run without a validation score was left out, not counted twice
     md = table.markdown
     assert "| A | [2, 8] | 0.60 | 0.30 – 0.60 | 4 | 88.00 ± 0.00 |" in md
     assert "| B | [2, 4] | 0.30 | 0.30 – 0.30 | 4 | 85.00 ± 0.00 |" in md

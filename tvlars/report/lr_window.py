@@ -121,11 +121,10 @@ def find_window(scores: Mapping[float, Mapping[int, float | None]], seeds: Itera
 # --------------------------------------------------------------------------------------------- the records
 @dataclass
 class SweptValue:
-    """One swept value of a row: the completed seeds' final metrics, and the seeds that did not complete."""
+    """One swept value of a row: the final metrics of its completed seeds (in seed order), and how many diverged."""
 
     value: float
     status: str  # ok (a seed completed) | diverged (every finished seed diverged) | failed | missing
-    seeds: list[int] = field(default_factory=list)  # completed seeds, aligned with the lists below
     val: list[float] = field(default_factory=list)
     test: list[float] = field(default_factory=list)
     train_loss: list[float] = field(default_factory=list)
@@ -185,7 +184,7 @@ def _cell(spec: Spec, row: Row, column: Any, runs: pd.DataFrame) -> tuple[RowWin
                      **{s: None for s, r in records.items() if r.state == "diverged"}}
         status = "ok" if used else "diverged" if diverged else \
             "failed" if any(r.state == "failed" for r in records.values()) else "missing"
-        values.append(SweptValue(x, status, list(used), [r.value for r in used.values()],
+        values.append(SweptValue(x, status, [r.value for r in used.values()],
                                  [float(r.run.final_test_top1) for r in used.values()],
                                  [float(r.run.final_train_loss) for r in used.values()], diverged, len(spec.seeds),
                                  [r.run_dir for r in used.values()]))
