@@ -219,7 +219,7 @@ def test_smoke_overrides_replace_the_target(tmp_path: Path) -> None:
         (lambda s: s.replace("[optimizer=lars]", "[optimizer=lars, target.value=70]"),
          "row 'LARS' sets target.value: every cell of a scaling table has the same target"),
         (lambda s: s.replace("{optimizer.lr: [1, 2]}", "{target.value: [70, 80]}"), "row 'LARS' sets target.value"),
-        (lambda s: s.replace("kind: scaling", "kind: curve"), "kind must be one of ('table', 'scaling')"),
+        (lambda s: s.replace("kind: scaling", "kind: curve"), "kind must be one of ('table', 'scaling', 'lr_window')"),
         (lambda s: s.replace("kind: scaling\n", ""), "metric must be one of"),  # a table of steps_to_target? no
     ],
 )

@@ -6,12 +6,12 @@ Never re-runs anything.
 
 The source defaults to ``runs/<table>`` when it exists, else to the committed records ``results/<table>/runs``.
 Writes into ``--out`` (default ``results/<table>``) the table files (``kind: scaling`` specs: ``scaling.md``,
-``scaling.csv``), the figures its records support (figures of an older build that this one does not draw are
-removed) and, from a local source, a copy of the table's run
-records in ``<out>/runs/`` (no checkpoints, backbones, W&B files). Prints the runs found by status, the problems
-and the table. Exit code 0 whenever the table was written; 2 with one ``error:`` line for an unknown table, an
-unreadable source, a source without any run of the table or without any finished one (unless --allow-empty), or
-records of an older build that this one would drop (unless --replace-records).
+``scaling.csv``; ``kind: lr_window``: ``lr_window.md``, ``lr_window.csv``, ``lr_window_rows.csv``), the figures its
+records support (figures of an older build that this one does not draw are removed) and, from a local source, a copy
+of the table's run records in ``<out>/runs/`` (no checkpoints, backbones, W&B files). Prints the runs found by
+status, the problems and the table. Exit code 0 whenever the table was written; 2 with one ``error:`` line for an
+unknown table, an unreadable source, a source without any run of the table or without any finished one (unless
+--allow-empty), or records of an older build that this one would drop (unless --replace-records).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 
 from tvlars.errors import UserError
 from tvlars.records import FINAL, Status
-from tvlars.report import build_table, collect, records, status_summary, write_figures
+from tvlars.report import build_table, collect, lr_window, records, status_summary, write_figures
 from tvlars.report.collect import WANDB_PREFIX
 from tvlars.report.figures import FIGURES
 from tvlars.report.instrument_figures import FIGURES as INSTRUMENT_FIGURES
@@ -73,8 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         names = records.record_names(mine["run_dir"]) if local else {}
         if not in_place:
             records.check_replace(out / "runs", names, args.replace_records)
-        scaling = spec.kind == "scaling"
-        table = build_scaling(spec, df) if scaling else build_table(spec, df)
+        scaling, window = spec.kind == "scaling", spec.kind == lr_window.KIND
+        table = lr_window.build(spec, df) if window else build_scaling(spec, df) if scaling else build_table(spec, df)
         out.mkdir(parents=True, exist_ok=True)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -86,9 +86,13 @@ def main(argv: list[str] | None = None) -> int:
     for name, text in table.files.items():
         records.write_atomic(out / name, text.encode())
         written.append(out / name)
-    figures = scaling_figure(spec, table, out) if scaling else write_figures(spec, table, df, out)
-    figures += write_instrument_figures(spec, df, out)
-    for stale in (out / name for name in (*FIGURES, SCALING_FIGURE, *INSTRUMENT_FIGURES) if out / name not in figures):
+    if window:
+        figures = lr_window.figures(spec, table, out)
+    else:
+        figures = scaling_figure(spec, table, out) if scaling else write_figures(spec, table, df, out)
+        figures += write_instrument_figures(spec, df, out)
+    drawn = (*FIGURES, SCALING_FIGURE, *INSTRUMENT_FIGURES, *lr_window.FIGURES)
+    for stale in (out / name for name in drawn if out / name not in figures):
         stale.unlink(missing_ok=True)  # a figure of an older build that these records no longer support
     if not in_place:
         records.copy_records(names, out / "runs")

@@ -26,7 +26,7 @@ import torch
 from tvlars import make_tables
 from tvlars.data import DATASETS, write_fake
 from tvlars.errors import UserError
-from tvlars.report import collect, records, scaling
+from tvlars.report import collect, lr_window, records, scaling
 from tvlars.report.compare import TABLE_FIELDS, compare
 from tvlars.report.tables import build_table, select
 from tvlars.spec import Spec, load_spec, smoke_spec
@@ -76,6 +76,8 @@ def kind(spec: Spec) -> tuple[Callable[..., Any], Callable[..., Any], str, dict[
     """The spec kind's cell selection, table builder, CSV file and the CSV's fields for the comparison."""
     if spec.kind == "scaling":
         return scaling.select, scaling.build_scaling, "scaling.csv", scaling.COMPARE_FIELDS
+    if spec.kind == lr_window.KIND:
+        return lr_window.select, lr_window.build, lr_window.CSV, lr_window.COMPARE_FIELDS
     return select, build_table, "table.csv", TABLE_FIELDS
 
 
@@ -140,7 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     code = make_tables.main(["--table", str(spec.path), "--profile", args.profile, "--source", str(out_dir),
                              "--out", str(results), *(["--replace-records"] if args.replace_records else [])])
     if code == 0 and committed is not None:
-        report = compare(committed, build(spec, collect(out_dir)), fields)
+        table = build(spec, collect(out_dir))
+        report = lr_window.compare(committed, table) if spec.kind == lr_window.KIND else \
+            compare(committed, table, fields)
         (out_dir / "comparison.md").write_text(report)
         print(f"\n{report}(also in {out_dir / 'comparison.md'})")
     return code

@@ -196,6 +196,7 @@ def follow_up_config(cfg: DictConfig, option: str, parent_dir: Path, settings: d
     sub.compile, sub.channels_last = False, False  # a linear head on feature vectors
     sub.target = {"metric": None, "value": None, "stop": False}  # the instruments measure the parent run only
     sub.eval_every_steps = sub.log_noise_scale_every = sub.log_sharpness_every = 0
+    sub.sharpness_preconditioned = False
     return sub
 
 

@@ -7,7 +7,12 @@ Spec keys::
 
     name, title, claim      table id (= file name), caption, the paper's claim this table tests
     kind                    table (default: accuracy per row × column) | scaling (steps to target against batch
-                            size and the critical batch size, tvlars.report.scaling)
+                            size and the critical batch size, tvlars.report.scaling) | lr_window (accuracy against
+                            one swept key per row, and each row's stable window of it, tvlars.report.lr_window)
+    sweep                   kind lr_window: the swept config key (e.g. optimizer.lr); every row's grid is
+                            {<sweep>: [values]} (at least 2 distinct numbers > 0; a {column: [values]} map also works)
+    window_tolerance        kind lr_window: the window holds the swept values whose mean validation top-1 is within
+                            this many points of the row's best (default 2)
     base                    Hydra overrides shared by every job (e.g. [dataset=cifar10, model=resnet18])
     columns                 {key: batch_size, values: [512, 1024, ...]}  (the table's columns)
     seeds                   [0, 1, ...]  (every grid point / search trial runs with each)
@@ -71,11 +76,13 @@ METRICS = ("final_test_top1", "best_test_top1")
 SPLITS = ("val", "test")  # where a spec selects (select_on)
 MIN_STEPS = 50  # default min_steps: fewer optimizer steps cannot tell schedules apart
 MIN_WARMUP_STEPS = 10  # default min_warmup_steps (tvlars.schedules.warmup_cosine.MIN_WARMUP_STEPS)
-KINDS = ("table", "scaling")
+KINDS = ("table", "scaling", "lr_window")
 SCALING_METRIC = "steps_to_target"  # the metric of kind scaling: fewest optimizer steps to the target
+WINDOW_METRIC = "final_val_top1"  # the metric of kind lr_window's window (validation; test is reported beside)
+WINDOW_TOLERANCE = 2.0  # default window_tolerance: points of validation top-1 below the row's best
 _SPEC_KEYS = {"name", "title", "claim", "kind", "base", "columns", "seeds", "confirm_seeds", "metric", "rows",
               "select_on", "reuse_search_seeds", "min_steps", "min_warmup_steps",
-              "compare", "claims", "chance", "notes", "smoke", "extends"}
+              "compare", "claims", "chance", "notes", "smoke", "extends", "sweep", "window_tolerance"}
 _ROW_KEYS = {"label", "overrides", "grid", "search"}
 _SEARCH_KEYS = {"trials", "space", "seed"}
 _COMPARE_KEYS = {"method", "baselines", "no_warmup"}
@@ -171,6 +178,8 @@ class Spec:
     reuse_search_seeds: bool = False  # confirm_seeds may include search seeds (older records)
     min_steps: int = MIN_STEPS
     min_warmup_steps: int = MIN_WARMUP_STEPS
+    sweep: str | None = None  # kind lr_window: the swept key (each row's only grid key)
+    window_tolerance: float = WINDOW_TOLERANCE  # kind lr_window: points below the row's best that stay in the window
 
     @property
     def selection_metric(self) -> str:
@@ -411,6 +420,40 @@ def _scaling_target(name: str, raw: dict[str, Any], rows: list[Row]) -> tuple[st
     return target
 
 
+def _lr_window(name: str, raw: dict[str, Any], rows: list[Row]) -> dict[str, Any]:
+    """Check a ``kind: lr_window`` spec; returns its ``sweep`` and ``window_tolerance``."""
+    sweep, columns = raw.get("sweep"), raw["columns"]
+    if not isinstance(sweep, str) or not sweep:
+        raise _fail(name, f"kind lr_window needs sweep: <config key> (the swept key, e.g. optimizer.lr; got {sweep!r})")
+    if len(columns["values"]) != 1 or columns["key"] == sweep:
+        raise _fail(name, f"kind lr_window measures one window per row at one setting: give columns one value of "
+                          f"another key than {sweep} (e.g. {{key: batch_size, values: [4096]}}; got {columns!r})")
+    for key, why in (("confirm_seeds", "every swept value is reported, nothing is selected"),
+                     ("metric", f"the window is on {WINDOW_METRIC}, test top-1 is reported beside it"),
+                     ("chance", "no cell is compared with chance level")):
+        if raw.get(key):
+            raise _fail(name, f"{key} does not apply to kind lr_window ({why}); remove it")
+    if raw.get("select_on", SPLITS[0]) != "val":
+        raise _fail(name, f"kind lr_window's window is on validation ({WINDOW_METRIC}); drop select_on")
+    tolerance = raw.get("window_tolerance", WINDOW_TOLERANCE)
+    if not isinstance(tolerance, int | float) or isinstance(tolerance, bool) or not 0 < tolerance < 100:
+        raise _fail(name, f"window_tolerance must be a number of accuracy points in (0, 100) (got {tolerance!r})")
+    column = columns["values"][0]
+    for row in rows:
+        where = f"row {row.label!r}"
+        if row.trials is not None or set(row.grid) != {sweep}:
+            raise _fail(name, f"{where}: kind lr_window sweeps {sweep} alone, so the row needs grid: {{{sweep}: "
+                              f"[values]}} and nothing else (got {sorted(row.grid) or 'a search'})")
+        if sweep in _assignments(row.overrides):
+            raise _fail(name, f"{where} sets {sweep} in its overrides; give its values in the grid only")
+        values = [p[sweep] for p in row.points(column)]
+        if len(values) < 2 or len(set(values)) < len(values) or not all(
+                isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in values):
+            raise _fail(name, f"{where}: the values of {sweep} must be at least 2 distinct numbers > 0 (a log axis; "
+                              f"got {values})")
+    return {"sweep": sweep, "window_tolerance": float(tolerance)}
+
+
 def _protocol(name: str, raw: dict[str, Any], kind: str, metric: str) -> dict[str, Any]:
     """The spec's selection protocol keys, checked: ``select_on``, ``reuse_search_seeds``, ``min_steps``,
     ``min_warmup_steps``."""
@@ -470,7 +513,10 @@ def load_spec(name_or_path: str | Path) -> Spec:
     kind = raw.get("kind", "table")
     if kind not in KINDS:
         raise _fail(name, f"kind must be one of {KINDS} (got {kind!r})")
-    metric = raw.get("metric", SCALING_METRIC if kind == "scaling" else METRICS[0])
+    metric = WINDOW_METRIC if kind == "lr_window" else raw.get("metric", SCALING_METRIC if kind == "scaling"
+                                                                 else METRICS[0])
+    if kind != "lr_window" and ("sweep" in raw or "window_tolerance" in raw):
+        raise _fail(name, "sweep and window_tolerance belong to kind lr_window; remove them or set kind: lr_window")
     if kind == "table" and metric not in METRICS:
         raise _fail(name, f"metric must be one of {METRICS} (got {metric!r})")
     protocol = _protocol(name, raw, kind, metric)
@@ -484,6 +530,7 @@ def load_spec(name_or_path: str | Path) -> Spec:
         raise _fail(name, "row labels must be unique")
     _check_budgets(name, columns["values"], rows)
     target = _scaling_target(name, raw, rows) if kind == "scaling" else None
+    window = _lr_window(name, raw, rows) if kind == "lr_window" else {}
     if target is not None and not target[0].startswith(f"{protocol['select_on']}_"):
         raise _fail(name, f"target.metric={target[0]} is not measured on the selection split "
                           f"(select_on: {protocol['select_on']}); use target.metric="
@@ -500,18 +547,20 @@ def load_spec(name_or_path: str | Path) -> Spec:
                 confirm_seeds=confirm, **protocol,
                 compare=_check_compare(name, labels, raw.get("compare")),
                 claims=_check_claims(name, labels, raw.get("claims")),
-                chance=None if chance is None else float(chance), kind=kind, target=target)
+                chance=None if chance is None else float(chance), kind=kind, target=target, **window)
 
 
 def smoke_spec(spec: Spec, data_root: str) -> Spec:
-    """The same table shrunk to minutes: 1 seed, 2 small columns, the first grid point or trial, 1 epoch, a tiny
-    model, no confirmation runs, and the spec's own ``smoke`` overrides (e.g. fake data under ``data_root``)."""
+    """The same table shrunk to minutes: 1 seed, 2 small columns, the first grid point or trial (kind lr_window: the
+    first two swept values), 1 epoch, a tiny model, no confirmation runs, and the spec's own ``smoke`` overrides
+    (e.g. fake data under ``data_root``)."""
     small = [16, 32][: len(spec.columns)] if spec.column_key == "batch_size" else spec.columns[:2]
     column_map = dict(zip(spec.columns, small, strict=False))
     rows = []
+    kept = 2 if spec.kind == "lr_window" else 1
     for row in spec.rows:
-        first = row.points(spec.columns[0])[0]
-        rows.append(Row(row.label, row.overrides, {key: [value] for key, value in first.items()}))
+        points = row.points(spec.columns[0])[:kept]
+        rows.append(Row(row.label, row.overrides, {key: [p[key] for p in points] for key in points[0]}))
     shrink = ("epochs=1", "model.width=0.0625", f"dataset.val_size={16 if spec.select_on == 'val' else 0}",
               "train_subset=64", "test_subset=32",
               "eval_batch_size=32", "precise_bn_images=32",
@@ -522,4 +571,5 @@ def smoke_spec(spec: Spec, data_root: str) -> Spec:
                 metric=spec.metric, rows=rows, notes=spec.notes, smoke=spec.smoke, path=spec.path,
                 compare=spec.compare, claims=spec.claims, chance=spec.chance, profile="smoke", kind=spec.kind,
                 target=_target((*spec.base, *spec.smoke)) if spec.kind == "scaling" else None,
-                select_on=spec.select_on, reuse_search_seeds=spec.reuse_search_seeds, min_steps=0, min_warmup_steps=0)
+                select_on=spec.select_on, reuse_search_seeds=spec.reuse_search_seeds, min_steps=0, min_warmup_steps=0,
+                sweep=spec.sweep, window_tolerance=spec.window_tolerance)

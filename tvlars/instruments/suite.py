@@ -52,8 +52,8 @@ class Instruments(InstrumentHooks):
             if cfg.target.metric is not None else None
         evals = StepsToTarget(cfg.eval_every_steps, target) if cfg.eval_every_steps or target else None
         noise = NoiseScale(cfg.log_noise_scale_every) if cfg.log_noise_scale_every else None
-        sharpness = Sharpness(cfg.log_sharpness_every, cfg.sharpness_iters, cfg.seed, cfg.sharpness_batch) \
-            if cfg.log_sharpness_every else None
+        sharpness = Sharpness(cfg.log_sharpness_every, cfg.sharpness_iters, cfg.seed, cfg.sharpness_batch,
+                              cfg.sharpness_preconditioned) if cfg.log_sharpness_every else None
         if sharpness and any(isinstance(m, nn.SyncBatchNorm) for m in model.modules()):
             raise UserError("log_sharpness_every needs double backward, which SyncBatchNorm (multi-GPU runs) does not "
                             "have; measure sharpness on one GPU or set log_sharpness_every=0")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -20,6 +19,7 @@ from tvlars.optim._trust import (
     descend,
     spread,
 )
+from tvlars.optim.stability import Preconditioner, adam_diagonal, first_group, one_minus_pow, relative_to_lr
 
 # The TVLARS paper's released LAMB (opt/lamb.py, from cybertronai/pytorch-lamb): no bias correction, ‖w‖ ≤ 10.
 OFFICIAL = {"bias_correction": False, "weight_norm_clamp": 10.0}
@@ -32,11 +32,6 @@ def as_betas(betas: Sequence[float]) -> tuple[float, float]:
     except (TypeError, ValueError):
         raise ValueError(f"betas must be a pair (beta1, beta2), each in [0, 1) (got {betas!r})") from None
     return float(beta1), float(beta2)
-
-
-def one_minus_pow(beta: float, step: Tensor) -> Tensor:
-    """``1 − β^t`` as ``−expm1(t · ln β)``: no cancellation in float32 when β is close to 1."""
-    return torch.expm1(step * (math.log(beta) if beta > 0 else -math.inf)).neg()
 
 
 class LAMB(TrustRatioOptimizer):
@@ -103,6 +98,26 @@ class LAMB(TrustRatioOptimizer):
     def official(cls, params: ParamsT, lr: float, **options: Any) -> LAMB:
         """The TVLARS paper's released LAMB (:data:`OFFICIAL`); ``options``: LAMB's other arguments (they win)."""
         return cls(params, lr, **{**OFFICIAL, **options})
+
+    def preconditioner(self) -> Preconditioner | None:
+        r"""The last step as ``w ← w − lr · P · m`` (:mod:`tvlars.optim.stability`): per coordinate
+        ``P = τ / (c1 (√(v / c2) + ε))``, the tensor's trust ratio ``τ`` (clipped; 1 where the group does not adapt)
+        times Adam's :func:`~tvlars.optim.stability.adam_diagonal`, on the EMA momentum ``m`` (threshold
+        ``(2 + 2β1)/((1 − β1) lr)``). The decay term ``wd · w`` inside ``u`` is left out (weight decay is ignored
+        everywhere). ``None`` before the first step."""
+        stats = self.trust_stats()
+        if not stats:
+            return None
+        # NaN: no gradient at the last step, not moved (P = 0); such a tensor may also have no moments yet
+        ratios = iter(stats["trust_ratio"].nan_to_num(0.0).unbind())
+        diagonal = []
+        for group in self.param_groups:
+            step = group.get("step") if group["bias_correction"] else None
+            for p in group["params"]:
+                ratio, v = next(ratios), self.state[p].get("exp_avg_sq")
+                diagonal.append(ratio if v is None else ratio * adam_diagonal(v, step, group["betas"], group["eps"]))
+        beta1 = first_group(self)["betas"][0]
+        return relative_to_lr(self, diagonal, beta1, dampening=beta1)
 
     def _check_hyperparameters(self, hp: Mapping[str, Any]) -> None:
         super()._check_hyperparameters(hp)

@@ -19,6 +19,7 @@ from tvlars.optim._trust import (
     descend,
     spread,
 )
+from tvlars.optim.stability import Preconditioner, first_group, relative_to_lr
 
 
 class LARS(TrustRatioOptimizer):
@@ -70,6 +71,18 @@ class LARS(TrustRatioOptimizer):
         defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, trust_coefficient=trust_coefficient,
                         nesterov=nesterov)
         super().__init__(params, defaults, fused)
+
+    def preconditioner(self) -> Preconditioner | None:
+        r"""The last step as ``w ← w − lr · P · b`` (:mod:`tvlars.optim.stability`): ``P = r`` per tensor, the
+        trust ratio actually applied (``η`` and TVLARS's ``φ(t)`` included; 1 where the group does not adapt), with
+        heavy-ball momentum on ``r · u`` without dampening (threshold ``(2 + 2m)/lr``; Nesterov
+        ``(2 + 2m)/((1 + 2m) lr)``). ``None`` before the first step."""
+        stats = self.trust_stats()
+        if not stats:
+            return None
+        ratios = list(stats["trust_ratio"].nan_to_num(0.0).unbind())  # NaN: no gradient at the last step, not moved
+        group = first_group(self)
+        return relative_to_lr(self, ratios, group["momentum"], nesterov=group["nesterov"])
 
     def _check_hyperparameters(self, hp: Mapping[str, Any]) -> None:
         super()._check_hyperparameters(hp)
