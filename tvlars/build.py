@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from hydra.utils import get_object
 from omegaconf import DictConfig
 
 from tvlars.config import DATASET_KEYS, Precision, Progress, instantiate_node, resolved_lr, run_dir, run_id, val_size
@@ -121,9 +122,20 @@ def wrap_for_training(model: torch.nn.Module, cfg: DictConfig, dist: DistInfo) -
     return train_model
 
 
+def check_process_group(cfg: DictConfig, dist: DistInfo) -> None:
+    """Refuse an optimizer that needs a closure (CDAT: ``backward(create_graph=True)``) in a process group: DDP's
+    reducer gives it gradients without a graph, and :func:`wrap_for_training` wraps every run of a process group in
+    DDP, a one-process ``torchrun`` included (so that one GPU rehearses the multi-GPU code path)."""
+    if dist.distributed and getattr(get_object(cfg.optimizer._target_), "needs_closure", False):
+        raise UserError(f"optimizer {cfg.optimizer._target_} differentiates through the loss twice, which "
+                        "DistributedDataParallel does not support, and every torchrun or SLURM launch trains through "
+                        "it (one process too); run it without a launcher: python -m tvlars.train ...")
+
+
 def build(cfg: DictConfig, dist: DistInfo, records: RunRecords | None = None,
           logger: NullLogger | None = None) -> Built:
     """Data, task, model, optimizer, schedule and loaders from ``cfg``, ready to train."""
+    check_process_group(cfg, dist)
     data = split_data(cfg, instantiate_node(cfg.dataset, "dataset", skip=DATASET_KEYS))
     info = data.info
     task: Task = instantiate_node(cfg.task, "task", device=dist.device)
@@ -151,6 +163,7 @@ def build(cfg: DictConfig, dist: DistInfo, records: RunRecords | None = None,
                          name=run_name(cfg), precise_bn_images=cfg.precise_bn_images)
     engine = Engine(opts, dist, task=task, model=model, train_model=wrap_for_training(model, cfg, dist),
                     optimizer=optimizer, schedule=schedule, train_loader=train_loader, eval_loaders=eval_loaders,
-                    records=records, logger=logger, instruments=Instruments.from_config(cfg, model))
+                    records=records, logger=logger,
+                    instruments=Instruments.from_config(cfg, model, dist.world_size))
     data_path = "device" if isinstance(train_loader, DeviceLoader) else "sampler"
     return Built(engine, info, lr, steps_per_epoch, data_path, rid)
