@@ -5,7 +5,9 @@ Rank 0 is the only process with side effects (files, W&B, progress): see :func:`
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -59,6 +61,11 @@ def _slurm_rendezvous() -> None:
     os.environ.setdefault("WORLD_SIZE", str(tasks))
 
 
+def local_rank_from_env() -> int:
+    """This process's rank on its node (torchrun's ``LOCAL_RANK``, SLURM's ``SLURM_LOCALID``), else 0."""
+    return _env_int("LOCAL_RANK", "SLURM_LOCALID", default=0)
+
+
 def world_size_from_env() -> int:
     """World size announced by torchrun or SLURM (``WORLD_SIZE`` after :func:`_slurm_rendezvous`), else 1."""
     _slurm_rendezvous()
@@ -99,7 +106,7 @@ def init(device: str = "auto", deterministic: bool = False) -> DistInfo:
     resumes, slower; an op without a deterministic kernel warns)."""
     world = world_size_from_env()
     rank = _env_int("RANK", "SLURM_PROCID", default=0)
-    local_rank = _env_int("LOCAL_RANK", "SLURM_LOCALID", default=0)
+    local_rank = local_rank_from_env()
     dev = resolve_device(device, local_rank)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
@@ -139,6 +146,22 @@ def all_reduce_max(tensor: torch.Tensor) -> torch.Tensor:
 def barrier() -> None:
     if dist.is_initialized():
         dist.barrier()
+
+
+@contextlib.contextmanager
+def local_rank_first() -> Iterator[None]:
+    """Run the block on each node's local rank 0 first; the other processes wait at a barrier and run it after, so
+    a download into a directory they all read happens once per node, and they find it done. Every process must
+    enter (a collective); local rank 0 reaches the barrier even when its block raises. Outside a process group,
+    just the block."""
+    first = local_rank_from_env() == 0
+    if not first:
+        barrier()
+    try:
+        yield
+    finally:
+        if first:
+            barrier()
 
 
 def shutdown() -> None:

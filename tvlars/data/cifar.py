@@ -12,6 +12,7 @@ import torch
 from torchvision.datasets import CIFAR10, CIFAR100
 from torchvision.datasets.utils import check_integrity, download_and_extract_archive
 
+from tvlars import distributed
 from tvlars.data._folder import image_folder
 from tvlars.data._memory import TensorImageDataset
 from tvlars.data.base import DataBundle, DatasetInfo
@@ -80,8 +81,9 @@ def _load_pickles(
 ) -> DataBundle:
     """Read torchvision's pickled CIFAR batches into memory (``uint8`` ``3×32×32`` tensors)."""
     folder = root / spec.base_folder
-    if download and _bad_files(folder, spec, verify_checksums):
-        download_and_extract_archive(spec.url, str(root), filename=spec.filename, md5=spec.tgz_md5)
+    with distributed.local_rank_first():  # one download per node
+        if download and _bad_files(folder, spec, verify_checksums):
+            download_and_extract_archive(spec.url, str(root), filename=spec.filename, md5=spec.tgz_md5)
     if missing := _bad_files(folder, spec, verify_checksums=False):
         raise UserError(
             f"{info.name} pickles not found (or incomplete: no {folder / missing[0]}) in {folder}; set "

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from tvlars import distributed
 from tvlars.data._memory import TensorImageDataset
 from tvlars.data.base import DataBundle, DatasetInfo
 from tvlars.data.fake import fake_label, fake_pixels
@@ -114,12 +115,13 @@ def load_fashion_mnist(root: str, download: bool = False, system_dir: str = SYST
     torchvision when neither has the files and ``download`` is true.
     """
     system, raw = Path(system_dir), raw_dir(root)
-    paths = idx_paths(system) or idx_paths(raw)
-    if paths is None and download:
-        from torchvision.datasets import FashionMNIST
+    with distributed.local_rank_first():  # one download per node
+        paths = idx_paths(system) or idx_paths(raw)
+        if paths is None and download:
+            from torchvision.datasets import FashionMNIST
 
-        FashionMNIST(root, train=True, download=True)
-        paths = idx_paths(raw)
+            FashionMNIST(root, train=True, download=True)
+            paths = idx_paths(raw)
     if paths is None:
         raise UserError(
             f"Fashion-MNIST IDX files not found in {system} nor in {raw}; install them with "
