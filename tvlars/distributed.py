@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 
 from tvlars.errors import UserError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,16 @@ def all_reduce_max(tensor: torch.Tensor) -> torch.Tensor:
     if dist.is_initialized():
         dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
     return tensor
+
+
+def from_rank0(compute: Callable[[], T]) -> T:
+    """``compute()`` run on rank 0 only, its result sent to every process (pickled, one broadcast): a decision
+    every rank must take alike, which rounding on another CPU could tip. A collective: every process calls it."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return compute()
+    result = [compute() if dist.get_rank() == 0 else None]
+    dist.broadcast_object_list(result, src=0)
+    return result[0]  # type: ignore[return-value]
 
 
 def barrier() -> None:
