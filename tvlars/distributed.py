@@ -13,6 +13,8 @@ from typing import TypeVar
 
 import torch
 import torch.distributed as dist
+from torch import Tensor
+from torch.distributed.nn.functional import all_gather
 
 from tvlars.errors import UserError
 
@@ -154,6 +156,30 @@ def from_rank0(compute: Callable[[], T]) -> T:
     result = [compute() if dist.get_rank() == 0 else None]
     dist.broadcast_object_list(result, src=0)
     return result[0]  # type: ignore[return-value]
+
+
+_gathering = True  # False inside per_process()
+
+
+def gather(z: Tensor) -> Tensor:
+    """Concatenate ``z`` from all processes along dim 0, differentiably: a loss over the global batch (SSL). The
+    backward sums each process's gradient over ranks (×world size), which DDP's gradient averaging divides back.
+    Identity in one process and inside :func:`per_process`."""
+    if not (_gathering and dist.is_available() and dist.is_initialized()):
+        return z
+    return torch.cat(all_gather(z), dim=0)
+
+
+@contextlib.contextmanager
+def per_process() -> Iterator[None]:
+    """Within the block :func:`gather` returns this process's own tensor: a loss over the global batch becomes the
+    loss of this process's batch alone (what an instrument that measures per-process gradients needs)."""
+    global _gathering
+    before, _gathering = _gathering, False
+    try:
+        yield
+    finally:
+        _gathering = before
 
 
 def barrier() -> None:
