@@ -13,9 +13,19 @@ import torch
 from hydra.utils import get_object
 from omegaconf import DictConfig
 
+from tvlars import distributed
 from tvlars.config import DATASET_KEYS, Precision, Progress, instantiate_node, resolved_lr, run_dir, run_id, val_size
 from tvlars.data import DataBundle, DatasetInfo
-from tvlars.data.loaders import DeviceLoader, ShardSampler, device_loader, sampler_loader, train_sampler, worker_count
+from tvlars.data.loaders import (
+    DeviceLoader,
+    ShardSampler,
+    cpu_sharers,
+    device_loader,
+    placement,
+    sampler_loader,
+    train_sampler,
+    worker_count,
+)
 from tvlars.data.splits import subset, validation_split
 from tvlars.distributed import DistInfo
 from tvlars.engine import Engine, EngineOptions, progress_mode, seed_all
@@ -71,7 +81,8 @@ def make_loaders(cfg: DictConfig, dist: DistInfo, data: DataBundle, task: Task) 
     split) of the device path where it applies (see :func:`device_transforms`), else of the sampler path. Both
     visit the same indices in the same order; per-process batch = batch_size / world_size."""
     per_device, eval_per_device = cfg.batch_size // dist.world_size, cfg.eval_batch_size // dist.world_size
-    workers = worker_count(cfg.num_workers, dist.device, dist.world_size)
+    here = placement()  # the run's processes on this host that use these CPUs divide them
+    workers = worker_count(cfg.num_workers, dist.device, cpu_sharers(here, distributed.all_gather_object(here)))
     sampler = train_sampler(len(data.train), dist.rank, dist.world_size, cfg.seed)
     if len(sampler) < per_device:
         raise UserError(f"batch_size={cfg.batch_size} exceeds the training set ({len(data.train)} images); "

@@ -148,6 +148,15 @@ def all_reduce_max(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def all_gather_object(obj: T) -> list[T]:
+    """Every process's ``obj`` (pickled), in rank order: ``[obj]`` in one process. A collective."""
+    if not dist.is_initialized():
+        return [obj]
+    everyone: list[T | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(everyone, obj)
+    return everyone  # type: ignore[return-value]
+
+
 def from_rank0(compute: Callable[[], T]) -> T:
     """``compute()`` run on rank 0 only, its result sent to every process (pickled, one broadcast): a decision
     every rank must take alike, which rounding on another CPU could tip. A collective: every process calls it."""

@@ -17,7 +17,15 @@ from tvlars.data import TensorImageDataset, load_cifar10
 from tvlars.data.cifar import write_fake_cifar10
 from tvlars.data.fake import write_class_folders
 from tvlars.data.imagenet import write_fake_imagenet
-from tvlars.data.loaders import DeviceLoader, ShardSampler, in_memory, train_sampler, usable_cpus, worker_count
+from tvlars.data.loaders import (
+    DeviceLoader,
+    ShardSampler,
+    cpu_sharers,
+    in_memory,
+    train_sampler,
+    usable_cpus,
+    worker_count,
+)
 from tvlars.data.tinyimagenet import write_fake_tinyimagenet
 from tvlars.errors import UserError
 from tvlars.records import read_jsonl
@@ -143,3 +151,13 @@ def test_worker_count_uses_the_cpus_this_process_may_use(monkeypatch: pytest.Mon
     assert worker_count(-1, cpu, 1) == 1 and worker_count(5, cuda, 1) == 5  # an explicit count is kept
     monkeypatch.delattr(os, "sched_getaffinity", raising=False)  # macOS, Windows: no affinity call
     assert usable_cpus() == 64 and worker_count(-1, cuda, 1) == 8
+
+
+def test_cpus_are_shared_by_the_processes_of_this_host_whose_masks_overlap() -> None:
+    """Not by the run's world size: two nodes of four GPUs each are eight processes, four per node."""
+    node, other = frozenset(range(32)), frozenset(range(32))
+    torchrun_on_two_nodes = [("a", node)] * 4 + [("b", other)] * 4  # torchrun's processes share its task's mask
+    assert cpu_sharers(("a", node), torchrun_on_two_nodes) == 4
+    bound = [("a", frozenset(range(8 * i, 8 * i + 8))) for i in range(4)]  # SLURM binds each task to 8 CPUs
+    assert cpu_sharers(bound[2], bound + [("b", frozenset(range(8)))]) == 1
+    assert cpu_sharers(("a", node), [("a", node)]) == 1  # one process

@@ -14,6 +14,7 @@ import logging
 import math
 import multiprocessing as mp
 import os
+import socket
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -43,19 +44,41 @@ class ShardSampler(Sampler[int]):
         return len(self.indices)
 
 
-def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask: a SLURM job's allocation, ``taskset``), else all of them."""
+Placement = tuple[str, frozenset[int]]  # (host name, CPU affinity mask) of a process
+
+
+def cpu_mask() -> frozenset[int]:
+    """CPUs this process may run on (its affinity mask: a SLURM job's allocation or binding, ``taskset``), else all
+    of them."""
     if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+        return frozenset(os.sched_getaffinity(0))
+    return frozenset(range(os.cpu_count() or 1))
 
 
-def worker_count(requested: int, device: torch.device, world_size: int) -> int:
+def usable_cpus() -> int:
+    """The number of CPUs in :func:`cpu_mask`."""
+    return len(cpu_mask())
+
+
+def placement() -> Placement:
+    """This process's host and CPU mask, for :func:`cpu_sharers`."""
+    return socket.gethostname(), cpu_mask()
+
+
+def cpu_sharers(mine: Placement, everyone: list[Placement]) -> int:
+    """How many of the run's processes (``everyone``'s placements, this one's included) share this process's CPUs:
+    those on its host whose masks overlap its own. Processes that ``torchrun`` starts share its mask; a SLURM task
+    bound to its own CPUs shares them with nobody; other nodes' processes never count."""
+    host, mask = mine
+    return max(1, sum(1 for other_host, other_mask in everyone if other_host == host and other_mask & mask))
+
+
+def worker_count(requested: int, device: torch.device, sharers: int) -> int:
     """``requested`` DataLoader workers, or for -1: 1 on CPU, up to 8 on CUDA, leaving a core to the trainer
-    (cores = the CPUs this process may use, shared by the ``world_size`` processes of a node)."""
+    (cores = the CPUs this process may use, divided among the ``sharers`` processes using them: :func:`cpu_sharers`)."""
     if requested >= 0:
         return requested
-    cores = max(1, usable_cpus() // world_size)
+    cores = max(1, usable_cpus() // sharers)
     return min(8 if device.type == "cuda" else 1, cores - 1) if cores > 1 else 0
 
 
