@@ -7,6 +7,7 @@ import re
 import sys
 import time
 import types
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -154,3 +155,24 @@ def test_a_node_downloads_a_dataset_once(dataset: str, tmp_path: Path) -> None:
     mp.spawn(_load_on_two_processes, args=(str(tmp_path / "store"), dataset, str(tmp_path / "data"), str(log)),
              nprocs=2)
     assert len(log.read_text().splitlines()) == 1
+
+
+@pytest.fixture
+def fp32_precision() -> Iterator[None]:
+    """Put the process-wide TF32 settings back after the test."""
+    saved = (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision)
+    yield
+    torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision = saved
+
+
+@pytest.mark.usefixtures("fp32_precision")
+def test_tf32_is_on_for_cuda_runs_unless_turned_off(gpus, clean_env: pytest.MonkeyPatch) -> None:
+    gpus(1)
+    clean_env.setattr(torch.cuda, "set_device", lambda device: None)
+    torch.backends.cuda.matmul.fp32_precision = torch.backends.cudnn.conv.fp32_precision = "ieee"
+    distributed.init("cpu")
+    assert torch.backends.cuda.matmul.fp32_precision == "ieee"  # CPU runs leave the settings alone
+    distributed.init("cuda")
+    assert (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision) == ("tf32", "tf32")
+    distributed.init("cuda", tf32=False)
+    assert (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision) == ("ieee", "ieee")

@@ -102,19 +102,34 @@ def resolve_device(requested: str, local_rank: int) -> torch.device:
     return torch.device("cuda", index)
 
 
-def init(device: str = "auto", deterministic: bool = False) -> DistInfo:
+def set_tf32(enabled: bool) -> None:
+    """Let float32 matmuls and cuDNN convolutions run on TF32 tensor cores (Ampere and later; 10 mantissa bits
+    instead of 23), or not. torch ≥ 2.9 sets it through ``fp32_precision`` (mixing that API with the older
+    ``allow_tf32`` flags raises), earlier versions through ``allow_tf32``."""
+    if hasattr(torch.backends.cudnn, "conv"):
+        precision = "tf32" if enabled else "ieee"
+        torch.backends.cuda.matmul.fp32_precision = precision
+        torch.backends.cudnn.conv.fp32_precision = precision
+    else:
+        torch.backends.cuda.matmul.allow_tf32 = enabled
+        torch.backends.cudnn.allow_tf32 = enabled
+
+
+def init(device: str = "auto", deterministic: bool = False, tf32: bool = True) -> DistInfo:
     """Join the process group whenever launched by torchrun or SLURM (``WORLD_SIZE`` set, even to 1, so that a
     one-process torchrun run takes the DDP code path); NCCL on CUDA, gloo on CPU. Sets the current CUDA device.
 
     On CUDA, cuDNN autotunes its kernels (shapes are fixed within a run), which makes two runs differ by
     floating-point noise; ``deterministic=True`` asks for deterministic kernels instead (bit-exact reruns and
-    resumes, slower; an op without a deterministic kernel warns)."""
+    resumes, slower; an op without a deterministic kernel warns). ``tf32``: :func:`set_tf32` on CUDA (PyTorch's
+    own default keeps float32 matmuls in full precision)."""
     world = world_size_from_env()
     rank = _env_int("RANK", "SLURM_PROCID", default=0)
     local_rank = local_rank_from_env()
     dev = resolve_device(device, local_rank)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
+        set_tf32(tf32)
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
