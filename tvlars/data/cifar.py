@@ -174,7 +174,7 @@ def write_fake_cifar100(root: str | Path, n_train: int = 50, n_test: int = 20) -
     return {"verify_checksums": False}
 
 
-@register_dataset("cifar10", train_size=50_000, write_fake=write_fake_cifar10)
+@register_dataset("cifar10", train_size=50_000, write_fake=write_fake_cifar10, image=(3, 32))
 def load_cifar10(
     root: str, download: bool = False, format: str = "auto", verify_checksums: bool = True
 ) -> DataBundle:
@@ -204,7 +204,7 @@ def load_cifar10(
     return _load_pickles(base, CIFAR10, "labels", CIFAR10_INFO, download, verify_checksums)
 
 
-@register_dataset("cifar100", train_size=50_000, write_fake=write_fake_cifar100)
+@register_dataset("cifar100", train_size=50_000, write_fake=write_fake_cifar100, image=(3, 32))
 def load_cifar100(root: str, download: bool = False, verify_checksums: bool = True) -> DataBundle:
     """CIFAR-100 (fine labels) from torchvision's ``<root>/cifar-100-python`` pickles, as uint8 tensors."""
     return _load_pickles(

@@ -107,7 +107,7 @@ def write_fake_fashion_mnist(
     return {"system_dir": str(directory.parent / "no-system-copy")}
 
 
-@register_dataset("fashion_mnist", train_size=60_000, write_fake=write_fake_fashion_mnist)
+@register_dataset("fashion_mnist", train_size=60_000, write_fake=write_fake_fashion_mnist, image=(1, 28))
 def load_fashion_mnist(root: str, download: bool = False, system_dir: str = SYSTEM_DIR) -> DataBundle:
     """Fashion-MNIST as in-memory ``uint8`` tensors (``1×28×28``, labels 0–9).
 
