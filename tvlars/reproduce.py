@@ -26,20 +26,13 @@ import torch
 
 from tvlars import make_tables
 from tvlars.data import DATASETS, write_fake
+from tvlars.data.loaders import usable_cpus
 from tvlars.errors import UserError
 from tvlars.report import collect, records, scaling
 from tvlars.report.compare import TABLE_FIELDS, compare
 from tvlars.report.tables import build_table, select
 from tvlars.spec import Spec, load_spec, smoke_spec
 from tvlars.sweep import HELD, PlannedJob, describe, launch, measured_throughput, plan, write_job_files
-
-
-def usable_cpus() -> int:
-    """The CPUs this process may run on (its affinity mask), not every CPU of the machine."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS has no affinity masks
-        return os.cpu_count() or 1
 
 
 def fake_data(root: Path) -> None:
