@@ -88,7 +88,7 @@ def test_empty_sources_dropped_records_and_stale_figures(study: Path, capsys: py
     assert len(err) == 1 and err[0].startswith("error: ") and "holds no run of table mini" in err[0]
     assert not (study / "results").exists()  # nothing was overwritten
     assert main(["--table", "mini.yaml", "--source", str(empty), "--out", str(study / "blank"), "--allow-empty"]) == 0
-    assert "| TVLARS | 4 | – |" in (study / "blank" / "table.md").read_text()
+    assert "| TVLARS | – | 4 | – |" in (study / "blank" / "table.md").read_text()
     broken = study / "broken"  # a reproduction where every run failed must not replace a table with failures
     write_run(broken, "TVLARS", 512, {"optimizer.lr": 1, "optimizer.lam": 1e-3}, 0, None, status="failed",
               error="AttributeError: 'Process' object has no attribute 'env'")

@@ -25,6 +25,9 @@ Spec keys::
     rows                    [{label, overrides: [...], grid: {...} | search: {...}}]
     compare                 {method: [labels], baselines: [labels], no_warmup: [labels]} for the claim section
                             (baselines default to every other row; no_warmup is a subset of the baselines)
+    claims                  [{a: <row label>, b: <row label>, question: <text>, margin: <points>}]: named pairwise
+                            claims, a − b per column by Welch's test and, with the optional margin, an equivalence
+                            test (TOST) within ± margin points (tvlars.report.tables)
     chance                  chance-level accuracy in % (used when a run's summary has no num_classes)
     notes                   free text printed under the table
     smoke                   extra overrides for --profile smoke (e.g. dataset.verify_checksums=false)
@@ -72,12 +75,21 @@ KINDS = ("table", "scaling")
 SCALING_METRIC = "steps_to_target"  # the metric of kind scaling: fewest optimizer steps to the target
 _SPEC_KEYS = {"name", "title", "claim", "kind", "base", "columns", "seeds", "confirm_seeds", "metric", "rows",
               "select_on", "reuse_search_seeds", "min_steps", "min_warmup_steps",
-              "compare", "chance", "notes", "smoke", "extends"}
+              "compare", "claims", "chance", "notes", "smoke", "extends"}
 _ROW_KEYS = {"label", "overrides", "grid", "search"}
 _SEARCH_KEYS = {"trials", "space", "seed"}
 _COMPARE_KEYS = {"method", "baselines", "no_warmup"}
+_CLAIM_KEYS = {"a", "b", "question", "margin"}
 _DISTRIBUTIONS = ("log", "linear")
 SIGNIFICANT_DIGITS = 3  # search values are rounded to this many significant digits (readable, stable run ids)
+
+
+def _is_number(value: Any) -> bool:
+    """A grid value that is a number (``1e-3`` arrives from YAML as a string)."""
+    try:
+        return not isinstance(value, bool) and math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
 
 
 @dataclass(frozen=True)
@@ -86,13 +98,24 @@ class Row:
     overrides: tuple[str, ...]
     grid: dict[str, Any]  # key -> list of values, or {column value: list of values}
     trials: dict[Any, list[dict[str, Any]]] | None = None  # search rows: column -> trial points, in trial order
+    ranges: dict[Any, tuple[str, ...]] = field(default_factory=dict)  # search rows: column -> keys drawn from a range
+
+    def _axes(self, column: Any) -> dict[str, list[Any]]:
+        return {k: (v.get(column, []) if isinstance(v, dict) else v) for k, v in self.grid.items()}
 
     def points(self, column: Any) -> list[dict[str, Any]]:
         """The grid points or search trials (``{key: value}``) of this row at ``column``, in trial order."""
         if self.trials is not None:
             return [dict(p) for p in self.trials[column]]
-        axes = {k: (v.get(column, []) if isinstance(v, dict) else v) for k, v in self.grid.items()}
+        axes = self._axes(column)
         return [dict(zip(axes, combo, strict=True)) for combo in itertools.product(*axes.values())]
+
+    def continuous(self, column: Any) -> list[str]:
+        """The keys along which this row's points at ``column`` sample a numeric range: a search's ``log`` or
+        ``linear`` dimensions (not its lists of choices), or a grid key whose values are all numbers."""
+        if self.trials is not None:
+            return list(self.ranges.get(column, ()))
+        return [key for key, values in self._axes(column).items() if all(_is_number(v) for v in values)]
 
 
 @dataclass(frozen=True)
@@ -102,6 +125,16 @@ class Job:
     seed: int
     point: dict[str, Any]
     overrides: tuple[str, ...]  # complete Hydra overrides of this run
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A named pairwise claim: row ``a`` against row ``b`` in every column, with an equivalence margin (points)."""
+
+    a: str
+    b: str
+    question: str
+    margin: float | None = None
 
 
 @dataclass(frozen=True)
@@ -129,6 +162,7 @@ class Spec:
     path: Path | None = field(default=None, compare=False)
     confirm_seeds: list[int] = field(default_factory=list)
     compare: Compare | None = None
+    claims: tuple[Claim, ...] = ()
     chance: float | None = None  # chance-level accuracy (%) when the runs do not record num_classes
     profile: str = "full"  # full | smoke (smoke tables and figures say so in their titles)
     kind: str = "table"  # table | scaling
@@ -223,7 +257,9 @@ def sobol_points(count: int, dimensions: int, seed: int) -> list[list[float]]:
         return sampler.random(count).tolist()
 
 
-def _search_trials(name: str, label: str, columns: list[Any], raw: Any) -> dict[Any, list[dict[str, Any]]]:
+def _search_trials(name: str, label: str, columns: list[Any],
+                   raw: Any) -> tuple[dict[Any, list[dict[str, Any]]], dict[Any, tuple[str, ...]]]:
+    """The trial points per column, and per column the keys drawn from a range (not from a list of choices)."""
     where = f"row {label!r}"
     if not isinstance(raw, dict) or set(raw) - _SEARCH_KEYS or not raw.get("space"):
         raise _fail(name, f"{where}: search must be {{trials: N, space: {{key: ...}}}} with optional seed "
@@ -250,7 +286,9 @@ def _search_trials(name: str, label: str, columns: list[Any], raw: Any) -> dict[
             raise _fail(name, f"{where}: {trials} search trials at {column} include duplicate points (the space is "
                               "too small for that many distinct trials); widen the space or lower search.trials")
         out[column] = points
-    return out
+    ranges = {column: tuple(key for key, dim in dims.items() if not isinstance(dim, list))
+              for column, dims in per_column.items()}
+    return out, ranges
 
 
 def _check_row(name: str, columns: list[Any], raw: Any) -> Row:
@@ -269,8 +307,10 @@ def _check_row(name: str, columns: list[Any], raw: Any) -> Row:
             if not isinstance(got, list) or not got:
                 raise _fail(name, f"row {raw['label']!r}: grid {key} has no values for {column} "
                                   "(give a non-empty list, or a {column: list} map covering every column)")
-    trials = _search_trials(name, str(raw["label"]), columns, raw["search"]) if "search" in raw else None
-    return Row(str(raw["label"]), tuple(raw.get("overrides") or ()), grid, trials)
+    overrides = tuple(raw.get("overrides") or ())
+    if "search" not in raw:
+        return Row(str(raw["label"]), overrides, grid)
+    return Row(str(raw["label"]), overrides, grid, *_search_trials(name, str(raw["label"]), columns, raw["search"]))
 
 
 def _check_budgets(name: str, columns: list[Any], rows: list[Row]) -> None:
@@ -298,6 +338,30 @@ def _check_compare(name: str, labels: list[str], raw: Any) -> Compare | None:
     if set(baselines) & set(groups["method"]) or not set(groups["no_warmup"]) <= set(baselines):
         raise _fail(name, "compare: the method rows must not be baselines, and no_warmup must list baselines only")
     return Compare(tuple(groups["method"]), tuple(baselines), tuple(groups["no_warmup"]))
+
+
+def _check_claims(name: str, labels: list[str], raw: Any) -> tuple[Claim, ...]:
+    shape = "claims must be a list of {a: <row label>, b: <row label>, question: <text>, margin: <points, optional>}"
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise _fail(name, f"{shape} (got {raw!r})")
+    claims = []
+    for item in raw:
+        if not isinstance(item, dict) or set(item) - _CLAIM_KEYS or not {"a", "b", "question"} <= set(item):
+            raise _fail(name, f"{shape} (got {item!r})")
+        a, b, question, margin = str(item["a"]), str(item["b"]), item["question"], item.get("margin")
+        for label in (a, b):
+            if label not in labels:
+                raise _fail(name, f"claims name {label!r}, not a row label (rows: {', '.join(labels)})")
+        if a == b:
+            raise _fail(name, f"claim {question!r} compares row {a!r} with itself")
+        if not isinstance(question, str) or not question.strip():
+            raise _fail(name, f"claim {a!r} vs {b!r}: question must be a non-empty text (got {question!r})")
+        if margin is not None and (isinstance(margin, bool) or not isinstance(margin, int | float) or margin <= 0):
+            raise _fail(name, f"claim {a!r} vs {b!r}: margin must be a positive number of points (got {margin!r})")
+        claims.append(Claim(a, b, question.strip(), None if margin is None else float(margin)))
+    return tuple(claims)
 
 
 def _seeds(name: str, key: str, raw: Any) -> list[int]:
@@ -331,7 +395,7 @@ def _scaling_target(name: str, raw: dict[str, Any], rows: list[Row]) -> tuple[st
                           f"batch_size (got {raw['columns']['key']!r})")
     if raw.get("metric", SCALING_METRIC) != SCALING_METRIC:
         raise _fail(name, f"the metric of kind scaling is {SCALING_METRIC} (got {raw['metric']!r}); drop metric")
-    for key in ("compare", "chance"):
+    for key in ("compare", "claims", "chance"):
         if raw.get(key) is not None:
             raise _fail(name, f"{key} applies to accuracy tables, not to kind scaling; remove it (or set it to null)")
     target = _target(raw.get("base"))
@@ -435,6 +499,7 @@ def load_spec(name_or_path: str | Path) -> Spec:
                 metric=metric, rows=rows, notes=raw.get("notes", ""), smoke=tuple(raw.get("smoke") or ()), path=path,
                 confirm_seeds=confirm, **protocol,
                 compare=_check_compare(name, labels, raw.get("compare")),
+                claims=_check_claims(name, labels, raw.get("claims")),
                 chance=None if chance is None else float(chance), kind=kind, target=target)
 
 
@@ -455,6 +520,6 @@ def smoke_spec(spec: Spec, data_root: str) -> Spec:
     return Spec(name=spec.name, title=spec.title, claim=spec.claim, base=(*spec.base, *shrink, *spec.smoke),
                 column_key=spec.column_key, columns=list(column_map.values()), seeds=spec.seeds[:1],
                 metric=spec.metric, rows=rows, notes=spec.notes, smoke=spec.smoke, path=spec.path,
-                compare=spec.compare, chance=spec.chance, profile="smoke", kind=spec.kind,
+                compare=spec.compare, claims=spec.claims, chance=spec.chance, profile="smoke", kind=spec.kind,
                 target=_target((*spec.base, *spec.smoke)) if spec.kind == "scaling" else None,
                 select_on=spec.select_on, reuse_search_seeds=spec.reuse_search_seeds, min_steps=0, min_warmup_steps=0)

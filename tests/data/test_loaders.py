@@ -171,19 +171,19 @@ def test_auto_chooses_the_device_path_where_it_applies(overrides: list[str], pat
     cfg = compose_config(tiny(*overrides))
     engine = build(cfg, distributed.init("cpu")).engine
     assert isinstance(engine.train_loader, DeviceLoader) == (path == "device")
-    assert isinstance(engine.test_loader, DeviceLoader) == (path == "device")
+    assert isinstance(engine.eval_loaders["test"], DeviceLoader) == (path == "device")
 
 
 def test_on_device_true_refuses_large_images_before_training(tmp_path: Path) -> None:
     write_fake_tinyimagenet(tmp_path)  # 64 px: applies
     cfg = compose_config(tiny("dataset=tinyimagenet", f"data_root={tmp_path}", "data.on_device=true",
-                              "batch_size=4", "dataset.augment.crop_padding=0"))
+                              "batch_size=4", "dataset.augment.crop_padding=0", "dataset.val_size=8"))
     engine = build(cfg, distributed.init("cpu")).engine
     assert isinstance(engine.train_loader, DeviceLoader) and engine.train_loader.inputs.shape[1:] == (3, 64, 64)
     write_fake_imagenet(tmp_path, n_train=4, n_test=4, wnids=("n01", "n02"), size=160)
     for setting, expected in (("true", UserError), ("auto", None)):
         cfg = compose_config(tiny("dataset=imagenet", f"data_root={tmp_path}", f"data.on_device={setting}",
-                                  "batch_size=2"))
+                                  "batch_size=2", "dataset.val_size=2"))
         if expected:
             with pytest.raises(UserError, match="data.on_device=true does not apply: .*128"):
                 build(cfg, distributed.init("cpu"))

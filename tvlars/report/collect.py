@@ -17,11 +17,12 @@ import pandas as pd
 from tvlars.errors import UserError
 from tvlars.records import Status
 
-# Summary numbers; steps/images/time to target are null (NaN here) when the run never reached its target.
+# Summary numbers (``lr``: the resolved base LR); steps/images/time to target are null (NaN here) when the run never
+# reached its target.
 METRIC_KEYS = ("best_test_top1", "final_test_top1", "best_test_top5", "final_test_top5", "images_per_s",
                "wall_time_s", "steps_to_target", "images_to_target", "time_to_target_s", "best_val_top1",
                "final_val_top1", "final_val_top1_rawbn", "final_test_top1_rawbn", "final_train_top1",
-               "final_train_loss")
+               "final_train_loss", "lr")
 INTEGER_KEYS = ("seed", "epochs_completed", "steps_per_epoch", "num_classes")
 COLUMNS = ("table", "row", "column", "seed", "point", "status", *METRIC_KEYS, "run_dir", "epochs_completed",
            "steps_per_epoch", "num_classes", "epochs", "optimizer", "task", "config", "path", "error", "problem")
