@@ -85,6 +85,7 @@ class Config:
     channels_last: bool = False
     compile: bool = False
     deterministic: bool = False  # CUDA: deterministic kernels, no cuDNN autotuning (bit-exact resume; slower)
+    tf32: bool = True  # CUDA: TF32 tensor cores for float32 matmuls and convolutions (false: full float32)
     data: DataOptions = field(default_factory=DataOptions)
     num_workers: int = -1  # DataLoader workers per process; -1 = 1 on CPU, up to 8 on CUDA (cores allowing)
     eval_batch_size: int = 1024  # global batch for evaluation (no effect on results)
@@ -120,9 +121,9 @@ ConfigStore.instance().store(name="tvlars_schema", node=Config)
 
 # Keys that do not change what is computed: they are left out of the run identity (the run id).
 # `data` (sampler or device path) and `num_workers` change only how augmentations are drawn, not their distribution.
-# `deterministic` changes floating-point noise on CUDA, not the experiment.
+# `deterministic` and `tf32` change floating-point noise on CUDA, not the experiment.
 _NON_SEMANTIC = {"logger", "out_dir", "run_dir", "name", "progress", "data_root", "data", "num_workers",
-                 "log_every", "checkpoint_every", "eval_batch_size", "labels", "deterministic"}
+                 "log_every", "checkpoint_every", "eval_batch_size", "labels", "deterministic", "tf32"}
 _NON_SEMANTIC_DATASET = {"root", "download", "verify_checksums"}
 DATASET_KEYS = ("augment", "val_size")  # dataset keys the builder applies; the rest go to the loader
 _NON_SEMANTIC_OPTIMIZER = {"fused"}  # the compiled step equals the eager one up to floating-point noise

@@ -35,7 +35,7 @@ FOLLOW_UP_KEYS = ("best_val_top1", "best_val_epoch", "final_val_top1", "final_va
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Run one experiment described by a composed config; returns its summary (rank 0) or ``{}``."""
     validate(cfg, distributed.world_size_from_env())
-    dist = distributed.init(cfg.device, cfg.deterministic)
+    dist = distributed.init(cfg.device, cfg.deterministic, cfg.tf32)
     try:
         return _run(cfg, dist)
     finally:

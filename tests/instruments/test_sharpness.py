@@ -124,12 +124,14 @@ def test_the_fixed_batch_drawn_again_is_the_runs_first_batch(on_device: str) -> 
     assert not torch.equal(seen[0][0], seen[4][0])  # epoch 2 began with another batch
 
 
-def test_sharpness_is_refused_with_syncbatchnorm(tiny_cfg) -> None:
-    """SyncBatchNorm's backward has no double backward: the run must stop before training, with one line."""
+def test_sharpness_is_refused_with_syncbatchnorm_across_processes(tiny_cfg) -> None:
+    """SyncBatchNorm's backward has no double backward: with several processes the run must stop before training,
+    with one line. With one (a one-process torchrun) SyncBatchNorm runs plain batch norm, which has one."""
     model = nn.SyncBatchNorm.convert_sync_batchnorm(nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2)))
     with pytest.raises(UserError, match="log_sharpness_every needs double backward"):
-        Instruments.from_config(tiny_cfg("log_sharpness_every=10"), model)
-    assert Instruments.from_config(tiny_cfg("log_noise_scale_every=10"), model).noise_scale is not None
+        Instruments.from_config(tiny_cfg("log_sharpness_every=10"), model, world_size=2)
+    assert Instruments.from_config(tiny_cfg("log_noise_scale_every=10"), model, world_size=2).noise_scale is not None
+    assert Instruments.from_config(tiny_cfg("log_sharpness_every=10"), model, world_size=1).sharpness is not None
 
 
 def test_sharpness_batch_takes_the_first_samples_of_the_fixed_batch() -> None:

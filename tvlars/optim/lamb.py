@@ -13,10 +13,15 @@ from tvlars.optim._trust import (
     Layout,
     ParamsT,
     TrustRatioOptimizer,
+    add_constant_,
+    add_scaled_,
+    addcmul_,
     batched_norms,
     check_bool,
     check_range,
     descend,
+    is_zero,
+    lerp_,
     spread,
 )
 from tvlars.optim.stability import Preconditioner, adam_diagonal, first_group, one_minus_pow, relative_to_lr
@@ -137,6 +142,11 @@ class LAMB(TrustRatioOptimizer):
         return ("exp_avg", "exp_avg_sq")
 
     @classmethod
+    def _derived(cls, hp: Mapping[str, Any]) -> dict[str, Any]:
+        beta1, beta2 = hp["betas"]
+        return {"one_minus_betas": (1.0 - beta1, 1.0 - beta2)}
+
+    @classmethod
     def _step_scalars(cls, hp: Mapping[str, Any], step: Tensor, dtype: torch.dtype) -> dict[str, Tensor]:
         if not hp["bias_correction"]:
             return {}
@@ -156,26 +166,24 @@ class LAMB(TrustRatioOptimizer):
     def _update(cls, hp: Mapping[str, Any], params: list[Tensor], grads: list[Tensor], state: dict[str, list[Tensor]],
                 scalars: dict[str, Tensor], lr: float | Tensor, capture: bool, layout: Layout | None) -> GroupUpdate:
         eps, wd = hp["eps"], hp["weight_decay"]
-        beta1, beta2 = hp["betas"]
+        beta2 = hp["betas"][1]
+        one_minus_beta1, one_minus_beta2 = hp["one_minus_betas"]
         exp_avgs, exp_avg_sqs = state["exp_avg"], state["exp_avg_sq"]
-        torch._foreach_lerp_(exp_avgs, grads, 1.0 - beta1)
+        lerp_(exp_avgs, grads, one_minus_beta1)
         torch._foreach_mul_(exp_avg_sqs, beta2)
-        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1.0 - beta2)
+        addcmul_(exp_avg_sqs, grads, grads, one_minus_beta2)
         weight_norm = batched_norms(params)
         # One new tensor per parameter (as AdamW), turned in place into u / s: on the CPU a fresh
         # allocation costs several in-place passes (page faults), so ``1/x · m`` beats ``m / x`` here.
         directions = torch._foreach_sqrt(exp_avg_sqs)
         # With bias correction, u = s · (m / (√v + ε·√c2) + (wd / s) · w): the docstring's u in fewer passes.
         scale = scalars.get("scale")
-        if scale is not None:  # ``other=``: the Tensor overload (the Scalar one would read the tensor on the host)
-            torch._foreach_add_(directions, other=scalars["eps"])
-        else:
-            torch._foreach_add_(directions, eps)
+        add_constant_(directions, scalars["eps"] if scale is not None else eps)
         torch._foreach_reciprocal_(directions)
         torch._foreach_mul_(directions, exp_avgs)  # u / s, less the decay
-        if wd != 0 and scale is None:
-            torch._foreach_add_(directions, params, alpha=wd)
-        elif wd != 0:
+        if not is_zero(wd) and scale is None:
+            add_scaled_(directions, params, wd)
+        elif not is_zero(wd):
             torch._foreach_addcmul_(directions, params, spread(scalars["decay"].expand(len(params)), params, layout))
         update_norm = batched_norms(directions) if scale is None else batched_norms(directions) * scale
         trust, extras = cls._ratio(hp, scalars, weight_norm, update_norm)

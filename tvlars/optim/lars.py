@@ -13,10 +13,13 @@ from tvlars.optim._trust import (
     Layout,
     ParamsT,
     TrustRatioOptimizer,
+    add_scaled,
+    add_scaled_,
     batched_norms,
     check_bool,
     check_range,
     descend,
+    is_zero,
     spread,
 )
 from tvlars.optim.stability import Preconditioner, first_group, relative_to_lr
@@ -105,19 +108,19 @@ class LARS(TrustRatioOptimizer):
     def _update(cls, hp: Mapping[str, Any], params: list[Tensor], grads: list[Tensor], state: dict[str, list[Tensor]],
                 scalars: dict[str, Tensor], lr: float | Tensor, capture: bool, layout: Layout | None) -> GroupUpdate:
         momentum, wd = hp["momentum"], hp["weight_decay"]
-        updates = torch._foreach_add(grads, params, alpha=wd) if wd != 0 else grads
+        updates = grads if is_zero(wd) else add_scaled(grads, params, wd)
         weight_norm, update_norm = batched_norms(params), batched_norms(updates)
         ratio, extras = cls._ratio(hp, scalars, weight_norm, update_norm)
         rows = torch.stack([ratio, weight_norm, update_norm])
         ratios = spread(rows[0], updates, layout)  # from the stored rows: see LAMB._update
-        if momentum == 0:
+        if is_zero(momentum):
             directions = descend(params, updates, ratios, lr, capture)
         elif hp["nesterov"]:
             bufs = state["momentum_buffer"]
             scaled = torch._foreach_mul(updates, ratios)
             torch._foreach_mul_(bufs, momentum)
             torch._foreach_add_(bufs, scaled)
-            torch._foreach_add_(scaled, bufs, alpha=momentum)
+            add_scaled_(scaled, bufs, momentum)
             directions = descend(params, scaled, None, lr, capture)
         else:
             bufs = state["momentum_buffer"]
