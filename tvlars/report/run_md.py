@@ -75,10 +75,14 @@ def _plural(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
 
 
+def _shipped(spec: Spec) -> bool:
+    """Whether the spec is one of ``tvlars/experiments`` (else a file passed by path)."""
+    return spec.path is None or spec.path.parent.resolve() == EXPERIMENTS_DIR.resolve()
+
+
 def _spec_file(spec: Spec) -> str:
     """The spec as the repository names it (never an absolute path)."""
-    shipped = spec.path is None or spec.path.parent.resolve() == EXPERIMENTS_DIR.resolve()
-    return f"tvlars/experiments/{spec.name}.yaml" if shipped else spec.path.name
+    return f"tvlars/experiments/{spec.name}.yaml" if _shipped(spec) else spec.path.name
 
 
 def _columns(spec: Spec, runs: pd.DataFrame) -> pd.Series:
@@ -97,7 +101,7 @@ def _config(run: Any, *keys: str) -> Any:
 
 # --------------------------------------------------------------------------------------------- sections
 def _commands(spec: Spec) -> list[str]:
-    table = spec.name if _spec_file(spec).startswith("tvlars/") else _spec_file(spec)
+    table = spec.name if _shipped(spec) else _spec_file(spec)
     if spec.profile == "smoke":
         lines = [f"make reproduce-table TABLE={table} PROFILE=smoke   # the smoke profile: runs/smoke/{spec.name}/",
                  f"python -m tvlars.make_tables --table {table} --profile smoke --source runs/smoke/{spec.name}"]
