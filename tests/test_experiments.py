@@ -250,3 +250,27 @@ def test_the_warmup_study_names_its_claims() -> None:
         ("TVLARS", "LARS + warm-up", 1.0), ("TVLARS", "LARS + cosine, no warm-up", None),
         ("TVLARS", "LARS + φ(t) schedule", 1.0), ("LARS + warm-up", "LARS + cosine, no warm-up", 1.0),
         ("LAMB + warm-up", "LAMB + cosine, no warm-up", 1.0)]
+
+
+def test_a_discussion_quotes_design_numbers_only(tmp_path: Path) -> None:
+    """The spec's numbers (columns, trials, ranges, seeds, chance) may be quoted, names with digits are no numbers;
+    a measured number is refused with one line that names it."""
+    design = ("discussion: |\n  At B = 16 and B = 32 (8 trials, lr from 0.01, seeds 1, 2 and 3) row b beats a in "
+              "top-1 on CIFAR-10 with ResNet-18 (log10 steps, v2-v5); chance is 10.0 %.\n")
+    spec = load_spec(write(tmp_path, SEARCH + design))
+    assert spec.discussion.startswith("At B = 16") and spec.discussion.endswith("10.0 %.")
+    assert load_spec(write(tmp_path, SEARCH)).discussion == ""  # optional
+    for measured, named in (("b reaches 87.3 % at B = 32", "87.3"), ("b trails by −1.33 points", "1.33"),
+                            ("p = 0.048 at B=16, 3.6x fewer steps", "0.048, 3.6"), ("b peaks at step 2e3", "2e3")):
+        with pytest.raises(UserError, match="^experiment spec search: discussion quotes ") as info:
+            load_spec(write(tmp_path, SEARCH + f"discussion: {measured}\n"))
+        assert f"quotes {named}, not a number of the spec" in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(UserError, match="discussion must be a text"):
+        load_spec(write(tmp_path, SEARCH + "discussion: [1]\n"))
+
+
+def test_a_discussion_is_not_inherited(tmp_path: Path) -> None:
+    """``extends`` inherits the parent's keys but not its discussion, which reads the parent's records."""
+    assert load_spec("cifar10-mini").discussion
+    child = write(tmp_path, "extends: cifar10-mini\ntitle: another study\n", "child")
+    assert load_spec(child).discussion == ""

@@ -221,10 +221,10 @@ def test_make_tables_writes_the_lr_window_outputs_and_figures(spec, runs: Path, 
     out.mkdir()
     (out / "sharpness.png").write_bytes(b"an older build's figure")
     assert make_tables.main(["--table", str(spec.path), "--source", str(runs), "--out", str(out)]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["lr_window.csv", "lr_window.md", "lr_window.png",
+    assert sorted(p.name for p in out.iterdir()) == ["RUN.md", "lr_window.csv", "lr_window.md", "lr_window.png",
                                                      "lr_window_rows.csv", "lr_window_sharpness.png", "runs"]
     assert len(list((out / "runs").iterdir())) == 28 + 1  # the spec's records and the unreadable-validation one
-    names = ("lr_window.md", "lr_window.csv", "lr_window.png", "lr_window_sharpness.png")
+    names = ("lr_window.md", "lr_window.csv", "lr_window.png", "lr_window_sharpness.png", "RUN.md")
     first = {name: (out / name).read_bytes() for name in names}
     assert make_tables.main(["--table", str(spec.path), "--out", str(out), "--source", str(out / "runs")]) == 0
     assert {name: (out / name).read_bytes() for name in names} == first  # the records rebuild the same bytes

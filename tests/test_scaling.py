@@ -355,11 +355,11 @@ def test_make_tables_writes_the_scaling_outputs(spec, runs: Path, tmp_path: Path
     out = tmp_path / "results"
     main = _script("make_tables").main
     assert main(["--table", str(spec.path), "--source", str(runs), "--out", str(out)]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["runs", "scaling.csv", "scaling.md", "scaling.png",
+    assert sorted(p.name for p in out.iterdir()) == ["RUN.md", "runs", "scaling.csv", "scaling.md", "scaling.png",
                                                      "tuning_curve.png"]
     assert len(list((out / "runs").iterdir())) == 3 * 4 * 2 * 2 - 2 * 2 + 2  # AdamW @ 256 none; 2 stray targets
     first = {name: (out / name).read_bytes() for name in ("scaling.md", "scaling.csv", "scaling.png",
-                                                          "tuning_curve.png")}
+                                                          "tuning_curve.png", "RUN.md")}
     assert main(["--table", str(spec.path), "--out", str(out), "--source", str(out / "runs")]) == 0
     assert {name: (out / name).read_bytes() for name in first} == first  # the records rebuild the same bytes
     assert "scaling.md" in capsys.readouterr().out

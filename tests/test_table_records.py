@@ -1,6 +1,7 @@
 """Records travel with the tables: tvlars.make_tables copies a table's run records into results/<table>/runs,
-rebuilds byte for byte from them, refuses empty sources and dropped records, removes stale figures; the commands
-import the checkout they run from (tvlars.report.records, tvlars.make_tables, tvlars.reproduce)."""
+rebuilds byte for byte from them (RUN.md included), refuses empty sources and dropped records, removes stale
+figures; the commands import the checkout they run from (tvlars.report.records, tvlars.make_tables,
+tvlars.reproduce)."""
 
 from __future__ import annotations
 
@@ -66,8 +67,8 @@ def test_records_travel_and_rebuild_byte_for_byte(study: Path) -> None:
     assert {p.name for p in (study / "runs" / "mini").iterdir()} >= {"jobs"}  # the source is untouched
     first = _outputs(results)
     assert set(first) == {"table.md", "table.tex", "table.csv", "accuracy_vs_epoch.png", "trust_ratio.png",
-                          "phi.png", "tuning_curve.png", "noise_scale.png"}  # the records hold noise_scale.jsonl
-    for name in ("table.md", "table.tex", "table.csv"):
+                          "phi.png", "tuning_curve.png", "noise_scale.png", "RUN.md"}  # records hold noise_scale.jsonl
+    for name in ("table.md", "table.tex", "table.csv", "RUN.md"):
         assert str(study) not in first[name].decode()  # nothing machine-specific
 
     # A fresh clone: no runs/, so the committed records are the source; the rebuild is byte-identical.
@@ -154,11 +155,11 @@ COMMITTED = sorted(p.name for p in (ROOT / "results").iterdir() if p.is_dir()) i
 
 @pytest.mark.parametrize("table", COMMITTED)
 def test_committed_tables_rebuild_from_their_records(table: str, tmp_path: Path) -> None:
-    """Every committed results/<table>/ rebuilds byte for byte from its records (as on a fresh clone)."""
+    """Every committed results/<table>/ rebuilds byte for byte from its records (as on a fresh clone), RUN.md
+    included."""
     committed = ROOT / "results" / table
     if not (committed / "runs").is_dir():
         pytest.skip(f"results/{table} has no runs/ yet: re-run it with `make reproduce-table TABLE={table}`")
     assert _script("make_tables").main(["--table", table, "--source", str(committed / "runs"),
                                         "--out", str(tmp_path)]) == 0
-    expected = {name: data for name, data in _outputs(committed).items() if name != "RUN.md"}
-    assert _outputs(tmp_path) == expected
+    assert _outputs(tmp_path) == _outputs(committed)

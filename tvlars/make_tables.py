@@ -7,8 +7,9 @@ Never re-runs anything.
 The source defaults to ``runs/<table>`` when it exists, else to the committed records ``results/<table>/runs``.
 Writes into ``--out`` (default ``results/<table>``) the table files (``kind: scaling`` specs: ``scaling.md``,
 ``scaling.csv``; ``kind: lr_window``: ``lr_window.md``, ``lr_window.csv``, ``lr_window_rows.csv``), the figures its
-records support (figures of an older build that this one does not draw are removed) and, from a local source, a copy
-of the table's run records in ``<out>/runs/`` (no checkpoints, backbones, W&B files). Prints the runs found by
+records support (figures of an older build that this one does not draw are removed), from a local source a copy
+of the table's run records in ``<out>/runs/`` (no checkpoints, backbones, W&B files), and ``RUN.md``, how the results
+were produced, from those records and the spec (tvlars.report.run_md). Prints the runs found by
 status, the problems and the table. Exit code 0 whenever the table was written; 2 with one ``error:`` line for an
 unknown table, an unreadable source, a source without any run of the table or without any finished one (unless
 --allow-empty), or records of an older build that this one would drop (unless --replace-records).
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from tvlars.errors import UserError
 from tvlars.records import FINAL, Status
-from tvlars.report import build_table, collect, lr_window, records, status_summary, write_figures
+from tvlars.report import build_table, collect, lr_window, records, run_md, status_summary, write_figures
 from tvlars.report.collect import WANDB_PREFIX
 from tvlars.report.figures import FIGURES
 from tvlars.report.instrument_figures import FIGURES as INSTRUMENT_FIGURES
@@ -96,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         stale.unlink(missing_ok=True)  # a figure of an older build that these records no longer support
     if not in_place:
         records.copy_records(names, out / "runs")
+    written.append(run_md.write(spec, df, out, source))
     count, size = records.size(out / "runs")
     print(status_summary(spec, df))
     print(f"{len(table.problems)} problem(s)" + (" (listed under Problems below)" if table.problems else "") + "\n")

@@ -34,7 +34,12 @@ Spec keys::
                             claims, a − b per column by Welch's test and, with the optional margin, an equivalence
                             test (TOST) within ± margin points (tvlars.report.tables)
     chance                  chance-level accuracy in % (used when a run's summary has no num_classes)
-    notes                   free text printed under the table
+    notes                   free text printed under the table: design only (what the runs are and why); numbers the
+                            records give (steps per epoch, run times...) are generated in RUN.md, not typed here
+    discussion              optional: the reading of the results, printed at the end of RUN.md; it may quote only
+                            numbers of the spec itself (design values: its base, columns, seeds, rows, notes...),
+                            checked at load: measured numbers live in the generated table and RUN.md, which it
+                            points to. Not inherited through ``extends`` (it reads one study's records)
     smoke                   extra overrides for --profile smoke (e.g. dataset.verify_checksums=false)
     extends                 another spec whose keys this one inherits (top-level keys replace, not merge)
 
@@ -82,13 +87,15 @@ WINDOW_METRIC = "final_val_top1"  # the metric of kind lr_window's window (valid
 WINDOW_TOLERANCE = 2.0  # default window_tolerance: points of validation top-1 below the row's best
 _SPEC_KEYS = {"name", "title", "claim", "kind", "base", "columns", "seeds", "confirm_seeds", "metric", "rows",
               "select_on", "reuse_search_seeds", "min_steps", "min_warmup_steps",
-              "compare", "claims", "chance", "notes", "smoke", "extends", "sweep", "window_tolerance"}
+              "compare", "claims", "chance", "notes", "smoke", "extends", "sweep", "window_tolerance", "discussion"}
 _ROW_KEYS = {"label", "overrides", "grid", "search"}
 _SEARCH_KEYS = {"trials", "space", "seed"}
 _COMPARE_KEYS = {"method", "baselines", "no_warmup"}
 _CLAIM_KEYS = {"a", "b", "question", "margin"}
 _DISTRIBUTIONS = ("log", "linear")
 SIGNIFICANT_DIGITS = 3  # search values are rounded to this many significant digits (readable, stable run ids)
+# A number in prose: not part of a name (CIFAR-10, top-1, ResNet-18, log10, v2), optionally decimal or in e-notation.
+_NUMBER = re.compile(r"(?<![\w.])(?<![^\W\d_]-)\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
 
 
 def _is_number(value: Any) -> bool:
@@ -180,6 +187,7 @@ class Spec:
     min_warmup_steps: int = MIN_WARMUP_STEPS
     sweep: str | None = None  # kind lr_window: the swept key (each row's only grid key)
     window_tolerance: float = WINDOW_TOLERANCE  # kind lr_window: points below the row's best that stay in the window
+    discussion: str = ""  # the reading of the results (RUN.md); quotes no number the spec does not hold
 
     @property
     def selection_metric(self) -> str:
@@ -475,6 +483,35 @@ def _protocol(name: str, raw: dict[str, Any], kind: str, metric: str) -> dict[st
     return out
 
 
+def _numbers(value: Any) -> set[float]:
+    """Every number in a spec value: numbers themselves, and the numbers written in its strings (:data:`_NUMBER`),
+    through lists and mappings (keys included)."""
+    if isinstance(value, bool) or value is None:
+        return set()
+    if isinstance(value, int | float):
+        return {abs(float(value))}
+    if isinstance(value, dict):
+        return set().union(*(_numbers(k) | _numbers(v) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return set().union(*(_numbers(v) for v in value))
+    return {float(match) for match in _NUMBER.findall(str(value))}
+
+
+def _discussion(name: str, raw: dict[str, Any]) -> str:
+    """The spec's ``discussion``, checked: every number it quotes is a number of the spec's other keys (a design
+    value); a measured number belongs in the generated table or RUN.md, which the discussion points to."""
+    text = raw.get("discussion") or ""
+    if not isinstance(text, str):
+        raise _fail(name, f"discussion must be a text (got {text!r})")
+    design = _numbers({key: value for key, value in raw.items() if key != "discussion"})
+    quoted = [m for m in _NUMBER.findall(text) if float(m) not in design]
+    if quoted:
+        raise _fail(name, f"discussion quotes {', '.join(dict.fromkeys(quoted))}, not a number of the spec (its base, "
+                          "columns, seeds, rows, notes...): measured numbers are generated in the table and RUN.md; "
+                          "point to them instead of quoting them")
+    return text.strip()
+
+
 def _read(path: Path) -> dict[str, Any]:
     try:
         raw = yaml.safe_load(path.read_text()) or {}
@@ -499,7 +536,7 @@ def load_spec(name_or_path: str | Path) -> Spec:
         parent = EXPERIMENTS_DIR / f"{raw['extends']}.yaml"
         if not parent.is_file():
             raise _fail(name, f"extends unknown spec {raw['extends']!r}")
-        raw = {**{k: v for k, v in _read(parent).items() if k != "extends"}, **raw}
+        raw = {**{k: v for k, v in _read(parent).items() if k not in ("extends", "discussion")}, **raw}
         del raw["extends"]
     unknown = set(raw) - _SPEC_KEYS
     if unknown:
@@ -547,7 +584,8 @@ def load_spec(name_or_path: str | Path) -> Spec:
                 confirm_seeds=confirm, **protocol,
                 compare=_check_compare(name, labels, raw.get("compare")),
                 claims=_check_claims(name, labels, raw.get("claims")),
-                chance=None if chance is None else float(chance), kind=kind, target=target, **window)
+                chance=None if chance is None else float(chance), kind=kind, target=target,
+                discussion=_discussion(name, raw), **window)
 
 
 def smoke_spec(spec: Spec, data_root: str) -> Spec:
