@@ -1,12 +1,13 @@
-"""Build hook: record the git commit of the checkout a wheel is built from in ``tvlars/_build_info.json``, so an
-installed copy (a wheel, ``pip install git+...``, a Docker image) knows which code it is. Everything else about the
-package is declared in ``pyproject.toml``."""
+"""What ``pyproject.toml`` cannot declare: the packages, which include the config tree and the experiment specs of the
+repository's top level as ``tvlars.configs`` and ``tvlars.experiments`` (tvlars.paths finds them in either place),
+and a build hook that records the git commit of the checkout a wheel is built from in ``tvlars/_build_info.json``, so
+an installed copy (a wheel, ``pip install git+...``, a Docker image) knows which code it is."""
 
 import json
 import subprocess
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import find_namespace_packages, setup
 from setuptools.command.build_py import build_py
 
 
@@ -28,4 +29,10 @@ class BuildPyWithCommit(build_py):
         target.write_text(json.dumps(info) + "\n")
 
 
-setup(cmdclass={"build_py": BuildPyWithCommit})
+TREES = ("configs", "experiments")  # top-level directories shipped inside the package, with their YAML files
+
+setup(packages=[*find_namespace_packages(include=["tvlars", "tvlars.*"]),
+                *(f"tvlars.{name}" for name in find_namespace_packages(include=[*TREES, *(f"{t}.*" for t in TREES)]))],
+      package_dir={f"tvlars.{tree}": tree for tree in TREES},
+      package_data={f"tvlars.{tree}": ["*.yaml", "*/*.yaml"] for tree in TREES},
+      cmdclass={"build_py": BuildPyWithCommit})

@@ -31,9 +31,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from tvlars import build as builder
 from tvlars import distributed
-from tvlars.config import CONFIG_DIR
 from tvlars.distributed import synchronize
 from tvlars.engine import Engine, TrainState
+from tvlars.paths import CONFIG_DIR
 from tvlars.sizing import H100_EPOCH_TARGET_S, bf16_peak
 
 CIFAR10_TRAIN = 50_000

@@ -126,8 +126,8 @@ def table_datasets(table: str) -> list[str]:
     config-group choices (only those can change the dataset)."""
     from hydra import compose, initialize_config_dir
 
+    from tvlars.paths import CONFIG_DIR
     from tvlars.spec import load_spec
-    from tvlars.train import CONFIG_DIR
 
     groups = {path.name for path in Path(CONFIG_DIR).iterdir() if path.is_dir()}
     choices = {tuple(o for o in job.overrides if o.split("=")[0].lstrip("+~") in groups)
@@ -140,7 +140,7 @@ def table_datasets(table: str) -> list[str]:
 def main(argv: list[str] | None = None, machine: Machine | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("datasets", nargs="*", help="registered dataset names (default: fashion_mnist)")
-    parser.add_argument("--table", help="also the datasets of this experiment spec (tvlars/experiments/<table>.yaml)")
+    parser.add_argument("--table", help="also the datasets of this experiment spec (experiments/<table>.yaml)")
     parser.add_argument("--profile", choices=("full", "smoke"), default="full",
                         help="with --table: smoke runs on fake data and needs nothing")
     parser.add_argument("--root", type=Path, default=Path(os.environ.get("TVLARS_DATA") or "data"),

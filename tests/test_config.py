@@ -8,8 +8,9 @@ import pytest
 
 from tests.helpers import compose_config, run_cli, tiny
 from tvlars.cli import check_composition
-from tvlars.config import CONFIG_DIR, resolved_lr, run_id, validate
+from tvlars.config import resolved_lr, run_id, validate
 from tvlars.errors import UserError
+from tvlars.paths import CONFIG_DIR
 from tvlars.run import run
 
 GROUPS = ["dataset", "model", "task", "optimizer", "schedule", "logger"]

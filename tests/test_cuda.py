@@ -30,9 +30,10 @@ from tests.helpers import compose_config, tiny
 from tests.optim.optim_cases import quartic_closure, relative_error, tiny_bn_net
 from tvlars import distributed
 from tvlars.build import build
-from tvlars.config import CONFIG_DIR, instantiate_node, resolved_lr, validate
+from tvlars.config import instantiate_node, resolved_lr, validate
 from tvlars.engine import Engine, TrainState
 from tvlars.optim import param_groups
+from tvlars.paths import CONFIG_DIR
 from tvlars.records import RunRecords
 from tvlars.tasks.linear_eval import save_backbone
 

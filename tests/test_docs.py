@@ -140,7 +140,7 @@ def test_extending_optimizer_example_runs(extending: dict[str, str]) -> None:
     namespace: dict = {}
     exec(compile(extending["tests/optim/test_larsc.py"], "test_larsc.py", "exec"), namespace)  # noqa: S102
     namespace["test_larsc_is_lars_with_the_ratio_clipped"]()
-    node = OmegaConf.create(extending["tvlars/configs/optimizer/larsc.yaml"])
+    node = OmegaConf.create(extending["configs/optimizer/larsc.yaml"])
     params = [torch.nn.Parameter(torch.ones(3, 3))]
     optimizer = instantiate_node(node, "optimizer", params=params, lr=node.lr)
     assert type(optimizer).__name__ == "LARSC" and optimizer.param_groups[0]["clip_max"] == 0.01
@@ -157,7 +157,7 @@ def test_extending_dataset_example_loads_its_fake(extending: dict[str, str], tmp
     from tvlars.data import train_size, write_fake
 
     node = OmegaConf.create({"data_root": str(tmp_path),
-                             "dataset": OmegaConf.create(extending["tvlars/configs/dataset/flowers.yaml"])})
+                             "dataset": OmegaConf.create(extending["configs/dataset/flowers.yaml"])})
     assert train_size(node.dataset) == 3000
     write_fake("flowers", tmp_path, 12, 6)
     data = instantiate_node(node.dataset, "dataset", skip=DATASET_KEYS)
@@ -173,7 +173,7 @@ def test_extending_task_example_trains_without_host_syncs(extending: dict[str, s
     from tests.nosync import NoHostSync
     from tvlars.config import instantiate_node
 
-    task = instantiate_node(OmegaConf.create(extending["tvlars/configs/task/mixup.yaml"]), "task", device="cpu")
+    task = instantiate_node(OmegaConf.create(extending["configs/task/mixup.yaml"]), "task", device="cpu")
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))
     batch = (torch.randn(8, 3, 2, 2), torch.randint(0, 3, (8,)))
     task.training_step(model, batch)
@@ -186,7 +186,7 @@ def test_extending_table_example_loads(extending: dict[str, str], tmp_path: Path
     from tvlars.spec import load_spec
 
     path = tmp_path / "larsc-fmnist.yaml"
-    path.write_text(extending["tvlars/experiments/larsc-fmnist.yaml"])
+    path.write_text(extending["experiments/larsc-fmnist.yaml"])
     spec = load_spec(path)
     assert [r.label for r in spec.rows] == ["LARS, no warm-up", "LARSC, no warm-up"]
     assert len(spec.jobs()) == 2 * 2 * 4

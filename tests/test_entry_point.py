@@ -6,7 +6,7 @@ import torch
 from omegaconf import OmegaConf
 
 import tvlars.build
-import tvlars.config
+import tvlars.paths
 import tvlars.run
 import tvlars.train
 from tvlars.distributed import DistInfo
@@ -14,7 +14,7 @@ from tvlars.distributed import DistInfo
 
 def test_names_kept_for_0_1_scripts() -> None:
     assert tvlars.train.run is tvlars.run.run
-    assert tvlars.train.CONFIG_DIR == tvlars.config.CONFIG_DIR
+    assert tvlars.train.CONFIG_DIR == tvlars.paths.CONFIG_DIR
     assert tvlars.train.DistributedDataParallel is torch.nn.parallel.DistributedDataParallel
 
 

@@ -13,8 +13,8 @@ from tests.helpers import compose_config, tiny
 from tests.nosync import NoHostSync
 from tvlars import distributed
 from tvlars.build import build
-from tvlars.config import CONFIG_DIR
 from tvlars.engine import EpochTotals, TrainState
+from tvlars.paths import CONFIG_DIR
 from tvlars.run import run
 from tvlars.tasks.ssl import barlow_twins_loss, nt_xent_loss
 

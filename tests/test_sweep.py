@@ -9,7 +9,8 @@ import pytest
 
 from tvlars import reproduce
 from tvlars.errors import UserError
-from tvlars.spec import EXPERIMENTS_DIR, Job, load_spec, smoke_spec
+from tvlars.paths import EXPERIMENTS_DIR
+from tvlars.spec import Job, load_spec, smoke_spec
 from tvlars.sweep import PlannedJob, describe, job_file, plan, write_job_files
 
 SPECS = sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))

@@ -141,7 +141,7 @@ def test_commands_import_the_checkout_they_run_from(module: str, tmp_path: Path)
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert "another checkout" not in result.stderr
     assert result.returncode == 2 and result.stderr.startswith("error: no experiment spec")
-    assert str(ROOT / "tvlars" / "experiments") in result.stderr  # this checkout's specs
+    assert str(ROOT / "experiments") in result.stderr  # this checkout's specs
 
 
 def test_jobs_default_to_the_cpus_this_process_may_use() -> None:

@@ -19,8 +19,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from tvlars import distributed
-from tvlars.config import CONFIG_DIR, run_dir, run_id
+from tvlars.config import run_dir, run_id
 from tvlars.errors import UserError
+from tvlars.paths import CONFIG_DIR
 from tvlars.records import FINAL, RunRecords, Status
 from tvlars.run import run
 

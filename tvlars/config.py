@@ -13,7 +13,6 @@ import json
 import math
 from dataclasses import dataclass, field
 from enum import Enum
-from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +23,7 @@ from hydra.utils import get_object, instantiate
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from tvlars.errors import UserError
-
-CONFIG_DIR = str(files("tvlars") / "configs")
-"""The Hydra config tree (``config.yaml`` and one directory per group), shipped inside the package (package
-data, as Hydra's application-packaging guide does), so an installed wheel composes configs from any directory."""
+from tvlars.paths import CONFIG_DIR
 
 
 class Precision(str, Enum):
@@ -334,7 +330,7 @@ def run_id(cfg: DictConfig) -> str:
 
 def compose(overrides: list[str]) -> DictConfig:
     """``config.yaml`` with ``overrides``, as the entry point composes it (inside a running Hydra app, with its
-    search path; otherwise from :data:`CONFIG_DIR`)."""
+    search path; otherwise from :data:`tvlars.paths.CONFIG_DIR`)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra

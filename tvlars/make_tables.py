@@ -41,7 +41,7 @@ def default_source(table: str, results: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--table", required=True, help="spec name (tvlars/experiments/<name>.yaml) or path")
+    parser.add_argument("--table", required=True, help="spec name (experiments/<name>.yaml) or path")
     parser.add_argument("--source", help="run directory tree or wandb:<entity>/<project> "
                                          "(default runs/<table>, else results/<table>/runs)")
     parser.add_argument("--out", help="output directory (default results/<table>)")

@@ -16,12 +16,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from tvlars import distributed
 from tvlars.build import Built, build
-from tvlars.config import CONFIG_DIR, LrScaling, compose, instantiate_node, run_dir, run_id, validate
+from tvlars.config import LrScaling, compose, instantiate_node, run_dir, run_id, validate
 from tvlars.distributed import DistInfo
 from tvlars.engine import TrainState
 from tvlars.errors import UserError
 from tvlars.instruments import target_summary
 from tvlars.loggers import NullLogger
+from tvlars.paths import CONFIG_DIR
 from tvlars.provenance import code_hash, environment
 from tvlars.records import FINAL, RunRecords, Status
 from tvlars.tasks.linear_eval import save_backbone
@@ -178,7 +179,7 @@ def follow_up_config(cfg: DictConfig, option: str, parent_dir: Path, settings: d
                      parent_id: str) -> DictConfig:
     """The run that evaluates a finished run's exported module (SSL pre-training → ``task=linear_eval``): the
     parent's config, with every key that ``task=<option>`` sets taken from that option (each setting lives once,
-    in ``tvlars/configs/task/<option>.yaml``), then ``settings`` (the parent task's overrides, e.g. ``epochs``); it runs
+    in ``configs/task/<option>.yaml``), then ``settings`` (the parent task's overrides, e.g. ``epochs``); it runs
     in ``<parent_dir>/<option>`` without a logger of its own and is labelled as the parent's follow-up (tables
     read its numbers from the parent's summary)."""
     composed = compose([f"task={option}"])

@@ -1,4 +1,4 @@
-"""Experiment specs (``tvlars/experiments/<table>.yaml``): one table as a grid or search, a selection rule, a layout.
+"""Experiment specs (``experiments/<table>.yaml``): one table as a grid or search, a selection rule, a layout.
 
 A spec expands into jobs (one training run each); jobs become Hydra configs that one ``--multirun`` sweeps
 with any launcher; the report code turns the runs' ``summary.json`` records back into the table.
@@ -67,7 +67,6 @@ import re
 import warnings
 import zlib
 from dataclasses import dataclass, field
-from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -75,8 +74,8 @@ import yaml
 from scipy.stats import qmc
 
 from tvlars.errors import UserError
+from tvlars.paths import EXPERIMENTS_DIR
 
-EXPERIMENTS_DIR = Path(str(files("tvlars") / "experiments"))  # shipped with the package, like the configs
 METRICS = ("final_test_top1", "best_test_top1")
 SPLITS = ("val", "test")  # where a spec selects (select_on)
 MIN_STEPS = 50  # default min_steps: fewer optimizer steps cannot tell schedules apart
@@ -523,7 +522,7 @@ def _read(path: Path) -> dict[str, Any]:
 
 
 def load_spec(name_or_path: str | Path) -> Spec:
-    """Load and validate ``tvlars/experiments/<name>.yaml`` (or a path); errors name the key and the fix."""
+    """Load and validate ``experiments/<name>.yaml`` (or a path); errors name the key and the fix."""
     path = Path(name_or_path)
     if not path.suffix:
         path = EXPERIMENTS_DIR / f"{name_or_path}.yaml"

@@ -28,9 +28,10 @@ from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 
 from tvlars.cli import one_line
-from tvlars.config import CONFIG_DIR, default_run_dir, instantiate_node, resolved_lr, run_id, val_size, validate
+from tvlars.config import default_run_dir, instantiate_node, resolved_lr, run_id, val_size, validate
 from tvlars.data import train_size
 from tvlars.errors import UserError
+from tvlars.paths import CONFIG_DIR
 from tvlars.records import FINAL, RunRecords, Status
 from tvlars.sizing import training_memory
 from tvlars.spec import Job, Spec, slug

@@ -14,10 +14,10 @@ from torch.nn.parallel import DistributedDataParallel
 
 from tvlars.build import build
 from tvlars.cli import main
-from tvlars.config import CONFIG_DIR
 from tvlars.data import DatasetInfo
 from tvlars.distributed import DistInfo
 from tvlars.engine import Engine
+from tvlars.paths import CONFIG_DIR
 from tvlars.run import run
 
 __all__ = ["CONFIG_DIR", "DistributedDataParallel", "build_engine", "main", "run"]

@@ -1,4 +1,4 @@
-"""tvlars/configs/dataset/*.yaml against the registry: each YAML composes and validates, its fake loads through the
+"""configs/dataset/*.yaml against the registry: each YAML composes and validates, its fake loads through the
 YAML's loader, its `augment` block fits the transforms, and its training-set size is known without loading."""
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ from hydra.utils import get_object
 from omegaconf import OmegaConf
 
 from tests.helpers import compose_config
-from tvlars.config import CONFIG_DIR, DATASET_KEYS, instantiate_node, validate
+from tvlars.config import DATASET_KEYS, instantiate_node, validate
 from tvlars.data import DATASETS, DataBundle, classification_transforms, registered, train_size, write_fake
+from tvlars.paths import CONFIG_DIR
 
 DATASET_CONFIGS = Path(CONFIG_DIR) / "dataset"
 NAMES = sorted(p.stem for p in DATASET_CONFIGS.glob("*.yaml"))

@@ -13,8 +13,8 @@ from torch.optim import Optimizer
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from tests.optim.reference import ReferenceLAMB, ReferenceLARS, tvlars_phi
-from tvlars.config import CONFIG_DIR
 from tvlars.optim import LAMB, LAMBC, LARS, TVLARS
+from tvlars.paths import CONFIG_DIR
 
 Factory = Callable[[list[dict[str, Any]]], Optimizer]
 PRESETS = sorted(p.stem for p in (Path(CONFIG_DIR) / "optimizer").glob("*.yaml"))

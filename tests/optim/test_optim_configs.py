@@ -1,4 +1,4 @@
-"""The optimizer presets (every ``tvlars/configs/optimizer/*.yaml``): they compose with the config tree, build through
+"""The optimizer presets (every ``configs/optimizer/*.yaml``): they compose with the config tree, build through
 the loop's instantiation path and step; the ``*_official`` presets are the classes' ``official`` forms, and
 ``tvlars_official`` reproduces a trajectory of the released TVLARS formula."""
 

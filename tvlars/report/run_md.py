@@ -29,12 +29,13 @@ from typing import Any
 
 import pandas as pd
 
+from tvlars.paths import EXPERIMENTS_DIR
 from tvlars.records import FINAL, read_jsonl
 from tvlars.report.collect import WANDB_PREFIX, normalize
 from tvlars.report.records import size, write_atomic
 from tvlars.report.significance import Difference, adjust, p_text, welch
 from tvlars.report.tables import column_header, format_value, md_table, seeds_text
-from tvlars.spec import EXPERIMENTS_DIR, Spec
+from tvlars.spec import Spec
 
 FILE = "RUN.md"
 EARLY, LATE = 1, 2  # the early window ends at EARLY/3 of the planned steps, the late one starts after LATE/3
@@ -76,13 +77,13 @@ def _plural(count: int, word: str) -> str:
 
 
 def _shipped(spec: Spec) -> bool:
-    """Whether the spec is one of ``tvlars/experiments`` (else a file passed by path)."""
+    """Whether the spec is one of ``experiments/`` (else a file passed by path)."""
     return spec.path is None or spec.path.parent.resolve() == EXPERIMENTS_DIR.resolve()
 
 
 def _spec_file(spec: Spec) -> str:
     """The spec as the repository names it (never an absolute path)."""
-    return f"tvlars/experiments/{spec.name}.yaml" if _shipped(spec) else spec.path.name
+    return f"experiments/{spec.name}.yaml" if _shipped(spec) else spec.path.name
 
 
 def _columns(spec: Spec, runs: pd.DataFrame) -> pd.Series:

@@ -222,7 +222,7 @@ def _chance(spec: Spec, records: list[Record], where: str) -> float:
         return 100.0 / classes
     if spec.chance is not None:
         return spec.chance
-    where_spec = spec.path or f"tvlars/experiments/{spec.name}.yaml"
+    where_spec = spec.path or f"experiments/{spec.name}.yaml"
     raise UserError(f"table {spec.name}: the chance level of {where} is unknown (its runs' summary.json has no "
                     f"num_classes); add `chance: <accuracy in %>` (e.g. 10.0 for 10 classes) to {where_spec}")
 

@@ -23,13 +23,13 @@ class Task:
     """A task never knows which optimizer or schedule it runs with.
 
     A task whose trained module is meant to be evaluated by another run declares it: ``follow_up`` names the
-    ``tvlars/configs/task`` option that runs after it completes (SSL pre-training → ``linear_eval``) on the module that
+    ``configs/task`` option that runs after it completes (SSL pre-training → ``linear_eval``) on the module that
     :meth:`exported_module` returns, saved as ``<run_dir>/backbone.pt``.
     """
 
     views: int = 1  # images of a sample the model processes per step (two-view SSL: 2); for cost estimates
     required_model: str | None = None  # the model ``_target_`` this task insists on (checked at composition)
-    follow_up: str | None = None  # the tvlars/configs/task option that evaluates this task's exported module
+    follow_up: str | None = None  # the configs/task option that evaluates this task's exported module
     metrics: tuple[str, ...] = ()
     """The metrics this task reports (``train_<key>`` from its training sums, ``test_<key>`` from its evaluation
     sums): the keys of ``metrics.jsonl`` rows besides the loop's own, and the choices of ``target.metric``."""

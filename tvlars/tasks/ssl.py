@@ -81,7 +81,7 @@ class SSLModel(nn.Module):
 
 class SelfSupervised(Task):
     """Shared pre-training step; subclasses choose the views, the projector and the loss. Followed by the
-    offline linear evaluation of the backbone (``tvlars/configs/task/linear_eval.yaml``; ``linear_eval`` holds the
+    offline linear evaluation of the backbone (``configs/task/linear_eval.yaml``; ``linear_eval`` holds the
     top-level values in which the follow-up differs from that file, e.g. ``{epochs: 2}``; ``None`` keeps it)."""
 
     method = ""
