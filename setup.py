@@ -3,27 +3,32 @@ repository's top level as ``tvlars.configs`` and ``tvlars.experiments`` (tvlars.
 and a build hook that records the git commit of the checkout a wheel is built from in ``tvlars/_build_info.json``, so
 an installed copy (a wheel, ``pip install git+...``, a Docker image) knows which code it is."""
 
+import importlib.util
 import json
-import subprocess
 from pathlib import Path
+from types import ModuleType
 
 from setuptools import find_namespace_packages, setup
 from setuptools.command.build_py import build_py
 
+ROOT = Path(__file__).resolve().parent
 
-def _git(*args: str) -> str | None:
-    try:
-        return subprocess.run(["git", *args], capture_output=True, text=True, check=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
+
+def _git_module() -> ModuleType:
+    """``tvlars/git.py`` loaded by its path: the build environment cannot import the package."""
+    spec = importlib.util.spec_from_file_location("tvlars_git", ROOT / "tvlars" / "git.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 class BuildPyWithCommit(build_py):
     def run(self) -> None:
         super().run()
-        commit = _git("rev-parse", "HEAD")
-        status = _git("status", "--porcelain", "--untracked-files=no")
-        info = {"git_commit": commit, "git_dirty": None if status is None else bool(status)}
+        git = _git_module().git
+        commit = git("rev-parse", "HEAD", cwd=ROOT)
+        status = git("status", "--porcelain", "--untracked-files=no", cwd=ROOT)
+        info = {"git_commit": commit and commit.strip(), "git_dirty": None if status is None else bool(status.strip())}
         target = Path(self.build_lib) / "tvlars" / "_build_info.json"
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(json.dumps(info) + "\n")

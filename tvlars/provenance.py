@@ -9,37 +9,43 @@ import functools
 import hashlib
 import json
 import platform
-import subprocess
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import torch
 import torchvision
 
-import tvlars
+from tvlars import __version__
+from tvlars.git import git
+from tvlars.paths import CONFIG_DIR, EXPERIMENTS_DIR, PACKAGE_DIR
 
-PACKAGE_DIR = Path(tvlars.__file__).resolve().parent
 _SOURCE_SUFFIXES = (".py", ".yaml")
+
+
+def _sources() -> dict[PurePosixPath, Path]:
+    """Every ``.py`` and ``.yaml`` file of the package and of the trees it ships (``configs/``, ``experiments/``), by
+    its name inside an installed package: the same names in a checkout and a wheel."""
+    trees = [(PurePosixPath(), PACKAGE_DIR), *((PurePosixPath(tree.name), tree) for tree in (Path(CONFIG_DIR),
+                                                                                             EXPERIMENTS_DIR))]
+    return {name / path.relative_to(tree).as_posix(): path for name, tree in trees for path in tree.rglob("*")
+            if path.suffix in _SOURCE_SUFFIXES and path.is_file()}
 
 
 @functools.cache
 def code_hash() -> str:
-    """SHA-256 (first 16 hex digits) of every ``.py`` and ``.yaml`` file of the installed ``tvlars`` package.
+    """SHA-256 (first 16 hex digits) of the package's code, configs and specs (:func:`_sources`).
 
     Independent of git, so it identifies the code of a checkout, a wheel or a Docker image alike.
     """
     digest = hashlib.sha256()
-    for path in sorted(p for p in PACKAGE_DIR.rglob("*") if p.suffix in _SOURCE_SUFFIXES and p.is_file()):
-        digest.update(path.relative_to(PACKAGE_DIR).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    for name, path in sorted(_sources().items()):
+        digest.update(str(name).encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
 
 
 def _git(*args: str) -> str | None:
-    try:
-        out = subprocess.run(["git", *args], cwd=PACKAGE_DIR, capture_output=True, timeout=10, check=True)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.decode(errors="replace")
+    """``git <args>`` in the package's directory (:func:`tvlars.git.git`)."""
+    return git(*args, cwd=PACKAGE_DIR)
 
 
 def _build_info() -> dict[str, Any]:
@@ -85,4 +91,4 @@ def environment(device: torch.device, world_size: int) -> dict[str, Any]:
     return {"code_hash": code_hash(), **git_state(), "device": str(device), "device_name": name,
             "world_size": world_size, "hostname": platform.node(),
             "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                         "torchvision": torchvision.__version__, "tvlars": tvlars.__version__}}
+                         "torchvision": torchvision.__version__, "tvlars": __version__}}

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
+from tvlars.git import git
 from tvlars.gpu_check.plan import CHECKOUT, Step
 from tvlars.gpu_check.runner import PASSING, Result
 
@@ -40,12 +41,8 @@ def environment(smoke: bool, wheels: list[str]) -> list[str]:
 
 
 def git_commit() -> str:
-    try:
-        done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=CHECKOUT, capture_output=True, text=True,
-                              timeout=10)
-        return done.stdout.strip() or "unknown (no git)"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown (no git)"
+    """The checkout's short commit, or what stands in for it without git."""
+    return (git("rev-parse", "--short", "HEAD", cwd=CHECKOUT) or "").strip() or "unknown (no git)"
 
 
 def verdict(results: Sequence[Result]) -> str:
