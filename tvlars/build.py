@@ -117,17 +117,15 @@ def run_name(cfg: DictConfig) -> str:
 
 
 def wrap_for_training(model: torch.nn.Module, cfg: DictConfig, dist: DistInfo) -> torch.nn.Module:
-    """The module the loop trains: SyncBatchNorm + DDP when in a process group (CUDA: SyncBatchNorm), then
-    ``torch.compile`` if asked. The bare ``model`` keeps its parameters (checkpoints, evaluation)."""
+    """The module the loop trains: SyncBatchNorm + DDP (:data:`tvlars.distributed.ddp_wrapper`) when in a process
+    group (CUDA: SyncBatchNorm), then ``torch.compile`` if asked. The bare ``model`` keeps its parameters
+    (checkpoints, evaluation)."""
     train_model = model
     if dist.distributed:
         if dist.device.type == "cuda":
             train_model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(train_model)
-        # the DDP class where the 0.1 interface keeps it (see tvlars.train); imported here since tvlars.train imports us
-        from tvlars import train
-
-        train_model = train.DistributedDataParallel(train_model, device_ids=[dist.device.index] if
-                                                    dist.device.type == "cuda" else None)
+        train_model = distributed.ddp_wrapper(train_model, device_ids=[dist.device.index] if
+                                              dist.device.type == "cuda" else None)
     if cfg.compile:
         train_model = torch.compile(train_model)
     return train_model

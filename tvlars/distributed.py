@@ -13,12 +13,18 @@ from typing import TypeVar
 
 import torch
 import torch.distributed as dist
-from torch import Tensor
+from torch import Tensor, nn
 from torch.distributed.nn.functional import all_gather
+from torch.nn.parallel import DistributedDataParallel
 
 from tvlars.errors import UserError
 
 T = TypeVar("T")
+
+ddp_wrapper: Callable[..., nn.Module] = DistributedDataParallel
+"""What wraps the model of a run in a process group (:func:`tvlars.build.wrap_for_training` calls it with the model
+and ``device_ids``); a script may replace it, e.g. to count the wraps (``tvlars.train.DistributedDataParallel``
+forwards here)."""
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from tvlars.loggers import NullLogger
 from tvlars.records import RunRecords, Status
 from tvlars.schedules import Schedule
 from tvlars.tasks import Sums, Task
+from tvlars.tasks.base import add_sums, reduce_means
 
 log = logging.getLogger("tvlars")
 
@@ -179,22 +180,7 @@ class InstrumentHooks:
         """Restore what ``state_dict`` returned."""
 
 
-def _add(total: Sums | None, new: Sums) -> Sums:
-    if total is None:
-        return {k: v.detach().clone() if isinstance(v, Tensor) else v for k, v in new.items()}
-    for k, v in new.items():
-        total[k] += v.detach() if isinstance(v, Tensor) else v
-    return total
-
-
-def reduce_means(sums: Sums, prefix: str) -> dict[str, float]:
-    """All-reduce epoch sums and return ``{prefix_key: sum_key / count}`` as Python floats (one sync)."""
-    keys = sorted(sums)
-    device = next(v.device for v in sums.values() if isinstance(v, Tensor))
-    packed = torch.stack([torch.as_tensor(sums[k], device=device).float() for k in keys])
-    values = dict(zip(keys, distributed.all_reduce_sum(packed).tolist(), strict=True))
-    count = max(values.pop("count"), 1.0)
-    return {f"{prefix}_{k}": v / count for k, v in values.items()}
+_add = add_sums  # a name kept for scripts written against 0.1 (docs/running.md)
 
 
 class Engine:
@@ -342,7 +328,7 @@ class Engine:
         sums: Sums | None = None
         with torch.no_grad(), self.amp():
             for batch in self.eval_loaders[split]:
-                sums = _add(sums, self.task.eval_step(self.model, self._to_device(batch)))
+                sums = add_sums(sums, self.task.eval_step(self.model, self._to_device(batch)))
         self.model.train()
         if sums is None:  # the builder refuses splits smaller than the world size; this guards direct use
             raise RuntimeError(f"evaluation on an empty {split} shard")
@@ -391,7 +377,7 @@ class Engine:
         loss, step_sums = self._train_step(batch)
         self.schedule.observe(state.step, loss)
         totals.nonfinite |= ~torch.isfinite(loss)
-        totals.sums = _add(totals.sums, step_sums)
+        totals.sums = add_sums(totals.sums, step_sums)
         state.step += 1
         return loss, lr, step_sums
 

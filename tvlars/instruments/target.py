@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from tvlars.engine import _add, reduce_means
 from tvlars.instruments.base import publish
 from tvlars.tasks import Sums
+from tvlars.tasks.base import add_sums, reduce_means
 
 if TYPE_CHECKING:
     from tvlars.engine import Engine, TrainState
@@ -62,7 +62,7 @@ class StepsToTarget:
 
     def accumulate(self, sums: Sums) -> None:
         """Add one step's training sums (device ops only)."""
-        self._sums = _add(self._sums, sums)
+        self._sums = add_sums(self._sums, sums)
 
     def due(self, step: int) -> bool:
         return bool(self.every_steps) and step % self.every_steps == 0

@@ -143,4 +143,4 @@ class TVLARS(LARS):
         return cls(params, lr, **{**OFFICIAL, **options})
 
 
-tvlars_from_epochs = TVLARS.from_epochs  # the name of earlier versions (scripts import it)
+tvlars_from_epochs = TVLARS.from_epochs  # a name kept for scripts written against 0.1 (docs/running.md)

@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from tvlars import distributed
 from tvlars.data import DataBundle, DatasetInfo
 
 Sums = dict[str, Tensor | int]
@@ -15,8 +17,28 @@ Sums = dict[str, Tensor | int]
 batch size is known on the host: counting costs no device work and no host sync). The engine adds them up over an
 epoch and across processes and reports ``sum / count`` for every other key."""
 
+
 BatchTransforms = tuple[Callable[[Tensor], Any] | None, Callable[[Tensor], Any] | None]
 """(train, test) batched transforms of the device path; ``None`` = identity."""
+
+
+def add_sums(total: Sums | None, new: Sums) -> Sums:
+    """``total + new`` key by key, in place (a detached copy of ``new`` when ``total`` is ``None``)."""
+    if total is None:
+        return {k: v.detach().clone() if isinstance(v, Tensor) else v for k, v in new.items()}
+    for k, v in new.items():
+        total[k] += v.detach() if isinstance(v, Tensor) else v
+    return total
+
+
+def reduce_means(sums: Sums, prefix: str) -> dict[str, float]:
+    """All-reduce epoch sums and return ``{prefix_key: sum_key / count}`` as Python floats (one sync)."""
+    keys = sorted(sums)
+    device = next(v.device for v in sums.values() if isinstance(v, Tensor))
+    packed = torch.stack([torch.as_tensor(sums[k], device=device).float() for k in keys])
+    values = dict(zip(keys, distributed.all_reduce_sum(packed).tolist(), strict=True))
+    count = max(values.pop("count"), 1.0)
+    return {f"{prefix}_{k}": v / count for k, v in values.items()}
 
 
 class Task:

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.distributed as dist  # noqa: F401 - a name kept for scripts written against 0.1 (docs/running.md)
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset
