@@ -48,10 +48,10 @@ train: $(STAMP)  ## one run; pass Hydra overrides with ARGS="dataset=cifar10 opt
 
 reproduce-table: DATA_ARGS = --table $(TABLE) --profile $(PROFILE)
 reproduce-table: $(STAMP) data  ## sweep TABLE into runs/ (LAUNCHER=joblib|basic|submitit_*, PROFILE=full|smoke, ARGS=--continue) → results/, compared with the committed table
-	$(PYTHON) -m tvlars.reproduce --table $(TABLE) --launcher $(LAUNCHER) --profile $(PROFILE) $(ARGS)
+	$(PYTHON) -m tvlars.tables.reproduce --table $(TABLE) --launcher $(LAUNCHER) --profile $(PROFILE) $(ARGS)
 
 tables: $(STAMP)  ## rebuild results/TABLE from records (SOURCE= default runs/TABLE, else results/TABLE/runs; or wandb:<entity>/<project>)
-	$(PYTHON) -m tvlars.make_tables --table $(TABLE) $(if $(SOURCE),--source $(SOURCE)) $(ARGS)
+	$(PYTHON) -m tvlars.tables.build --table $(TABLE) $(if $(SOURCE),--source $(SOURCE)) $(ARGS)
 
 gpu-check:  ## on a GPU node, offline: the GPU check (<= 8 min; report.md in $OUT or gpu-check/; ARGS="--dry-run")
 	$(GPU_PY) scripts/gpu_check.py $(ARGS)

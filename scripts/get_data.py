@@ -127,7 +127,7 @@ def table_datasets(table: str) -> list[str]:
     from hydra import compose, initialize_config_dir
 
     from tvlars.paths import CONFIG_DIR
-    from tvlars.spec import load_spec
+    from tvlars.tables.spec import load_spec
 
     groups = {path.name for path in Path(CONFIG_DIR).iterdir() if path.is_dir()}
     choices = {tuple(o for o in job.overrides if o.split("=")[0].lstrip("+~") in groups)

@@ -183,7 +183,7 @@ def test_extending_task_example_trains_without_host_syncs(extending: dict[str, s
 
 
 def test_extending_table_example_loads(extending: dict[str, str], tmp_path: Path) -> None:
-    from tvlars.spec import load_spec
+    from tvlars.tables.spec import load_spec
 
     path = tmp_path / "larsc-fmnist.yaml"
     path.write_text(extending["experiments/larsc-fmnist.yaml"])

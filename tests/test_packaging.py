@@ -51,7 +51,7 @@ def test_installed_wheel_composes_a_config_from_another_directory(installed: Pat
 
 
 def test_installed_wheel_runs_a_smoke_table(installed: Path, tmp_path: Path) -> None:
-    result = _run(installed, tmp_path, "-m", "tvlars.reproduce", "--table", "data-path-fmnist", "--profile", "smoke",
-                  "--launcher", "basic", "--runs", str(tmp_path / "runs"))
+    result = _run(installed, tmp_path, "-m", "tvlars.tables.reproduce", "--table", "data-path-fmnist", "--profile",
+                  "smoke", "--launcher", "basic", "--runs", str(tmp_path / "runs"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "runs" / "smoke" / "data-path-fmnist" / "results" / "table.md").is_file()

@@ -62,7 +62,7 @@ def test_a_new_dataset_is_one_decorated_loader(monkeypatch: pytest.MonkeyPatch, 
 
 def test_smoke_profile_writes_a_fake_of_every_registered_dataset_once(tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    from tvlars import reproduce
+    from tvlars.tables import reproduce
 
     reproduce.fake_data(tmp_path)
     assert sorted(p.stem for p in tmp_path.glob("*.done")) == sorted(DATASETS)

@@ -8,7 +8,7 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 
-from tvlars.report.instrument_figures import (
+from tvlars.tables.instrument_figures import (
     _curves,
     noise_scale_figure,
     preconditioned_figure,
@@ -80,10 +80,10 @@ def test_no_records_no_figure(tmp_path: Path) -> None:
 
 def test_make_tables_draws_the_instrument_figures_of_a_table(tmp_path: Path) -> None:
     """Rows in the spec's order, every finished run of the row, a run of another table left out."""
-    from tests.test_report import write_run
-    from tvlars.report import collect
-    from tvlars.report.instrument_figures import write_instrument_figures
-    from tvlars.spec import load_spec
+    from tests.tables.test_accuracy import write_run
+    from tvlars.tables.collect import collect
+    from tvlars.tables.instrument_figures import write_instrument_figures
+    from tvlars.tables.spec import load_spec
 
     spec_path = tmp_path / "mini.yaml"
     spec_path.write_text("title: mini\ncolumns: {key: batch_size, values: [256]}\nseeds: [0]\nchance: 10\n"

@@ -262,7 +262,7 @@ def test_a_lars_run_records_both_values_and_trains_as_without_them(tiny_cfg, tmp
 
 
 def test_the_matched_sharpness_study_gives_every_row_the_same_peak_lr() -> None:
-    from tvlars.spec import load_spec
+    from tvlars.tables.spec import load_spec
 
     spec = load_spec("fmnist-sharpness-matched")
     assert {p["optimizer.lr"] for row in spec.rows for p in row.points(4096)} == {8}

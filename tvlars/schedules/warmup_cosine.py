@@ -27,7 +27,7 @@ class WarmupCosine(Schedule):
     peaks on the last step).
 
     A warm-up of fewer than :data:`MIN_WARMUP_STEPS` steps hardly exists (a 1-step "warm-up" starts at the peak
-    LR): the schedule warns, and a table spec refuses it (``min_warmup_steps``, :mod:`tvlars.spec`).
+    LR): the schedule warns, and a table spec refuses it (``min_warmup_steps``, :mod:`tvlars.tables.spec`).
     """
 
     def __init__(self, base_lr: float, steps_per_epoch: int, total_steps: int,

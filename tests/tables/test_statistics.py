@@ -1,5 +1,5 @@
 """Statistics of the tables: bold beyond seed noise only, chance-level cells out of claims, confirmation seeds,
-failed and corrupt runs, and the reproduction's comparison with the committed table (tvlars.report)."""
+failed and corrupt runs, and the reproduction's comparison with the committed table (tvlars.tables)."""
 
 from __future__ import annotations
 
@@ -12,12 +12,13 @@ from typing import Any
 import pytest
 from scipy import stats
 
-from tests.test_report import main_table, write_run
+from tests.tables.test_accuracy import main_table, write_run
 from tvlars.errors import UserError
-from tvlars.report import build_table, collect
-from tvlars.report.compare import compare, verdict
-from tvlars.report.significance import Difference, adjust, holm, tost, welch
-from tvlars.spec import load_spec
+from tvlars.tables.collect import collect
+from tvlars.tables.compare import compare, verdict
+from tvlars.tables.kinds.accuracy import build_table
+from tvlars.tables.spec import load_spec
+from tvlars.tables.statistics import Difference, adjust, holm, tost, welch
 
 SPEC = """\
 title: statistics

@@ -26,10 +26,10 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from tvlars.records import read_jsonl
-from tvlars.report.collect import normalize
-from tvlars.report.records import write_atomic
-from tvlars.report.tables import METRIC_TEXT, SPLIT_TEXT, Table, column_header, format_value
-from tvlars.spec import Spec
+from tvlars.tables.archive import write_atomic
+from tvlars.tables.collect import normalize
+from tvlars.tables.kinds.accuracy import METRIC_TEXT, SPLIT_TEXT, Table, column_header, format_value
+from tvlars.tables.spec import Spec
 
 # metrics.jsonl key -> y label; SSL pre-training rows have only the online probe (the linear eval runs after).
 CURVE_KEYS = {"test_top1": "test top-1 (%)", "test_probe_top1": "online-probe test top-1 (%)"}

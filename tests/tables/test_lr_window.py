@@ -14,7 +14,7 @@ import pytest
 
 from tvlars.errors import UserError
 from tvlars.records import read_jsonl
-from tvlars.spec import load_spec, smoke_spec
+from tvlars.tables.spec import load_spec, smoke_spec
 
 SPEC = """\
 kind: lr_window
@@ -86,7 +86,7 @@ def test_the_committed_study_plans_its_120_runs_of_120_steps() -> None:
 
 # --------------------------------------------------------------------------------------------- the window rule
 def test_the_window_rule_on_hand_computed_scores() -> None:
-    from tvlars.report.lr_window import find_window
+    from tvlars.tables.kinds.lr_window import find_window
 
     window = find_window({1: {0: 90.0}, 2: {0: 80.0}, 4: {0: 89.0}, 8: {0: 85.0}}, [0], 2.0)
     assert window.members == (1, 4) and window.best == 1 and window.best_score == 90.0
@@ -160,8 +160,8 @@ def test_windows_intervals_and_values_from_records(spec, runs: Path) -> None:
     """A: means 81, 86, 88, 86, and 16 unstable (a seed diverged) → best 4 (88), window {2, 4, 8} (≥ 86).
     Leaving out seed 0: 2 (86.5) in, 8 (85.5) out → [2, 4]; seed 1: [2, 8] (16's mean 85 < 86); seed 2: 2 (85.5)
     out → [4, 8]: widths log10 2 to log10 4. B: best 4 (85) → {2, 4} with every seed left out."""
-    from tvlars.report import collect
-    from tvlars.report.lr_window import build
+    from tvlars.tables.collect import collect
+    from tvlars.tables.kinds.lr_window import build
 
     table = build(spec, collect(runs))
     a, b = table.cells[("A", 4096)], table.cells[("B", 4096)]
@@ -196,8 +196,8 @@ def test_windows_intervals_and_values_from_records(spec, runs: Path) -> None:
 
 
 def test_censored_windows_and_comparisons_beyond_seed_noise(tmp_path: Path) -> None:
-    from tvlars.report import collect
-    from tvlars.report.lr_window import build
+    from tvlars.tables.collect import collect
+    from tvlars.tables.kinds.lr_window import build
 
     root = tmp_path / "runs"
     for lr, scores in ((1, (88, 88, 87)), (2, (88, 87, 88)), (4, (87, 88, 88)), (8, (80, 80, 80)), (16, (70,) * 3)):
@@ -215,26 +215,26 @@ def test_censored_windows_and_comparisons_beyond_seed_noise(tmp_path: Path) -> N
 
 def test_make_tables_writes_the_lr_window_outputs_and_figures(spec, runs: Path, tmp_path: Path,
                                                               capsys: pytest.CaptureFixture[str]) -> None:
-    from tvlars import make_tables
+    from tvlars.tables import build
 
     out = tmp_path / "results"
     out.mkdir()
     (out / "sharpness.png").write_bytes(b"an older build's figure")
-    assert make_tables.main(["--table", str(spec.path), "--source", str(runs), "--out", str(out)]) == 0
+    assert build.main(["--table", str(spec.path), "--source", str(runs), "--out", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["RUN.md", "lr_window.csv", "lr_window.md", "lr_window.png",
                                                      "lr_window_rows.csv", "lr_window_sharpness.png", "runs"]
     assert len(list((out / "runs").iterdir())) == 28 + 1  # the spec's records and the unreadable-validation one
     names = ("lr_window.md", "lr_window.csv", "lr_window.png", "lr_window_sharpness.png", "RUN.md")
     first = {name: (out / name).read_bytes() for name in names}
-    assert make_tables.main(["--table", str(spec.path), "--out", str(out), "--source", str(out / "runs")]) == 0
+    assert build.main(["--table", str(spec.path), "--out", str(out), "--source", str(out / "runs")]) == 0
     assert {name: (out / name).read_bytes() for name in names} == first  # the records rebuild the same bytes
     assert "# Fake LR window study" in capsys.readouterr().out
 
 
 def test_the_sharpness_figure_draws_each_row_at_its_best_lr(spec, runs: Path, tmp_path: Path) -> None:
-    from tvlars.report import collect
-    from tvlars.report.instrument_figures import preconditioned_ratio, series
-    from tvlars.report.lr_window import build, figures
+    from tvlars.tables.collect import collect
+    from tvlars.tables.instrument_figures import preconditioned_ratio, series
+    from tvlars.tables.kinds.lr_window import build, figures
 
     table = build(spec, collect(runs))
     ratios = [series(d, "sharpness.jsonl", preconditioned_ratio) for d in table.cells[("A", 4096)].at(4).runs]
@@ -245,8 +245,8 @@ def test_the_sharpness_figure_draws_each_row_at_its_best_lr(spec, runs: Path, tm
 
 
 def test_comparison_with_the_committed_lr_window_table(spec, runs: Path) -> None:
-    from tvlars.report import collect
-    from tvlars.report.lr_window import build, compare
+    from tvlars.tables.collect import collect
+    from tvlars.tables.kinds.lr_window import build, compare
 
     table = build(spec, collect(runs))
     assert "10 same value" in compare(table.csv, table)
@@ -264,8 +264,8 @@ def test_comparison_with_the_committed_lr_window_table(spec, runs: Path) -> None
 
 
 def test_reproduce_dispatches_on_the_kind(spec) -> None:
-    from tvlars import reproduce
-    from tvlars.report import lr_window
+    from tvlars.tables import reproduce
+    from tvlars.tables.kinds import lr_window
 
     assert reproduce.kind(spec) == (lr_window.select, lr_window.build, "lr_window.csv", lr_window.COMPARE_FIELDS)
 
@@ -274,9 +274,9 @@ def test_reproduce_dispatches_on_the_kind(spec) -> None:
 @pytest.mark.slow
 def test_the_study_spec_runs_as_a_smoke_reproduce(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """fmnist-lr-window shrunk (5 rows × its first 2 LRs × seed 0, 4 steps each, on fake Fashion-MNIST) through
-    tvlars.reproduce: lr_window.md/.csv/.png with the records, the preconditioned sharpness in every run's records
-    and its figure; a rerun launches nothing and compares every value equal."""
-    from tvlars import reproduce
+    tvlars.tables.reproduce: lr_window.md/.csv/.png with the records, the preconditioned sharpness in every run's
+    records and its figure; a rerun launches nothing and compares every value equal."""
+    from tvlars.tables import reproduce
 
     args = ["--table", "fmnist-lr-window", "--launcher", "basic", "--profile", "smoke", "--runs",
             str(tmp_path / "runs"), "--results", str(tmp_path / "results")]

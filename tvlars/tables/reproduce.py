@@ -1,7 +1,7 @@
 """`make reproduce-table`: experiment spec → plan → Hydra multirun (any launcher) → tables, figures, records →
 a comparison with the committed table.
 
-    python -m tvlars.reproduce --table fmnist-mini [--launcher basic|joblib|submitit_local|submitit_slurm]
+    python -m tvlars.tables.reproduce --table fmnist-mini [--launcher basic|joblib|submitit_local|submitit_slurm]
         [--profile full|smoke] [--continue] [--dry-run] [hydra launcher overrides, e.g. hydra.launcher.n_jobs=2]
 
 Runs go to ``runs/<table>/``. Finished runs are skipped (run directories are derived from the config hash), so
@@ -24,15 +24,17 @@ from typing import Any
 
 import torch
 
-from tvlars import make_tables
 from tvlars.data import DATASETS, write_fake
 from tvlars.data.loaders import usable_cpus
 from tvlars.errors import UserError
-from tvlars.report import collect, lr_window, records, scaling
-from tvlars.report.compare import TABLE_FIELDS, compare
-from tvlars.report.tables import build_table, select
-from tvlars.spec import Spec, load_spec, smoke_spec
-from tvlars.sweep import HELD, PlannedJob, describe, launch, measured_throughput, plan, write_job_files
+from tvlars.tables import archive
+from tvlars.tables import build as make_tables
+from tvlars.tables.collect import collect
+from tvlars.tables.compare import TABLE_FIELDS, compare
+from tvlars.tables.kinds import lr_window, scaling
+from tvlars.tables.kinds.accuracy import build_table, select
+from tvlars.tables.spec import Spec, load_spec, smoke_spec
+from tvlars.tables.sweep import HELD, PlannedJob, describe, launch, measured_throughput, plan, write_job_files
 
 
 def fake_data(root: Path) -> None:
@@ -147,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             out_dir = Path(args.runs) / "smoke" / spec.name
             results = out_dir / "results"
         if args.resume and not args.dry_run:
-            print(f"continuing the committed study: {records.seed_from(results / 'runs', out_dir)} record(s) "
+            print(f"continuing the committed study: {archive.seed_from(results / 'runs', out_dir)} record(s) "
                   f"copied from {results / 'runs'} into {out_dir}")
         planned = plan(spec, out_dir)
         confirm, waiting = confirmation_plan(spec, out_dir) if spec.confirm_seeds else ([], 0)

@@ -49,12 +49,12 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from tvlars.records import Status
-from tvlars.report.compare import SYMBOLS, VERDICTS, verdict
-from tvlars.report.figures import _colours, _save, _title
-from tvlars.report.instrument_figures import preconditioned_ratio, series
-from tvlars.report.tables import ALPHA, _number, _state, column_header, format_value, gather, md_table
-from tvlars.report.tables import select as select_cells
-from tvlars.spec import Row, Spec
+from tvlars.tables.compare import SYMBOLS, VERDICTS, verdict
+from tvlars.tables.figures import _colours, _save, _title
+from tvlars.tables.instrument_figures import preconditioned_ratio, series
+from tvlars.tables.kinds.accuracy import ALPHA, _number, _state, column_header, format_value, gather, md_table
+from tvlars.tables.kinds.accuracy import select as select_cells
+from tvlars.tables.spec import Row, Spec
 
 KIND = "lr_window"
 CSV = "lr_window.csv"
@@ -415,7 +415,7 @@ def build(spec: Spec, df: pd.DataFrame) -> WindowTable:
 # --------------------------------------------------------------------------------------------- comparison
 def compare(committed_csv: str, table: WindowTable) -> str:
     """A reproduction's swept values against the committed ``lr_window.csv``: each value's mean validation top-1
-    judged by :func:`tvlars.report.compare.verdict` (same, within seed noise, different, untestable, new)."""
+    judged by :func:`tvlars.tables.compare.verdict` (same, within seed noise, different, untestable, new)."""
     spec = table.spec
     old = {(r["row"], float(r["value"])): {**r, **{name: r[h] for name, h in COMPARE_FIELDS.items()}}
            for r in csv.DictReader(io.StringIO(committed_csv))}

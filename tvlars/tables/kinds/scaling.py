@@ -58,9 +58,8 @@ from scipy import stats
 from scipy.optimize import OptimizeWarning, curve_fit
 
 from tvlars.records import FINAL, Status
-from tvlars.report.figures import _colours, _save, _title, tuning_curve
-from tvlars.report.lr_schedule import describe_schedule
-from tvlars.report.tables import (
+from tvlars.tables.figures import _colours, _save, _title, tuning_curve
+from tvlars.tables.kinds.accuracy import (
     FINISHED,
     Record,
     _budget_text,
@@ -78,8 +77,9 @@ from tvlars.report.tables import (
     protocol_warnings,
     schedule_column,
 )
-from tvlars.report.tables import select as select_cells
-from tvlars.spec import Row, Spec
+from tvlars.tables.kinds.accuracy import select as select_cells
+from tvlars.tables.lr_schedule import describe_schedule
+from tvlars.tables.spec import Row, Spec
 
 MIN_CELLS = 3  # batch sizes with a finite median needed to fit two parameters with a residual degree of freedom
 MIN_INFORMATIVE = 4  # batch sizes a fit needs before its B_noise is informative
@@ -88,7 +88,7 @@ CONFIDENCE = 0.95
 FIGURE = "scaling.png"
 CSV_HEADER = ("row", "batch_size", "steps_median", "steps_mean", "steps_std", "images_mean", "time_mean_s",
               "n_reached", "n_seeds", "cap_steps", "chosen_point", "status")
-# tvlars.report.compare reads a committed scaling.csv through these names (its generic name -> our header).
+# tvlars.tables.compare reads a committed scaling.csv through these names (its generic name -> our header).
 COMPARE_FIELDS = {"column": "batch_size", "mean": "steps_mean", "std": "steps_std", "n_seeds": "n_reached"}
 STATUS_TEXT = {"not_reached": "not reached", "diverged": "div", "failed": "failed", "missing": "–"}
 

@@ -6,7 +6,7 @@ mean wins (points where a seed diverged rank after every point where none did; t
 cell shows the reported ``metric`` (test) of that point: mean ± sample std over the search seeds, or, when the spec
 gives ``confirm_seeds``, over the chosen point re-run with those seeds.
 
-Statistics (:mod:`tvlars.report.significance`): two cells differ beyond seed noise when Welch's t-test over their
+Statistics (:mod:`tvlars.tables.statistics`): two cells differ beyond seed noise when Welch's t-test over their
 per-seed values gives a Holm-adjusted p < ALPHA. A column's best cell is bold only then (against the runner-up; the
 table's bold tests are one Holm family); the claim section (method rows against baselines, the spec's named
 ``claims`` with their equivalence tests) is another, and prints every difference with its 95 % interval, raw and
@@ -31,10 +31,10 @@ import pandas as pd
 
 from tvlars.errors import UserError
 from tvlars.records import Status
-from tvlars.report.collect import normalize, point_key
-from tvlars.report.lr_schedule import describe_schedule
-from tvlars.report.significance import ALPHA, Difference, Equivalence, adjust, tost, welch
-from tvlars.spec import Claim, Row, Spec, slug
+from tvlars.tables.collect import normalize, point_key
+from tvlars.tables.lr_schedule import describe_schedule
+from tvlars.tables.spec import Claim, Row, Spec, slug
+from tvlars.tables.statistics import ALPHA, Difference, Equivalence, adjust, tost, welch
 
 METRIC_TEXT = {"best_test_top1": "best-epoch test top-1 (%)", "final_test_top1": "final-epoch test top-1 (%)",
                "final_val_top1": "final-epoch validation top-1 (%)"}

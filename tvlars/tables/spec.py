@@ -7,8 +7,8 @@ Spec keys::
 
     name, title, claim      table id (= file name), caption, the paper's claim this table tests
     kind                    table (default: accuracy per row × column) | scaling (steps to target against batch
-                            size and the critical batch size, tvlars.report.scaling) | lr_window (accuracy against
-                            one swept key per row, and each row's stable window of it, tvlars.report.lr_window)
+                            size and the critical batch size, tvlars.tables.kinds.scaling) | lr_window (accuracy against
+                            one swept key per row, and each row's stable window of it, tvlars.tables.kinds.lr_window)
     sweep                   kind lr_window: the swept config key (e.g. optimizer.lr); every row's grid is
                             {<sweep>: [values]} (at least 2 distinct numbers > 0; a {column: [values]} map also works)
     window_tolerance        kind lr_window: the window holds the swept values whose mean validation top-1 is within
@@ -32,7 +32,7 @@ Spec keys::
                             (baselines default to every other row; no_warmup is a subset of the baselines)
     claims                  [{a: <row label>, b: <row label>, question: <text>, margin: <points>}]: named pairwise
                             claims, a − b per column by Welch's test and, with the optional margin, an equivalence
-                            test (TOST) within ± margin points (tvlars.report.tables)
+                            test (TOST) within ± margin points (tvlars.tables.kinds.accuracy)
     chance                  chance-level accuracy in % (used when a run's summary has no num_classes)
     notes                   free text printed under the table: design only (what the runs are and why); numbers the
                             records give (steps per epoch, run times...) are generated in RUN.md, not typed here

@@ -1,7 +1,7 @@
 """`make tables`: run records → the paper's table (Markdown, LaTeX, CSV), figures and the records beside them.
 Never re-runs anything.
 
-    python -m tvlars.make_tables --table fmnist-mini [--source runs/fmnist-mini | wandb:<entity>/<project>]
+    python -m tvlars.tables.build --table fmnist-mini [--source runs/fmnist-mini | wandb:<entity>/<project>]
         [--out results/fmnist-mini] [--profile full|smoke] [--allow-empty] [--replace-records]
 
 The source defaults to ``runs/<table>`` when it exists, else to the committed records ``results/<table>/runs``.
@@ -9,7 +9,7 @@ Writes into ``--out`` (default ``results/<table>``) the table files (``kind: sca
 ``scaling.csv``; ``kind: lr_window``: ``lr_window.md``, ``lr_window.csv``, ``lr_window_rows.csv``), the figures its
 records support (figures of an older build that this one does not draw are removed), from a local source a copy
 of the table's run records in ``<out>/runs/`` (no checkpoints, backbones, W&B files), and ``RUN.md``, how the results
-were produced, from those records and the spec (tvlars.report.run_md). Prints the runs found by
+were produced, from those records and the spec (tvlars.tables.run_md). Prints the runs found by
 status, the problems and the table. Exit code 0 whenever the table was written; 2 with one ``error:`` line for an
 unknown table, an unreadable source, a source without any run of the table or without any finished one (unless
 --allow-empty), or records of an older build that this one would drop (unless --replace-records).
@@ -23,14 +23,16 @@ from pathlib import Path
 
 from tvlars.errors import UserError
 from tvlars.records import FINAL, Status
-from tvlars.report import build_table, collect, lr_window, records, run_md, status_summary, write_figures
-from tvlars.report.collect import WANDB_PREFIX
-from tvlars.report.figures import FIGURES
-from tvlars.report.instrument_figures import FIGURES as INSTRUMENT_FIGURES
-from tvlars.report.instrument_figures import write_instrument_figures
-from tvlars.report.scaling import FIGURE as SCALING_FIGURE
-from tvlars.report.scaling import build_scaling, scaling_figure
-from tvlars.spec import load_spec, smoke_spec
+from tvlars.tables import archive, run_md
+from tvlars.tables.collect import WANDB_PREFIX, collect
+from tvlars.tables.figures import FIGURES, write_figures
+from tvlars.tables.instrument_figures import FIGURES as INSTRUMENT_FIGURES
+from tvlars.tables.instrument_figures import write_instrument_figures
+from tvlars.tables.kinds import lr_window
+from tvlars.tables.kinds.accuracy import build_table, status_summary
+from tvlars.tables.kinds.scaling import FIGURE as SCALING_FIGURE
+from tvlars.tables.kinds.scaling import build_scaling, scaling_figure
+from tvlars.tables.spec import load_spec, smoke_spec
 
 
 def default_source(table: str, results: Path) -> Path:
@@ -46,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
                                          "(default runs/<table>, else results/<table>/runs)")
     parser.add_argument("--out", help="output directory (default results/<table>)")
     parser.add_argument("--profile", choices=("full", "smoke"), default="full",
-                        help="smoke: the table as `python -m tvlars.reproduce --profile smoke` shrank it")
+                        help="smoke: the table as `python -m tvlars.tables.reproduce --profile smoke` shrank it")
     parser.add_argument("--allow-empty", action="store_true",
                         help="write the table even when the source holds no run of it (every cell '–')")
     parser.add_argument("--replace-records", action="store_true",
@@ -71,9 +73,9 @@ def main(argv: list[str] | None = None) -> int:
                             "no cell would have a number; fix the cause and rerun, or pass --allow-empty")
         local = not source.startswith(WANDB_PREFIX)
         in_place = local and Path(source).resolve() == (out / "runs").resolve()
-        names = records.record_names(mine["run_dir"]) if local else {}
+        names = archive.record_names(mine["run_dir"]) if local else {}
         if not in_place:
-            records.check_replace(out / "runs", names, args.replace_records)
+            archive.check_replace(out / "runs", names, args.replace_records)
         scaling, window = spec.kind == "scaling", spec.kind == lr_window.KIND
         table = lr_window.build(spec, df) if window else build_scaling(spec, df) if scaling else build_table(spec, df)
         out.mkdir(parents=True, exist_ok=True)
@@ -85,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     written = []
     for name, text in table.files.items():
-        records.write_atomic(out / name, text.encode())
+        archive.write_atomic(out / name, text.encode())
         written.append(out / name)
     if window:
         figures = lr_window.figures(spec, table, out)
@@ -96,9 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     for stale in (out / name for name in drawn if out / name not in figures):
         stale.unlink(missing_ok=True)  # a figure of an older build that these records no longer support
     if not in_place:
-        records.copy_records(names, out / "runs")
+        archive.copy_records(names, out / "runs")
     written.append(run_md.write(spec, df, out, source))
-    count, size = records.size(out / "runs")
+    count, size = archive.size(out / "runs")
     print(status_summary(spec, df))
     print(f"{len(table.problems)} problem(s)" + (" (listed under Problems below)" if table.problems else "") + "\n")
     print(table.markdown)

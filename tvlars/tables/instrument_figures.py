@@ -19,8 +19,8 @@ import pandas as pd
 from matplotlib.axes import Axes
 
 from tvlars.records import read_jsonl
-from tvlars.report.figures import _grid, _save, _title
-from tvlars.spec import Spec
+from tvlars.tables.figures import _grid, _save, _title
+from tvlars.tables.spec import Spec
 
 Runs = Mapping[str, Sequence[str | Path]]
 """Run directories grouped by row label (legend order)."""

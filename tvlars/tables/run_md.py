@@ -31,11 +31,11 @@ import pandas as pd
 
 from tvlars.paths import EXPERIMENTS_DIR
 from tvlars.records import FINAL, read_jsonl
-from tvlars.report.collect import WANDB_PREFIX, normalize
-from tvlars.report.records import size, write_atomic
-from tvlars.report.significance import Difference, adjust, p_text, welch
-from tvlars.report.tables import column_header, format_value, md_table, seeds_text
-from tvlars.spec import Spec
+from tvlars.tables.archive import size, write_atomic
+from tvlars.tables.collect import WANDB_PREFIX, normalize
+from tvlars.tables.kinds.accuracy import column_header, format_value, md_table, seeds_text
+from tvlars.tables.spec import Spec
+from tvlars.tables.statistics import Difference, adjust, p_text, welch
 
 FILE = "RUN.md"
 EARLY, LATE = 1, 2  # the early window ends at EARLY/3 of the planned steps, the late one starts after LATE/3
@@ -105,7 +105,7 @@ def _commands(spec: Spec) -> list[str]:
     table = spec.name if _shipped(spec) else _spec_file(spec)
     if spec.profile == "smoke":
         lines = [f"make reproduce-table TABLE={table} PROFILE=smoke   # the smoke profile: runs/smoke/{spec.name}/",
-                 f"python -m tvlars.make_tables --table {table} --profile smoke --source runs/smoke/{spec.name}"]
+                 f"python -m tvlars.tables.build --table {table} --profile smoke --source runs/smoke/{spec.name}"]
     else:
         lines = [f"make reproduce-table TABLE={table}   # sweep the runs into runs/{spec.name}/, then write this "
                  "directory",

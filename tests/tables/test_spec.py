@@ -1,5 +1,5 @@
 """Experiment specs: quasi-random search spaces, equal budgets, compare rows, chance, confirmation jobs, and the
-planner's rerun rule (tvlars.spec, tvlars.sweep); no training."""
+planner's rerun rule (tvlars.tables.spec, tvlars.tables.sweep); no training."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from tvlars.errors import UserError
-from tvlars.spec import load_spec, smoke_spec
-from tvlars.sweep import plan, write_job_files
+from tvlars.tables.spec import load_spec, smoke_spec
+from tvlars.tables.sweep import plan, write_job_files
 
 SEARCH = """
 title: search
@@ -174,7 +174,7 @@ def test_rerun_launches_only_failed_running_and_missing_jobs(tmp_path: Path) -> 
 
 @pytest.mark.slow
 def test_search_confirmation_and_comparison_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """A tiny search table with confirmation seeds through tvlars.reproduce: search sweep, confirmation sweep,
+    """A tiny search table with confirmation seeds through tvlars.tables.reproduce: search sweep, confirmation sweep,
     table of the confirmation seeds, records beside it; a rerun launches nothing and compares equal."""
 
     from tests.helpers import TINY
@@ -194,7 +194,7 @@ rows:
   - {{label: a, overrides: [optimizer=sgd], search: {{trials: 2, space: {{optimizer.lr: {{log: [0.01, 0.1]}}}}}}}}
   - {{label: b, overrides: [optimizer=adamw], search: {{trials: 2, space: {{optimizer.lr: {{log: [0.001, 0.01]}}}}}}}}
 """, "tiny")
-    from tvlars import reproduce
+    from tvlars.tables import reproduce
 
     args = ["--table", str(spec), "--launcher", "basic", "--runs", str(tmp_path / "runs"),
             "--results", str(tmp_path / "results")]

@@ -1,4 +1,4 @@
-"""RUN.md from synthetic records (tvlars.report.run_md through tvlars.make_tables): the study, steps and data,
+"""RUN.md from synthetic records (tvlars.tables.run_md through tvlars.tables.build): the study, steps and data,
 machine and software, run time, records, the instruments' summary checked by hand, the discussion; rebuilt byte for
 byte from the copied records."""
 
@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from tests.test_report import write_run
-from tvlars import make_tables
-from tvlars.report import collect
-from tvlars.report.run_md import render
-from tvlars.spec import load_spec
+from tests.tables.test_accuracy import write_run
+from tvlars.tables import build
+from tvlars.tables.collect import collect
+from tvlars.tables.run_md import render
+from tvlars.tables.spec import load_spec
 
 SPEC = """\
 title: instruments at B = 512
@@ -71,7 +71,7 @@ def _section(text: str, title: str) -> str:
 
 
 def test_run_md_is_generated_from_the_records_and_rebuilds_byte_for_byte(study: Path) -> None:
-    assert make_tables.main(["--table", "inst.yaml"]) == 0
+    assert build.main(["--table", "inst.yaml"]) == 0
     results = study / "results" / "inst"
     text = (results / "RUN.md").read_text()
     assert text.startswith("# How these results were produced: instruments at B = 512\n")
@@ -97,9 +97,9 @@ def test_run_md_is_generated_from_the_records_and_rebuilds_byte_for_byte(study: 
 
     # A fresh clone: the committed records are the source; RUN.md comes out the same, and so into another directory.
     (study / "runs").rename(study / "elsewhere")
-    assert make_tables.main(["--table", "inst.yaml"]) == 0
+    assert build.main(["--table", "inst.yaml"]) == 0
     assert (results / "RUN.md").read_text() == text
-    assert make_tables.main(["--table", "inst.yaml", "--source", str(results / "runs"), "--out", "copy"]) == 0
+    assert build.main(["--table", "inst.yaml", "--source", str(results / "runs"), "--out", "copy"]) == 0
     assert (study / "copy" / "RUN.md").read_bytes() == text.encode()
 
 

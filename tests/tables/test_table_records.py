@@ -1,26 +1,20 @@
-"""Records travel with the tables: tvlars.make_tables copies a table's run records into results/<table>/runs,
+"""Records travel with the tables: tvlars.tables.build copies a table's run records into results/<table>/runs,
 rebuilds byte for byte from them (RUN.md included), refuses empty sources and dropped records, removes stale
-figures; the commands import the checkout they run from (tvlars.report.records, tvlars.make_tables,
-tvlars.reproduce)."""
+figures; the commands import the checkout they run from (tvlars.tables.archive, tvlars.tables.build,
+tvlars.tables.reproduce)."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.helpers import ROOT, cli_env
-from tests.test_report import SPEC, TV, write_run
-from tvlars.report import records
-
-
-def _script(name: str) -> Any:
-    return importlib.import_module(f"tvlars.{name}")
+from tests.tables.test_accuracy import SPEC, TV, write_run
+from tvlars.tables import archive, build, reproduce
 
 
 @pytest.fixture
@@ -56,7 +50,7 @@ def _outputs(directory: Path) -> dict[str, bytes]:
 
 
 def test_records_travel_and_rebuild_byte_for_byte(study: Path) -> None:
-    main = _script("make_tables").main
+    main = build.main
     assert main(["--table", "mini.yaml"]) == 0  # runs/mini -> results/mini
     results = study / "results" / "mini"
     copied = sorted(p.relative_to(results / "runs").as_posix() for p in (results / "runs").rglob("*") if p.is_file())
@@ -81,7 +75,7 @@ def test_records_travel_and_rebuild_byte_for_byte(study: Path) -> None:
 
 
 def test_empty_sources_dropped_records_and_stale_figures(study: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    main = _script("make_tables").main
+    main = build.main
     empty = study / "empty"
     empty.mkdir()
     assert main(["--table", "mini.yaml", "--source", str(empty)]) == 2
@@ -123,20 +117,20 @@ def test_continuing_a_committed_study_copies_only_what_is_missing(tmp_path: Path
         (committed / name / "summary.json").write_text('{"status": "completed"}')
     (runs / "b").mkdir(parents=True)
     (runs / "b" / "summary.json").write_text('{"status": "running"}')
-    assert records.seed_from(committed, runs) == 1
+    assert archive.seed_from(committed, runs) == 1
     assert (runs / "a" / "summary.json").exists() and "running" in (runs / "b" / "summary.json").read_text()
-    assert records.record_names(["/x/run", "/y/run", "/x/other"]) == {
+    assert archive.record_names(["/x/run", "/y/run", "/x/other"]) == {
         "other": Path("/x/other"), "run": Path("/x/run"), "run~2": Path("/y/run")}
 
 
-@pytest.mark.parametrize("module", ["make_tables", "reproduce"])
+@pytest.mark.parametrize("module", ["build", "reproduce"])
 def test_commands_import_the_checkout_they_run_from(module: str, tmp_path: Path) -> None:
     """`python -m tvlars.<command>` from a checkout uses that checkout, whatever else is on the path."""
     impostor = tmp_path / "tvlars"
     impostor.mkdir()
     (impostor / "__init__.py").write_text("raise ImportError('the tvlars of another checkout was imported')\n")
     env = {**cli_env(), "PYTHONPATH": str(tmp_path)}
-    result = subprocess.run([sys.executable, "-m", f"tvlars.{module}", "--table", "no-such-table",
+    result = subprocess.run([sys.executable, "-m", f"tvlars.tables.{module}", "--table", "no-such-table",
                              *(["--dry-run"] if module == "reproduce" else [])],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert "another checkout" not in result.stderr
@@ -145,7 +139,6 @@ def test_commands_import_the_checkout_they_run_from(module: str, tmp_path: Path)
 
 
 def test_jobs_default_to_the_cpus_this_process_may_use() -> None:
-    reproduce = _script("reproduce")
     assert reproduce.usable_cpus() == len(os.sched_getaffinity(0))
     assert "default: one per usable CPU" in reproduce.__doc__ + open(reproduce.__file__).read()
 
@@ -160,6 +153,6 @@ def test_committed_tables_rebuild_from_their_records(table: str, tmp_path: Path)
     committed = ROOT / "results" / table
     if not (committed / "runs").is_dir():
         pytest.skip(f"results/{table} has no runs/ yet: re-run it with `make reproduce-table TABLE={table}`")
-    assert _script("make_tables").main(["--table", table, "--source", str(committed / "runs"),
+    assert build.main(["--table", table, "--source", str(committed / "runs"),
                                         "--out", str(tmp_path)]) == 0
     assert _outputs(tmp_path) == _outputs(committed)

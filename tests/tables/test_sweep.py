@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from tvlars import reproduce
 from tvlars.errors import UserError
 from tvlars.paths import EXPERIMENTS_DIR
-from tvlars.spec import Job, load_spec, smoke_spec
-from tvlars.sweep import PlannedJob, describe, job_file, plan, write_job_files
+from tvlars.tables import reproduce
+from tvlars.tables.spec import Job, load_spec, smoke_spec
+from tvlars.tables.sweep import PlannedJob, describe, job_file, plan, write_job_files
 
 SPECS = sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
 
@@ -88,7 +88,7 @@ def test_job_file_reproduces_the_planned_run(tmp_path: Path) -> None:
 
 
 def _reproduce(table: str, launcher: str, runs: Path) -> None:
-    from tvlars import reproduce
+    from tvlars.tables import reproduce
 
     assert reproduce.main(["--table", table, "--profile", "smoke", "--launcher", launcher,
                            "--runs", str(runs)]) == 0

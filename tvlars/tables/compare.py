@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 from scipy import stats
 
-from tvlars.report.collect import normalize
-from tvlars.report.significance import ALPHA
-from tvlars.report.tables import Table, column_header, md_table
+from tvlars.tables.collect import normalize
+from tvlars.tables.kinds.accuracy import Table, column_header, md_table
+from tvlars.tables.statistics import ALPHA
 
 if TYPE_CHECKING:
-    from tvlars.report.scaling import ScalingTable
+    from tvlars.tables.kinds.scaling import ScalingTable
 
 VERDICTS = {"same": "same value", "noise": "within seed noise", "different": "different",
             "untestable": "untestable (seed noise unknown)", "new": "not in the committed table"}

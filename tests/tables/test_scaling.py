@@ -4,7 +4,6 @@ batch-size fit, scaling.md/.csv/.png, make_tables and the comparison with a comm
 from __future__ import annotations
 
 import csv
-import importlib.util
 import io
 import json
 import math
@@ -15,9 +14,10 @@ import numpy as np
 import pytest
 
 from tvlars.errors import UserError
-from tvlars.report import collect
-from tvlars.report.compare import compare
-from tvlars.report.scaling import (
+from tvlars.tables import build, reproduce
+from tvlars.tables.collect import collect
+from tvlars.tables.compare import compare
+from tvlars.tables.kinds.scaling import (
     COMPARE_FIELDS,
     build_scaling,
     fit_critical_batch,
@@ -25,7 +25,7 @@ from tvlars.report.scaling import (
     scaling_axes,
     scaling_figure,
 )
-from tvlars.spec import load_spec, smoke_spec
+from tvlars.tables.spec import load_spec, smoke_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = {"metric": "val_top1", "value": 80.0, "stop": True}
@@ -346,14 +346,10 @@ def test_figure(spec, runs: Path, tmp_path: Path) -> None:
     assert scaling_figure(spec, build_scaling(spec, collect(nothing)), nothing) == []  # 1 trial: no tuning curve
 
 
-def _script(name: str) -> Any:
-    return importlib.import_module(f"tvlars.{name}")
-
-
 def test_make_tables_writes_the_scaling_outputs(spec, runs: Path, tmp_path: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "results"
-    main = _script("make_tables").main
+    main = build.main
     assert main(["--table", str(spec.path), "--source", str(runs), "--out", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["RUN.md", "runs", "scaling.csv", "scaling.md", "scaling.png",
                                                      "tuning_curve.png"]
@@ -384,19 +380,18 @@ def test_comparison_with_the_committed_scaling_table(spec, runs: Path) -> None:
 
 
 def test_reproduce_table_dispatches_on_the_kind(spec) -> None:
-    reproduce = _script("reproduce")
-    from tvlars.report import scaling, tables
+    from tvlars.tables.kinds import accuracy, scaling
 
     assert reproduce.kind(spec) == (scaling.select, scaling.build_scaling, "scaling.csv", COMPARE_FIELDS)
     table_spec = load_spec("fmnist-mini")
-    assert reproduce.kind(table_spec)[:3] == (tables.select, tables.build_table, "table.csv")
+    assert reproduce.kind(table_spec)[:3] == (accuracy.select, accuracy.build_table, "table.csv")
 
 
 # --------------------------------------------------------------------------------------------- end to end
 @pytest.mark.slow
 @pytest.mark.parametrize("profile", ["smoke", "full"])
 def test_scaling_sweep_end_to_end(profile: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """A tiny scaling study through tvlars.reproduce: search, confirmation (full profile), scaling.md/.csv/.png
+    """A tiny scaling study through tvlars.tables.reproduce: search, confirmation (full profile), scaling.md/.csv/.png
     with the records; a rerun launches nothing and compares every cell equal."""
     from tests.helpers import TINY
 
@@ -412,7 +407,6 @@ def test_scaling_sweep_end_to_end(profile: str, tmp_path: Path, capsys: pytest.C
                                 "columns": {"key": "batch_size", "values": [32, 64, 128]}, "base": base,
                                 "smoke": ["target.value=5"],
                                 "rows": [row("SGD", "sgd", 0.05, 0.5), row("AdamW", "adamw", 0.001, 0.01)]}))
-    reproduce = _script("reproduce")
     args = ["--table", str(path), "--launcher", "basic", "--profile", profile, "--runs", str(tmp_path / "runs"),
             "--results", str(tmp_path / "results")]
     assert reproduce.main(args) == 0

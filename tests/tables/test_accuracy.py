@@ -1,4 +1,4 @@
-"""Tables and figures from synthetic run records (tvlars.report, tvlars.make_tables); no training."""
+"""Tables and figures from synthetic run records (tvlars.tables); no training."""
 
 from __future__ import annotations
 
@@ -14,14 +14,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tvlars.report import build_table, collect, figures, write_figures
-from tvlars.report.figures import phi
-from tvlars.report.lr_schedule import describe_schedule
-from tvlars.report.tables import format_point, tex_escape
-from tvlars.spec import load_spec
+from tvlars.tables import build, figures
+from tvlars.tables.collect import collect
+from tvlars.tables.figures import phi, write_figures
+from tvlars.tables.kinds.accuracy import build_table, format_point, tex_escape
+from tvlars.tables.lr_schedule import describe_schedule
+from tvlars.tables.spec import load_spec
 
 ROOT = Path(__file__).resolve().parent.parent
-collect_module = importlib.import_module("tvlars.report.collect")  # the module; tvlars.report.collect is the function
+collect_module = importlib.import_module("tvlars.tables.collect")  # the module; tvlars.tables.collect is the function
 SPEC = """\
 title: Fashion-MNIST mini table
 claim: TVLARS beats LARS without warm-up at large batch sizes.
@@ -446,14 +447,8 @@ def test_wandb_source(spec, monkeypatch: pytest.MonkeyPatch) -> None:
         collect("wandb:me/x")
 
 
-def _make_tables() -> Any:
-    from tvlars import make_tables
-
-    return make_tables
-
-
 def test_make_tables_cli(spec, runs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    main = _make_tables().main
+    main = build.main
     out = tmp_path / "results"
     assert main(["--table", str(spec.path), "--source", str(runs), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
@@ -472,7 +467,7 @@ def test_make_tables_cli(spec, runs: Path, tmp_path: Path, capsys: pytest.Captur
 def test_trust_families_and_short_series() -> None:
     from matplotlib.figure import Figure
 
-    from tvlars.report.figures import _family, _series
+    from tvlars.tables.figures import _family, _series
 
     def config(target: str, **extra: Any) -> dict[str, Any]:
         return {"optimizer": {"_target_": target, **extra}}
