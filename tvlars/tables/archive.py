@@ -2,8 +2,8 @@
 from, without checkpoints, backbones, W&B files or temporary files, so that ``make tables`` rebuilds the table
 from a fresh clone and a reviewer can audit any cell.
 
-Every file is written atomically (a temporary file, then ``os.replace``); the records directory is swapped in
-whole, so a killed build leaves the previous records or the new ones, never a mixture.
+Every file is written atomically (:func:`tvlars.records.write_atomic`); the records directory is swapped in whole,
+so a killed build leaves the previous records or the new ones, never a mixture.
 """
 
 from __future__ import annotations
@@ -18,18 +18,6 @@ from tvlars.errors import UserError
 
 # What stays behind when records are copied (checkpoints and backbones are large and not needed by any table).
 EXCLUDED = ("*.pt", "*.pth", "*.ckpt", "wandb", "*.tmp", ".write-test")
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same directory and ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def record_names(run_dirs: Iterable[str | Path]) -> dict[str, Path]:

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from tvlars.errors import UserError
-from tvlars.records import FINAL, Status
+from tvlars.records import FINAL, Status, write_atomic
 from tvlars.tables import archive, run_md
 from tvlars.tables.collect import WANDB_PREFIX, collect
 from tvlars.tables.figures import FIGURES, write_figures
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     written = []
     for name, text in table.files.items():
-        archive.write_atomic(out / name, text.encode())
+        write_atomic(out / name, text.encode())
         written.append(out / name)
     if window:
         figures = lr_window.figures(spec, table, out)

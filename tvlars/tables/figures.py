@@ -25,8 +25,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from tvlars.records import read_jsonl
-from tvlars.tables.archive import write_atomic
+from tvlars.records import read_jsonl, write_atomic
 from tvlars.tables.collect import normalize
 from tvlars.tables.kinds.accuracy import METRIC_TEXT, SPLIT_TEXT, Table, column_header, format_value
 from tvlars.tables.spec import Spec

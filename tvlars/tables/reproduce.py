@@ -27,6 +27,7 @@ import torch
 from tvlars.data import DATASETS, write_fake
 from tvlars.data.loaders import usable_cpus
 from tvlars.errors import UserError
+from tvlars.records import write_atomic
 from tvlars.tables import archive
 from tvlars.tables import build as make_tables
 from tvlars.tables.collect import collect
@@ -176,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         table = build(spec, collect(out_dir))
         report = lr_window.compare(committed, table) if spec.kind == lr_window.KIND else \
             compare(committed, table, fields)
-        (out_dir / "comparison.md").write_text(report)
+        write_atomic(out_dir / "comparison.md", report.encode())
         print(f"\n{report}(also in {out_dir / 'comparison.md'})")
     return code
 

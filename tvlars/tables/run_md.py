@@ -30,8 +30,8 @@ from typing import Any
 import pandas as pd
 
 from tvlars.paths import EXPERIMENTS_DIR
-from tvlars.records import FINAL, read_jsonl
-from tvlars.tables.archive import size, write_atomic
+from tvlars.records import FINAL, read_jsonl, write_atomic
+from tvlars.tables.archive import size
 from tvlars.tables.collect import WANDB_PREFIX, normalize
 from tvlars.tables.kinds.accuracy import column_header, format_value, md_table, seeds_text
 from tvlars.tables.spec import Spec
