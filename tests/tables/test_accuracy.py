@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import io
 import json
 import math
@@ -14,15 +12,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import tvlars.tables.collect as collect_module
+from tests.tables.studies import study_fixtures
 from tvlars.tables import build, figures
 from tvlars.tables.collect import collect
-from tvlars.tables.figures import phi, write_figures
-from tvlars.tables.kinds.accuracy import build_table, format_point, tex_escape
+from tvlars.tables.kinds import accuracy
+from tvlars.tables.kinds.accuracy import ACCURACY, phi, tex_escape
 from tvlars.tables.lr_schedule import describe_schedule
+from tvlars.tables.render import format_point
 from tvlars.tables.spec import load_spec
 
-ROOT = Path(__file__).resolve().parent.parent
-collect_module = importlib.import_module("tvlars.tables.collect")  # the module; tvlars.tables.collect is the function
 SPEC = """\
 title: Fashion-MNIST mini table
 claim: TVLARS beats LARS without warm-up at large batch sizes.
@@ -87,18 +86,6 @@ TV = {"_target_": "tvlars.optim.tvlars.tvlars_from_epochs", "lr": 1.0, "alpha": 
       "gamma_min": 0.001}
 
 
-@pytest.fixture
-def spec(tmp_path: Path):
-    path = tmp_path / "mini.yaml"
-    path.write_text(SPEC)
-    return load_spec(path)
-
-
-@pytest.fixture
-def runs(tmp_path: Path) -> Path:
-    return write_table_runs(tmp_path / "runs")
-
-
 def write_table_runs(root: Path) -> Path:
     """A table with every kind of record: selection traps, divergence, gaps, corrupt and foreign runs."""
     nw = "LARS (no warm-up)"
@@ -137,6 +124,9 @@ def write_table_runs(root: Path) -> Path:
     return root
 
 
+spec, runs = study_fixtures(SPEC, "mini", write_table_runs)
+
+
 def test_collect_directory(runs: Path) -> None:
     df = collect(runs)
     assert len(df) == 23  # linear_eval/ skipped
@@ -159,7 +149,7 @@ def test_collect_bad_source(tmp_path: Path) -> None:
 
 
 def test_selection_and_cells(spec, runs: Path) -> None:
-    table = build_table(spec, collect(runs))
+    table = ACCURACY.build(spec, collect(runs))
     cells = table.cells
     nw512 = cells[("LARS (no warm-up)", 512)]
     assert nw512.status == "ok" and nw512.point == {"optimizer.lr": 1}  # best mean, not the best single seed (95)
@@ -225,7 +215,7 @@ def test_chosen_on_validation_reported_on_test(tmp_path: Path, monkeypatch: pyte
         for seed, best in ((1, 60.0), (2, 62.0)):
             write_run(root, "SGD", column, top, seed, best, table="protocol", schedule=schedule,
                       final_train_top1=97.0 + 2 * (seed == 1), final_test_top1_rawbn=best - 10.0)
-    table = build_table(spec, collect(root))
+    table = ACCURACY.build(spec, collect(root))
     cell = table.cells[("SGD", 256)]
     assert cell.point["optimizer.lr"] == max(p["optimizer.lr"] for p in spec.rows[0].points(256))
     assert sorted(cell.trials) == [70.0, 70.0, 80.0] and cell.values == [59.0, 61.0]  # reported: final test top-1
@@ -240,7 +230,7 @@ def test_chosen_on_validation_reported_on_test(tmp_path: Path, monkeypatch: pyte
     assert "SGD @ B=256: optimizer.lr largest; SGD @ B=1024: optimizer.lr largest." in md
     assert "## Train top-1 of the reported runs" in md and "| SGD | 98.00 ± 1.41 | 98.00 ± 1.41 |" in md
     assert "## BatchNorm lag" in md and "| SGD | 9.00 | 9.00 |" in md
-    assert r"60.00 $\pm$ 1.41$^\triangleright$" in table.latex
+    assert r"60.00 $\pm$ 1.41$^\triangleright$" in table.files["table.tex"]
 
     drawn: dict[str, tuple[list[Any], str, str]] = {}  # figure -> its panels, y label and title
 
@@ -248,8 +238,9 @@ def test_chosen_on_validation_reported_on_test(tmp_path: Path, monkeypatch: pyte
         drawn[path.name] = axes, ylabel, title
         return [path]
 
-    monkeypatch.setattr(figures, "_save", save)
-    figures.write_figures(spec, table, collect(root), tmp_path / "figures")
+    for module in (accuracy, figures):  # the accuracy figures' and the tuning curve's
+        monkeypatch.setattr(module, "save", save)
+    ACCURACY.draw(spec, table, collect(root), tmp_path / "figures")
     axes, ylabel, title = drawn["tuning_curve.png"]
     assert ylabel == "best so far: final-epoch validation top-1 (%)" and "chosen on validation" in title
     markers = [line.get_marker() for ax in axes for line in ax.lines]
@@ -289,7 +280,7 @@ def test_divergence_duplicates_and_strays(tmp_path: Path) -> None:
     # B=1024: only a partly diverged point exists -> chosen, marked †
     write_run(root, nw, 1024, {"optimizer.lr": 3}, 0, 70.0, table="t")
     write_run(root, nw, 1024, {"optimizer.lr": 3}, 1, None, status="diverged", table="t")
-    table = build_table(spec, collect(root))
+    table = ACCURACY.build(spec, collect(root))
     clean, partial = table.cells[(nw, 512)], table.cells[(nw, 1024)]
     assert clean.point == {"optimizer.lr": 1} and clean.mean == pytest.approx(81.0) and clean.diverged == 0
     assert partial.point == {"optimizer.lr": 3} and partial.diverged == 1 and partial.n == 1
@@ -307,7 +298,7 @@ def test_divergence_duplicates_and_strays(tmp_path: Path) -> None:
 
 
 def test_claim_section(spec, runs: Path) -> None:
-    md = build_table(spec, collect(runs)).markdown
+    md = ACCURACY.build(spec, collect(runs)).markdown
     claim = md.split("## Paper's claim vs our numbers")[1]
     assert "TVLARS beats LARS without warm-up" in claim
     # Two tests in the family: 0.069 and 0.106 become 2 × 0.069 = 0.139 and max(0.139, 0.106) = 0.139 (Holm).
@@ -332,7 +323,7 @@ def test_claim_single_seed_and_no_compare(tmp_path: Path) -> None:
     root = tmp_path / "runs"
     write_run(root, "LARS (no warm-up)", 512, {"optimizer.lr": 1}, 0, 80.0, table="one")
     write_run(root, "TVLARS", 512, {"optimizer.lr": 1, "optimizer.lam": 1e-3}, 0, 79.0, table="one")
-    md = build_table(spec, collect(root)).markdown
+    md = ACCURACY.build(spec, collect(root)).markdown
     assert "-1.00 points (one seed: no estimate of seed noise; no test)" in md
     assert "TVLARS beats the best no-warm-up baseline significantly in 0 of 1 columns" in md
     assert "1 column(s) could not be tested" in md and "small-scale" not in md
@@ -341,7 +332,7 @@ def test_claim_single_seed_and_no_compare(tmp_path: Path) -> None:
     # Without `compare:` nothing is guessed from the labels.
     (tmp_path / "plain.yaml").write_text(text.replace("compare: {method: [TVLARS], no_warmup: [LARS (no warm-up)]}\n",
                                                       ""))
-    md = build_table(load_spec(tmp_path / "plain.yaml"), collect(root)).markdown
+    md = ACCURACY.build(load_spec(tmp_path / "plain.yaml"), collect(root)).markdown
     assert "TVLARS beats LARS without warm-up" in md and "beats the best" not in md
     assert "The spec declares no `compare:` rows (method and baselines) and no `claims:`" in md
 
@@ -351,21 +342,21 @@ def test_columns_other_than_batch_size_without_grid(tmp_path: Path) -> None:
                                        "seeds: [0]\nrows: [{label: TVLARS}, {label: LARS}]\n")
     spec = load_spec(tmp_path / "lrs.yaml")
     write_run(tmp_path / "runs", "TVLARS", 5, {}, 0, 70.0, table="lrs")
-    table = build_table(spec, collect(tmp_path / "runs"))
+    table = ACCURACY.build(spec, collect(tmp_path / "runs"))
     # chosen on validation (no select_on: the default), reported on test: final_test_top1 = 70 - 1
     assert "| TVLARS | constant | 1 | 69.00 | – |" in table.markdown and "Selected point" not in table.markdown
     assert "LARS @ lr=10: 0 of 1 runs finished (1 grid point(s) × 1 seed(s)); 1 missing (seed 0)" in table.problems
 
 
 def test_latex_and_csv(spec, runs: Path) -> None:
-    table = build_table(spec, collect(runs))
-    tex = table.latex
+    table = ACCURACY.build(spec, collect(runs))
+    tex = table.files["table.tex"]
     assert r"\toprule" in tex and r"\bottomrule" in tex and r"\begin{tabular}{lrcc}" in tex
     assert r"TVLARS & 4 & 89.50 $\pm$ 0.71" in tex and "LARS (no warm-up) & 4 & 84.00 $\\pm$ 1.41" in tex
     assert r"\textbf" not in tex.split(r"\midrule")[1]  # not significant (p = 0.11), so not bold
     assert " & div & " not in tex and tex.count(" & div") == 1 and " & -- \\\\" in tex
     assert tex_escape("a_b & 50% #1") == r"a\_b \& 50\% \#1"
-    df = pd.read_csv(io.StringIO(table.csv))
+    df = pd.read_csv(io.StringIO(table.files["table.csv"]))
     assert list(df.columns) == ["row", "column", "metric", "mean", "std", "n_seeds", "chosen_point", "status"]
     assert len(df) == 6
     row = df[(df["row"] == "TVLARS") & (df["column"] == 512)].iloc[0]
@@ -394,12 +385,12 @@ def test_phi_matches_optimizer() -> None:
 def test_figures(spec, runs: Path, tmp_path: Path) -> None:
     df = collect(runs)
     out = tmp_path / "out"
-    paths = write_figures(spec, build_table(spec, df), df, out)
+    paths = ACCURACY.draw(spec, ACCURACY.build(spec, df), df, out)
     assert sorted(p.name for p in paths) == ["accuracy_vs_epoch.png", "phi.png", "trust_ratio.png", "tuning_curve.png"]
     assert all(p.stat().st_size > 1000 for p in paths)
     # No metrics, no trust, no TVLARS configs: nothing is drawn, nothing crashes.
     empty = collect(tmp_path / "out")
-    assert write_figures(spec, build_table(spec, empty), empty, tmp_path / "none") == []
+    assert ACCURACY.draw(spec, ACCURACY.build(spec, empty), empty, tmp_path / "none") == []
 
 
 class FakeRun:
@@ -433,7 +424,7 @@ def test_wandb_source(spec, monkeypatch: pytest.MonkeyPatch) -> None:
     assert calls == ["me/tvlars"]
     assert list(df["status"]) == ["completed", "completed", "diverged", "failed", "running"]
     assert df["run_dir"].iloc[0] == "wandb:me/tvlars/r0finished"
-    cell = build_table(spec, df).cells[("LARS (no warm-up)", 512)]
+    cell = ACCURACY.build(spec, df).cells[("LARS (no warm-up)", 512)]
     assert cell.point == {"optimizer.lr": 1} and cell.mean == pytest.approx(81.0)
 
     class Broken:
@@ -467,7 +458,8 @@ def test_make_tables_cli(spec, runs: Path, tmp_path: Path, capsys: pytest.Captur
 def test_trust_families_and_short_series() -> None:
     from matplotlib.figure import Figure
 
-    from tvlars.tables.figures import _family, _series
+    from tvlars.tables.figures import draw_series
+    from tvlars.tables.kinds.accuracy import _family
 
     def config(target: str, **extra: Any) -> dict[str, Any]:
         return {"optimizer": {"_target_": target, **extra}}
@@ -477,7 +469,7 @@ def test_trust_families_and_short_series() -> None:
     assert _family(config("tvlars.optim.CDAT", base="lars")) == "lars"
     assert _family(config("torch.optim.SGD")) is None and _family({}) is None
     ax = Figure().subplots()
-    _series(ax, np.array([5.0]), np.array([0.3]), np.array([0.2]), np.array([0.4]), "C0", "one point")
+    draw_series(ax, np.array([5.0]), np.array([0.3]), np.array([0.2]), np.array([0.4]), "C0", "one point")
     line = ax.lines[0]  # then the error bar's caps
     assert line.get_marker() == "o" and line.get_linestyle() == "None"  # a marker with an error bar, not a line
     assert len(ax.containers) == 1

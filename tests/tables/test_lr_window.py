@@ -12,8 +12,10 @@ from typing import Any
 
 import pytest
 
+from tests.tables.studies import study_fixtures, write_spec
 from tvlars.errors import UserError
 from tvlars.records import read_jsonl
+from tvlars.tables.render import csv_text
 from tvlars.tables.spec import load_spec, smoke_spec
 
 SPEC = """\
@@ -36,15 +38,9 @@ notes: Synthetic records.
 """
 
 
-def write_spec(tmp_path: Path, text: str = SPEC, name: str = "win") -> Path:
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(text)
-    return path
-
-
 # --------------------------------------------------------------------------------------------- the spec
 def test_the_spec_loads_with_its_sweep_and_tolerance(tmp_path: Path) -> None:
-    spec = load_spec(write_spec(tmp_path))
+    spec = load_spec(write_spec(tmp_path, SPEC, "win"))
     assert spec.kind == "lr_window" and spec.sweep == "optimizer.lr" and spec.window_tolerance == 2.0
     assert spec.metric == "final_val_top1" and spec.select_on == "val"
     assert len(spec.jobs()) == 2 * 5 * 3 and spec.runs_per_cell(spec.rows[0]) == 15
@@ -72,7 +68,7 @@ def test_the_spec_loads_with_its_sweep_and_tolerance(tmp_path: Path) -> None:
 ])
 def test_bad_lr_window_specs_fail_with_one_line(edit: Any, needle: str, tmp_path: Path) -> None:
     with pytest.raises(UserError, match=f"experiment spec win: .*{needle}") as caught:
-        load_spec(write_spec(tmp_path, edit(SPEC)))
+        load_spec(write_spec(tmp_path, edit(SPEC), "win"))
     assert "\n" not in str(caught.value)
 
 
@@ -146,14 +142,7 @@ def write_study(root: Path) -> Path:
     return root
 
 
-@pytest.fixture
-def spec(tmp_path: Path):
-    return load_spec(write_spec(tmp_path))
-
-
-@pytest.fixture
-def runs(tmp_path: Path) -> Path:
-    return write_study(tmp_path / "runs")
+spec, runs = study_fixtures(SPEC, "win", write_study)
 
 
 def test_windows_intervals_and_values_from_records(spec, runs: Path) -> None:
@@ -161,9 +150,9 @@ def test_windows_intervals_and_values_from_records(spec, runs: Path) -> None:
     Leaving out seed 0: 2 (86.5) in, 8 (85.5) out → [2, 4]; seed 1: [2, 8] (16's mean 85 < 86); seed 2: 2 (85.5)
     out → [4, 8]: widths log10 2 to log10 4. B: best 4 (85) → {2, 4} with every seed left out."""
     from tvlars.tables.collect import collect
-    from tvlars.tables.kinds.lr_window import build
+    from tvlars.tables.kinds.lr_window import LR_WINDOW
 
-    table = build(spec, collect(runs))
+    table = LR_WINDOW.build(spec, collect(runs))
     a, b = table.cells[("A", 4096)], table.cells[("B", 4096)]
     assert a.window.members == (2, 4, 8) and a.window.best == 4 and a.window.width == pytest.approx(math.log10(4))
     assert [w.members for w in a.left_out] == [(2, 4), (2, 4, 8), (4, 8)]
@@ -187,17 +176,17 @@ def test_windows_intervals_and_values_from_records(spec, runs: Path) -> None:
     assert "B @ B=4096: lr=16 seed 0 failed: RuntimeError: boom" in md
     assert "B @ B=4096: 1 completed run(s) have no final_val_top1" in md
     assert "1 run(s) with row label" not in md and "> A is at least as wide as B." in md
-    lines = list(csv.DictReader(io.StringIO(table.csv)))
+    lines = list(csv.DictReader(io.StringIO(table.files["lr_window.csv"])))
     assert len(lines) == 10 and [line["in_window"] for line in lines[:5]] == ["0", "1", "1", "1", "0"]
     assert lines[4]["val_mean"] == "85.0000" and lines[4]["diverged"] == "1" and lines[4]["n_seeds"] == "2"
-    windows = list(csv.DictReader(io.StringIO(table.rows_csv)))
+    windows = list(csv.DictReader(io.StringIO(table.files["lr_window_rows.csv"])))
     assert (windows[0]["low"], windows[0]["high"], windows[0]["width_decades"], windows[0]["width_min"]) == \
         ("2.0", "8.0", "0.6021", "0.3010")
 
 
 def test_censored_windows_and_comparisons_beyond_seed_noise(tmp_path: Path) -> None:
     from tvlars.tables.collect import collect
-    from tvlars.tables.kinds.lr_window import build
+    from tvlars.tables.kinds.lr_window import LR_WINDOW
 
     root = tmp_path / "runs"
     for lr, scores in ((1, (88, 88, 87)), (2, (88, 87, 88)), (4, (87, 88, 88)), (8, (80, 80, 80)), (16, (70,) * 3)):
@@ -206,7 +195,7 @@ def test_censored_windows_and_comparisons_beyond_seed_noise(tmp_path: Path) -> N
     for lr, scores in ((1, (70,) * 3), (2, (70,) * 3), (4, (85,) * 3), (8, (60,) * 3), (16, (60,) * 3)):
         for seed, val in enumerate(scores):
             write_run(root, "B", lr, seed, val)
-    md = build(load_spec(write_spec(tmp_path)), collect(root)).markdown
+    md = LR_WINDOW.build(load_spec(write_spec(tmp_path, SPEC, "win")), collect(root)).markdown
     assert "| A | [≤ 1, 4] | ≥ 0.60 | 0.60 – 0.60 | 1 |" in md and "| B | [4, 4] | 0.00 | 0.00 – 0.00 | 4 |" in md
     assert ("- A (≥ 0.60 decades) is wider than B (0.00 decades): beyond seed noise, every leave-one-seed-out width "
             "of A (0.60 – 0.60) exceeds every one of B (0.00 – 0.00). The window of A reaches the edge of its sweep: "
@@ -234,40 +223,38 @@ def test_make_tables_writes_the_lr_window_outputs_and_figures(spec, runs: Path, 
 def test_the_sharpness_figure_draws_each_row_at_its_best_lr(spec, runs: Path, tmp_path: Path) -> None:
     from tvlars.tables.collect import collect
     from tvlars.tables.instrument_figures import preconditioned_ratio, series
-    from tvlars.tables.kinds.lr_window import build, figures
+    from tvlars.tables.kinds.lr_window import LR_WINDOW
 
-    table = build(spec, collect(runs))
+    table = LR_WINDOW.build(spec, collect(runs))
     ratios = [series(d, "sharpness.jsonl", preconditioned_ratio) for d in table.cells[("A", 4096)].at(4).runs]
     assert [r.round(6).tolist() for r in ratios] == [[0.5, 0.9, 1.0], [0.6, 0.9, 1.05], [0.7, 0.9, 1.1]]
     for run_dir in runs.rglob("sharpness.jsonl"):
         run_dir.unlink()
-    assert [p.name for p in figures(spec, build(spec, collect(runs)), tmp_path / "figs")] == ["lr_window.png"]
+    df = collect(runs)
+    assert [p.name for p in LR_WINDOW.draw(spec, LR_WINDOW.build(spec, df), df, tmp_path / "figs")] == ["lr_window.png"]
 
 
 def test_comparison_with_the_committed_lr_window_table(spec, runs: Path) -> None:
     from tvlars.tables.collect import collect
-    from tvlars.tables.kinds.lr_window import build, compare
+    from tvlars.tables.kinds.lr_window import LR_WINDOW
 
-    table = build(spec, collect(runs))
-    assert "10 same value" in compare(table.csv, table)
-    lines = list(csv.DictReader(io.StringIO(table.csv)))
+    table = LR_WINDOW.build(spec, collect(runs))
+    committed = table.files["lr_window.csv"]
+    assert "10 same value" in LR_WINDOW.compare(committed, table)
+    lines = list(csv.DictReader(io.StringIO(committed)))
     lines[2]["val_mean"], lines[2]["val_std"] = "80.0", "0.5"  # A @ 4 was far lower
     lines[1]["val_mean"] = "86.5"  # A @ 2: within the seeds' spread (85, 86, 87)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(lines[0]))
-    writer.writeheader()
-    writer.writerows(lines)
-    report = compare(buffer.getvalue(), table)
+    report = LR_WINDOW.compare(csv_text(list(lines[0]), [line.values() for line in lines]), table)
     assert "8 same value, 1 within seed noise, 1 different" in report
     assert "- A @ lr=4: different (80.00 → 88.00, Welch p = " in report
     assert "- A @ lr=2: within seed noise (86.50 → 86.00, Welch p = " in report
 
 
-def test_reproduce_dispatches_on_the_kind(spec) -> None:
-    from tvlars.tables import reproduce
-    from tvlars.tables.kinds import lr_window
+def test_the_spec_names_its_kind(spec) -> None:
+    from tvlars.tables.kinds import KINDS
+    from tvlars.tables.kinds.lr_window import LR_WINDOW
 
-    assert reproduce.kind(spec) == (lr_window.select, lr_window.build, "lr_window.csv", lr_window.COMPARE_FIELDS)
+    assert KINDS[spec.kind] is LR_WINDOW and LR_WINDOW.csv == "lr_window.csv" and not LR_WINDOW.instruments
 
 
 # --------------------------------------------------------------------------------------------- end to end

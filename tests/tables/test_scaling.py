@@ -13,21 +13,16 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.tables.studies import study_fixtures
 from tvlars.errors import UserError
 from tvlars.tables import build, reproduce
 from tvlars.tables.collect import collect
-from tvlars.tables.compare import compare
-from tvlars.tables.kinds.scaling import (
-    COMPARE_FIELDS,
-    build_scaling,
-    fit_critical_batch,
-    km_median,
-    scaling_axes,
-    scaling_figure,
-)
+from tvlars.tables.kinds import KINDS
+from tvlars.tables.kinds.accuracy import ACCURACY
+from tvlars.tables.kinds.scaling import SCALING, fit_critical_batch, km_median, scaling_axes
+from tvlars.tables.render import csv_text
 from tvlars.tables.spec import load_spec, smoke_spec
 
-ROOT = Path(__file__).resolve().parent.parent
 TARGET = {"metric": "val_top1", "value": 80.0, "stop": True}
 SPEC = """\
 kind: scaling
@@ -113,16 +108,7 @@ def write_study(root: Path) -> Path:
     return root
 
 
-@pytest.fixture
-def spec(tmp_path: Path):
-    path = tmp_path / "scal.yaml"
-    path.write_text(SPEC)
-    return load_spec(path)
-
-
-@pytest.fixture
-def runs(tmp_path: Path) -> Path:
-    return write_study(tmp_path / "runs")
+spec, runs = study_fixtures(SPEC, "scal", write_study)
 
 
 # --------------------------------------------------------------------------------------------- the fit
@@ -236,7 +222,7 @@ def test_bad_scaling_specs_fail_with_one_line(edit, needle: str, tmp_path: Path)
 
 # --------------------------------------------------------------------------------------------- selection
 def test_selection_takes_the_fewest_steps_among_trials_that_always_reach(spec, runs: Path) -> None:
-    table = build_scaling(spec, collect(runs))
+    table = SCALING.build(spec, collect(runs))
     cells = table.cells
     sgd64 = cells[("SGD", 64)]
     assert sgd64.status == "ok" and sgd64.point == {"optimizer.lr": 0.1}  # not lr 0.2's 80 with a seed unreached
@@ -276,7 +262,7 @@ def test_confirmation_seeds_are_reported(tmp_path: Path) -> None:
     write_run(root, "SGD", 256, 0.1, 0, 40)
     for seed in (1, 2):  # the confirmation of SGD @ 256: 1 of 3 seeds reached the target
         write_run(root, "SGD", 256, 0.1, seed, None)
-    table = build_scaling(spec, collect(root))
+    table = SCALING.build(spec, collect(root))
     cell = table.cells[("SGD", 64)]
     assert (cell.point, cell.mean, cell.n, cell.finished, cell.expected) == ({"optimizer.lr": 0.2}, 85, 2, 3, 3)
     # seeds reached at 80 and 90, the third censored at its 100-step cap: S = 2/3 after 80, 1/3 after 90
@@ -293,7 +279,7 @@ def test_confirmation_seeds_are_reported(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------------------------- outputs
 def test_markdown_and_csv(spec, runs: Path) -> None:
-    table = build_scaling(spec, collect(runs))
+    table = SCALING.build(spec, collect(runs))
     md = table.markdown
     assert md.startswith("# Fake scaling study\n")
     assert "optimizer steps until `val_top1` reaches 80 (the target of the runs' configs" in md
@@ -312,7 +298,7 @@ def test_markdown_and_csv(spec, runs: Path) -> None:
     assert "| AdamW | 1 | – | not identifiable: 1 batch size(s) with a finite median steps to target, the fit needs " \
            "3 |" in md
     assert "## Selected point per cell" in md and "Notes: Synthetic records." in md
-    lines = list(csv.DictReader(io.StringIO(table.csv)))
+    lines = list(csv.DictReader(io.StringIO(table.files["scaling.csv"])))
     assert len(lines) == 3 * 4
     assert list(lines[0]) == ["row", "batch_size", "steps_median", "steps_mean", "steps_std", "images_mean",
                               "time_mean_s", "n_reached", "n_seeds", "cap_steps", "chosen_point", "status"]
@@ -325,7 +311,7 @@ def test_markdown_and_csv(spec, runs: Path) -> None:
 
 
 def test_figure(spec, runs: Path, tmp_path: Path) -> None:
-    table = build_scaling(spec, collect(runs))
+    table = SCALING.build(spec, collect(runs))
     ax = scaling_axes(spec, table)
     labels = ax.get_legend_handles_labels()[1]
     assert labels[:3] == ["SGD", "LARS", "AdamW"]  # the perfect-scaling line goes through SGD's 100 (LARS: 202)
@@ -338,12 +324,13 @@ def test_figure(spec, runs: Path, tmp_path: Path) -> None:
     first, second = tmp_path / "a", tmp_path / "b"
     for out in (first, second):
         out.mkdir()
-        assert scaling_figure(spec, table, out) == [out / "scaling.png", out / "tuning_curve.png"]
+        assert SCALING.figures(spec, table, collect(runs), out) == [out / "scaling.png", out / "tuning_curve.png"]
     assert (first / "scaling.png").read_bytes() == (second / "scaling.png").read_bytes()
     nothing = tmp_path / "none"
     nothing.mkdir()
     write_run(nothing, "SGD", 64, 0.1, 0, None)
-    assert scaling_figure(spec, build_scaling(spec, collect(nothing)), nothing) == []  # 1 trial: no tuning curve
+    df = collect(nothing)
+    assert SCALING.figures(spec, SCALING.build(spec, df), df, nothing) == []  # 1 trial: no tuning curve
 
 
 def test_make_tables_writes_the_scaling_outputs(spec, runs: Path, tmp_path: Path,
@@ -362,29 +349,23 @@ def test_make_tables_writes_the_scaling_outputs(spec, runs: Path, tmp_path: Path
 
 
 def test_comparison_with_the_committed_scaling_table(spec, runs: Path) -> None:
-    table = build_scaling(spec, collect(runs))
-    assert "12 same value" in compare(table.csv, table, COMPARE_FIELDS)
-    lines = list(csv.DictReader(io.StringIO(table.csv)))
+    table = SCALING.build(spec, collect(runs))
+    committed = table.files["scaling.csv"]
+    assert "12 same value" in SCALING.compare(committed, table)
+    lines = list(csv.DictReader(io.StringIO(committed)))
     lines[0]["steps_mean"] = "112.0"  # within the seeds' spread (100, 120)
     lines[4]["steps_mean"], lines[4]["steps_std"] = "400.0", "1.0"  # LARS @ 64: far from 206.25
     lines[3]["status"] = "ok"  # SGD @ 512 was reached before
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(lines[0]))
-    writer.writeheader()
-    writer.writerows(lines)
-    report = compare(buffer.getvalue(), table, COMPARE_FIELDS)
+    report = SCALING.compare(csv_text(list(lines[0]), [line.values() for line in lines]), table)
     assert "9 same value, 1 within seed noise, 2 different" in report
     assert "- SGD @ B=64: within seed noise (112.00 → 110.00, Welch p = " in report
     assert "- LARS @ B=64: different (400.00 → 206.25, Welch p = " in report
     assert "- SGD @ B=512: different (ok → not_reached)" in report
 
 
-def test_reproduce_table_dispatches_on_the_kind(spec) -> None:
-    from tvlars.tables.kinds import accuracy, scaling
-
-    assert reproduce.kind(spec) == (scaling.select, scaling.build_scaling, "scaling.csv", COMPARE_FIELDS)
-    table_spec = load_spec("fmnist-mini")
-    assert reproduce.kind(table_spec)[:3] == (accuracy.select, accuracy.build_table, "table.csv")
+def test_the_spec_names_its_kind(spec) -> None:
+    assert KINDS[spec.kind] is SCALING and SCALING.csv == "scaling.csv"
+    assert KINDS[load_spec("fmnist-mini").kind] is ACCURACY
 
 
 # --------------------------------------------------------------------------------------------- end to end

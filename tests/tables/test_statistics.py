@@ -15,8 +15,8 @@ from scipy import stats
 from tests.tables.test_accuracy import main_table, write_run
 from tvlars.errors import UserError
 from tvlars.tables.collect import collect
-from tvlars.tables.compare import compare, verdict
-from tvlars.tables.kinds.accuracy import build_table
+from tvlars.tables.compare import verdict
+from tvlars.tables.kinds.accuracy import ACCURACY
 from tvlars.tables.spec import load_spec
 from tvlars.tables.statistics import Difference, adjust, holm, tost, welch
 
@@ -94,22 +94,23 @@ def test_bold_only_beyond_seed_noise(tmp_path: Path) -> None:
         # B=1024: the data-path case: 91.53 ± 0.05 vs 91.44 ± 0.07 is seed noise -> nothing bold
         ("TVLARS", 1024): [91.49, 91.57, 91.53], ("SGD", 1024): [91.39, 91.49, 91.44], ("LARS", 1024): [50, 51, 52],
     })
-    table = build_table(spec, collect(root))
+    table = ACCURACY.build(spec, collect(root))
     assert table.bold == {("TVLARS", 512)}
     assert "| TVLARS | constant | 3 | **90.10 ± 0.10** | 91.53 ± 0.04 |" in table.markdown
     assert "Welch's t-test over the seeds of the two cells (two-sided), Holm–Bonferroni-adjusted over this table's " \
            "2 such test(s) (one per column where a test can be made), adjusted p < 0.05" in table.markdown
-    assert r"\textbf{90.10 $\pm$ 0.10}" in table.latex and r"\textbf{91.53" not in table.latex
+    latex = table.files["table.tex"]
+    assert r"\textbf{90.10 $\pm$ 0.10}" in latex and r"\textbf{91.53" not in latex
 
 
 def test_single_seed_table_has_no_bold_and_says_why(tmp_path: Path) -> None:
     text = SPEC.replace("seeds: [0, 1, 2]", "seeds: [0]")
     spec, root = spec_and_runs(tmp_path, {("TVLARS", 512): [90.0], ("SGD", 512): [50.0], ("LARS", 512): [40.0]},
                                text)
-    table = build_table(spec, collect(root))
+    table = ACCURACY.build(spec, collect(root))
     assert table.bold == set() and "**" not in main_table(table.markdown)
     assert "Nothing is bold in this table: with one seed per cell there is no estimate of seed noise" in table.markdown
-    assert "one seed: nothing is bold" in table.latex
+    assert "one seed: nothing is bold" in table.files["table.tex"]
 
 
 def test_chance_level_cells_never_count_in_the_claim(tmp_path: Path) -> None:
@@ -119,7 +120,7 @@ def test_chance_level_cells_never_count_in_the_claim(tmp_path: Path) -> None:
         # B=1024: LARS at chance, TVLARS trains: not counted as a win over the no-warm-up baseline.
         ("TVLARS", 1024): [70.0, 71.0, 72.0], ("LARS", 1024): [10.2, 10.2, 10.2], ("SGD", 1024): [50.0, 51.0, 52.0],
     })
-    md = build_table(spec, collect(root)).markdown
+    md = ACCURACY.build(spec, collect(root)).markdown
     claim = md.split("## Paper's claim vs our numbers")[1]
     assert "- B=512: TVLARS 13.00 ± 1.00 (chance) is within 5 points of chance level (10.0 %); not compared." in claim
     assert "vs the best no-warm-up baseline: every such row diverged, failed or is at chance level" in claim
@@ -133,12 +134,12 @@ def test_chance_level_cells_never_count_in_the_claim(tmp_path: Path) -> None:
 def test_chance_from_num_classes_else_the_spec_else_an_error(tmp_path: Path) -> None:
     values = {("TVLARS", 512): [3.0, 4.0, 5.0], ("SGD", 512): [30.0, 31.0, 32.0]}
     spec, root = spec_and_runs(tmp_path, values, num_classes=100)  # chance 1 %: 4 % is within 5 points
-    assert build_table(spec, collect(root)).cells[("TVLARS", 512)].at_chance
+    assert ACCURACY.build(spec, collect(root)).cells[("TVLARS", 512)].at_chance
     spec, root = spec_and_runs(tmp_path / "b", values, SPEC + "chance: 0.5\n", num_classes=None)
-    assert build_table(spec, collect(root)).cells[("TVLARS", 512)].chance == 0.5
+    assert ACCURACY.build(spec, collect(root)).cells[("TVLARS", 512)].chance == 0.5
     spec, root = spec_and_runs(tmp_path / "c", values, num_classes=None)
     with pytest.raises(UserError, match=r"chance level of SGD @ B=512 is unknown .* add `chance: <accuracy in %>`"):
-        build_table(spec, collect(root))
+        ACCURACY.build(spec, collect(root))
 
 
 def test_confirmation_seeds_are_reported_not_the_search_seeds(tmp_path: Path) -> None:
@@ -157,7 +158,7 @@ def test_confirmation_seeds_are_reported_not_the_search_seeds(tmp_path: Path) ->
     for seed, acc in ((1, 75.0), (2, 77.0)):
         write_run(root, "SGD", 512, second, seed, acc, table="stats")
         write_run(root, "SGD", 512, first, seed, 99.0, table="stats")  # leftovers at the other point: not used
-    table = build_table(spec, collect(root))
+    table = ACCURACY.build(spec, collect(root))
     cell = table.cells[("SGD", 512)]
     assert cell.point == second and cell.values == [80.0, 75.0, 77.0] and cell.n == 3
     assert cell.trials == [70.0, 80.0] and cell.search_done
@@ -168,7 +169,7 @@ def test_confirmation_seeds_are_reported_not_the_search_seeds(tmp_path: Path) ->
     # a cell whose confirmation has not run yet says so
     write_run(root, "TVLARS", 512, {"optimizer.lr": 1}, 0, 60.0, table="stats")
     write_run(root, "TVLARS", 512, {"optimizer.lr": 2}, 0, 50.0, table="stats")
-    problems = "\n".join(build_table(spec, collect(root)).problems)
+    problems = "\n".join(ACCURACY.build(spec, collect(root)).problems)
     assert "TVLARS @ B=512: confirmation of the chosen point (lr=1): 1 of 3 seeds usable (seeds 1, 2 not)" in problems
 
 
@@ -178,13 +179,13 @@ def test_failed_runs_are_marked_and_listed_with_their_error(tmp_path: Path) -> N
               error="RuntimeError: CUDA out of memory\nTraceback (most recent call last): ...")
     for seed in range(3):
         write_run(root, "LARS", 1024, {}, seed, None, status="failed", table="stats", error="ValueError: bad lr")
-    table = build_table(spec, collect(root))
+    table = ACCURACY.build(spec, collect(root))
     assert "| TVLARS | constant | 3 | **90.50 ± 0.71** (n=2/3)‡ |" in table.markdown
     assert "| LARS | – | 3 | – | failed‡ |" in table.markdown  # no reported run: no schedule to read
     problems = "\n".join(table.problems)
     assert "TVLARS @ B=512: seed 2 failed: RuntimeError: CUDA out of memory" in problems and "Traceback" not in problems
     assert problems.count("LARS @ B=1024: seed") == 3 and "failed: ValueError: bad lr" in problems
-    assert table.cells[("LARS", 1024)].status == "failed" and ",failed\n" in table.csv
+    assert table.cells[("LARS", 1024)].status == "failed" and ",failed\n" in table.files["table.csv"]
 
 
 @pytest.mark.parametrize("body", [b'{"status": "completed", "best_test_top1": "abc", "config": {}}',
@@ -197,7 +198,7 @@ def test_summaries_of_the_wrong_type_are_problems_not_crashes(body: bytes, tmp_p
     (root / "broken" / "summary.json").write_bytes(body)
     df = collect(root)
     assert (df["status"] == "corrupt").sum() == 1
-    table = build_table(spec, df)
+    table = ACCURACY.build(spec, df)
     assert any(p.startswith("unreadable summary.json (") and p.endswith("): broken/summary.json")
                for p in table.problems)
 
@@ -205,11 +206,12 @@ def test_summaries_of_the_wrong_type_are_problems_not_crashes(body: bytes, tmp_p
 def test_comparison_with_the_committed_table(tmp_path: Path) -> None:
     spec, root = spec_and_runs(tmp_path, {("TVLARS", 512): [90.0, 90.2, 90.1], ("SGD", 512): [85.0, 85.3, 85.1],
                                           ("LARS", 512): [80.0, 80.5, 80.2], ("TVLARS", 1024): [70.0, 71.0, 72.0]})
-    table = build_table(spec, collect(root))
-    committed = table.csv.replace("TVLARS,512,best_test_top1,90.1000", "TVLARS,512,best_test_top1,90.0500") \
+    table = ACCURACY.build(spec, collect(root))
+    committed = table.files["table.csv"] \
+        .replace("TVLARS,512,best_test_top1,90.1000", "TVLARS,512,best_test_top1,90.0500") \
         .replace("SGD,512,best_test_top1,85.1333", "SGD,512,best_test_top1,95.1333") \
         .replace("LARS,1024,best_test_top1,,,0,,missing", "LARS,1024,best_test_top1,50.0000,1.0000,3,{},ok")
-    report = compare(committed, table)
+    report = ACCURACY.compare(committed, table)
     assert "| TVLARS | ≈ | = |" in report and "| SGD | ≠ | = |" in report and "| LARS | = | ≠ |" in report
     assert "2 same value" not in report and "3 same value, 1 within seed noise, 2 different" in report
     assert "- SGD @ B=512: different (95.13 → 85.13, Welch p = " in report
@@ -243,7 +245,7 @@ def test_named_claims_with_equivalence_share_one_holm_family(tmp_path: Path) -> 
         # B=1024: TVLARS and LARS too noisy to tell apart or to call equal; SGD at chance level
         ("TVLARS", 1024): [70.0, 75.0, 80.0], ("LARS", 1024): [71.0, 76.0, 70.0], ("SGD", 1024): [12.0, 13.0, 14.0],
     }, CLAIMS)
-    md = build_table(spec, collect(root)).markdown
+    md = ACCURACY.build(spec, collect(root)).markdown
     claim = md.split("## Paper's claim vs our numbers")[1].split("## Problems")[0]
     # TVLARS vs LARS, the best no-warm-up and the best baseline overall, is one test per column (2); the claims add
     # TVLARS vs SGD and SGD vs LARS at B=512 (SGD's B=1024 is at chance; TVLARS vs LARS repeats a test) and 3

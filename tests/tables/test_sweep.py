@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.tables.studies import write_spec
 from tvlars.errors import UserError
 from tvlars.paths import EXPERIMENTS_DIR
 from tvlars.tables import reproduce
-from tvlars.tables.spec import Job, load_spec, smoke_spec
+from tvlars.tables.design import Job
+from tvlars.tables.spec import load_spec, smoke_spec
 from tvlars.tables.sweep import PlannedJob, describe, job_file, plan, write_job_files
 
 SPECS = sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
@@ -27,12 +29,6 @@ def test_every_spec_composes_and_prints_its_plan(name: str, tmp_path: Path) -> N
     assert f"{len(planned)} jobs" in text and "to run" in text
     budgets = {spec.budget(row) for row in spec.rows}
     assert len(budgets) == 1, f"unequal tuning budgets {budgets}"
-
-
-def write_spec(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "bad.yaml"
-    path.write_text(text)
-    return path
 
 
 GOOD = """
@@ -57,7 +53,7 @@ rows:
 )
 def test_bad_specs_fail_before_anything_launches(edit, needle: str, tmp_path: Path) -> None:
     with pytest.raises(UserError, match=needle):
-        plan(load_spec(write_spec(tmp_path, edit(GOOD))), tmp_path / "runs")
+        plan(load_spec(write_spec(tmp_path, edit(GOOD), "bad")), tmp_path / "runs")
     assert not (tmp_path / "runs").exists()
 
 

@@ -5,9 +5,10 @@ Never re-runs anything.
         [--out results/fmnist-mini] [--profile full|smoke] [--allow-empty] [--replace-records]
 
 The source defaults to ``runs/<table>`` when it exists, else to the committed records ``results/<table>/runs``.
-Writes into ``--out`` (default ``results/<table>``) the table files (``kind: scaling`` specs: ``scaling.md``,
-``scaling.csv``; ``kind: lr_window``: ``lr_window.md``, ``lr_window.csv``, ``lr_window_rows.csv``), the figures its
-records support (figures of an older build that this one does not draw are removed), from a local source a copy
+Writes into ``--out`` (default ``results/<table>``) the table files of the spec's kind (:mod:`tvlars.tables.kinds`:
+``table.md``, ``table.tex``, ``table.csv``; ``kind: scaling``: ``scaling.md``, ``scaling.csv``; ``kind:
+lr_window``: ``lr_window.md``, ``lr_window.csv``, ``lr_window_rows.csv``), the figures its records support (figures
+of an older build that this one does not draw are removed), from a local source a copy
 of the table's run records in ``<out>/runs/`` (no checkpoints, backbones, W&B files), and ``RUN.md``, how the results
 were produced, from those records and the spec (tvlars.tables.run_md). Prints the runs found by
 status, the problems and the table. Exit code 0 whenever the table was written; 2 with one ``error:`` line for an
@@ -21,24 +22,36 @@ import argparse
 import sys
 from pathlib import Path
 
+import pandas as pd
+
 from tvlars.errors import UserError
 from tvlars.records import FINAL, Status, write_atomic
 from tvlars.tables import archive, run_md
 from tvlars.tables.collect import WANDB_PREFIX, collect
-from tvlars.tables.figures import FIGURES, write_figures
+from tvlars.tables.design import Spec
 from tvlars.tables.instrument_figures import FIGURES as INSTRUMENT_FIGURES
-from tvlars.tables.instrument_figures import write_instrument_figures
-from tvlars.tables.kinds import lr_window
-from tvlars.tables.kinds.accuracy import build_table, status_summary
-from tvlars.tables.kinds.scaling import FIGURE as SCALING_FIGURE
-from tvlars.tables.kinds.scaling import build_scaling, scaling_figure
+from tvlars.tables.kinds import KINDS
 from tvlars.tables.spec import load_spec, smoke_spec
+
+DRAWN = {*(name for kind in KINDS.values() for name in kind.figure_files), *INSTRUMENT_FIGURES}
+"""Every figure a build may write (one it does not write this time is removed)."""
 
 
 def default_source(table: str, results: Path) -> Path:
     """``runs/<table>`` when a sweep ran here, else the records committed with the table."""
     local = Path("runs") / table
     return local if local.is_dir() else results / "runs"
+
+
+def status_summary(spec: Spec, df: pd.DataFrame) -> str:
+    """One line: runs of this table by status, corrupt records, and runs of other tables ignored."""
+    mine = df[df["table"] == spec.name]
+    counts = ", ".join(f"{n} {status}" for status, n in mine["status"].value_counts().items()) or "none"
+    expected = sum(spec.runs_per_cell(r) for r in spec.rows) * len(spec.columns)
+    corrupt = int((df["status"] == "corrupt").sum())
+    other = len(df) - len(mine) - corrupt
+    return (f"{len(mine)} run(s) of table {spec.name} (expected {expected}): {counts}; {corrupt} unreadable "
+            f"summary.json; {other} run(s) of other tables or unlabelled ignored")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,8 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         names = archive.record_names(mine["run_dir"]) if local else {}
         if not in_place:
             archive.check_replace(out / "runs", names, args.replace_records)
-        scaling, window = spec.kind == "scaling", spec.kind == lr_window.KIND
-        table = lr_window.build(spec, df) if window else build_scaling(spec, df) if scaling else build_table(spec, df)
+        kind = KINDS[spec.kind]
+        table = kind.build(spec, df)
         out.mkdir(parents=True, exist_ok=True)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -89,13 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, text in table.files.items():
         write_atomic(out / name, text.encode())
         written.append(out / name)
-    if window:
-        figures = lr_window.figures(spec, table, out)
-    else:
-        figures = scaling_figure(spec, table, out) if scaling else write_figures(spec, table, df, out)
-        figures += write_instrument_figures(spec, df, out)
-    drawn = (*FIGURES, SCALING_FIGURE, *INSTRUMENT_FIGURES, *lr_window.FIGURES)
-    for stale in (out / name for name in drawn if out / name not in figures):
+    figures = kind.draw(spec, table, df, out)
+    for stale in (out / name for name in DRAWN if out / name not in figures):
         stale.unlink(missing_ok=True)  # a figure of an older build that these records no longer support
     if not in_place:
         archive.copy_records(names, out / "runs")

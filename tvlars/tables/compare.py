@@ -15,16 +15,14 @@ import io
 import math
 import warnings
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from scipy import stats
 
 from tvlars.tables.collect import normalize
-from tvlars.tables.kinds.accuracy import Table, column_header, md_table
+from tvlars.tables.design import Spec
+from tvlars.tables.render import column_header, md_table, page
 from tvlars.tables.statistics import ALPHA
-
-if TYPE_CHECKING:
-    from tvlars.tables.kinds.scaling import ScalingTable
 
 VERDICTS = {"same": "same value", "noise": "within seed noise", "different": "different",
             "untestable": "untestable (seed noise unknown)", "new": "not in the committed table"}
@@ -63,10 +61,10 @@ def verdict(old: dict[str, str] | None, status: str, mean: float, std: float, n:
     return ("different" if p < ALPHA else "noise"), f"{shift}; one seed against {sample_n}: prediction p = {p:.3f}"
 
 
-def compare(committed_csv: str, table: Table | ScalingTable, fields: Mapping[str, str] = TABLE_FIELDS) -> str:
-    """The short Markdown report: a verdict per cell, the counts, and the cells that changed. ``fields`` names the
-    CSV's columns for the cell's column, mean, std and seed count (a scaling table's: ``scaling.COMPARE_FIELDS``)."""
-    spec = table.spec
+def compare(committed_csv: str, spec: Spec, cells: Mapping[tuple[str, Any], Any], fields: Mapping[str, str]) -> str:
+    """The short Markdown report: a verdict per cell (its ``status``, ``mean``, ``std`` and seed count ``n``), the
+    counts, and the cells that changed. ``fields`` names the CSV's columns for the cell's column, mean, std and seed
+    count (the kind's ``compare_fields``)."""
     old: dict[tuple[str, Any], dict[str, str]] = {}
     for r in csv.DictReader(io.StringIO(committed_csv)):
         cell = {**r, **{name: r[header] for name, header in fields.items()}}
@@ -76,17 +74,22 @@ def compare(committed_csv: str, table: Table | ScalingTable, fields: Mapping[str
     for row in spec.rows:
         line = [row.label]
         for column in spec.columns:
-            cell = table.cells[(row.label, column)]
+            cell = cells[(row.label, column)]
             key, reason = verdict(old.get((row.label, normalize(column))), cell.status, cell.mean, cell.std, cell.n)
             counts[key] += 1
             line.append(SYMBOLS[key])
             if reason:
                 changed.append(f"- {row.label} @ {column_header(spec, column)}: {VERDICTS[key]} ({reason})")
         grid.append(line)
+    return report(spec, counts, "Welch's t-test from the cells' mean, std and seed count; one seed against several: "
+                  f"prediction-interval t-test; p < {ALPHA:g}: different",
+                  md_table(["Method", *(column_header(spec, c) for c in spec.columns)], grid), changed)
+
+
+def report(spec: Spec, counts: Mapping[str, int], how: str, verdicts: str, changed: list[str]) -> str:
+    """The comparison's Markdown: how many of each verdict (``counts``), the legend and ``how`` they were judged, the
+    table of ``verdicts``, then the cells that ``changed``."""
     legend = ", ".join(f"{SYMBOLS[k]} {VERDICTS[k]}" for k in VERDICTS)
     summary = ", ".join(f"{n} {VERDICTS[k]}" for k, n in counts.items() if n)
-    return "\n".join([f"# {spec.name}: reproduction vs the committed table", "", f"{summary} ({legend}; "
-                      f"Welch's t-test from the cells' mean, std and seed count; one seed against several: "
-                      f"prediction-interval t-test; p < {ALPHA:g}: different).", "",
-                      md_table(["Method", *(column_header(spec, c) for c in spec.columns)], grid), "", *changed]
-                     ).rstrip() + "\n"
+    return page([f"# {spec.name}: reproduction vs the committed table", "", f"{summary} ({legend}; {how}).", "",
+                 verdicts, "", *changed])

@@ -17,13 +17,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
 from tvlars.records import read_jsonl
-from tvlars.tables.figures import _grid, _save, _title
-from tvlars.tables.spec import Spec
+from tvlars.tables.design import Spec
+from tvlars.tables.figures import figure_title, panels, save
 
 Runs = Mapping[str, Sequence[str | Path]]
 """Run directories grouped by row label (legend order)."""
+Curves = dict[int, dict[str, pd.DataFrame]]
+"""A quantity's curves: ``{batch size: {row label: DataFrame(step × run)}}``."""
 
 
 def _batch_size(run_dir: Path) -> int | None:
@@ -54,10 +57,9 @@ def series(run_dir: str | Path, file: str, key: str | Callable[[Mapping[str, Any
     return pd.Series(points, name=str(run_dir), dtype=float).sort_index()
 
 
-def _curves(runs: Runs, file: str, key: str | Callable[[Mapping[str, Any]], float | None]
-            ) -> dict[int, dict[str, pd.DataFrame]]:
+def _curves(runs: Runs, file: str, key: str | Callable[[Mapping[str, Any]], float | None]) -> Curves:
     """``{batch size: {row: DataFrame(step × run) of key}}`` from each run's ``file`` (:func:`series`)."""
-    out: dict[int, dict[str, pd.DataFrame]] = {}
+    out: Curves = {}
     for row, run_dirs in runs.items():
         for run_dir in map(Path, run_dirs):
             points = series(run_dir, file, key)
@@ -93,6 +95,27 @@ def _out(out_dir: str | Path) -> Path:
     return out
 
 
+def _by_batch_size(runs: Runs, curves: Curves, draw: Callable[[Axes, int, str, pd.DataFrame, str], None] | None = None,
+                   mark: Callable[[Axes, int], None] | None = None) -> tuple[Figure, list[Axes]]:
+    """One panel per batch size of ``curves``: each row's frame drawn by ``draw(ax, size, row, frame, colour)``
+    (default: :func:`_draw`) in the row's colour, then ``mark(ax, size)``, the panel's title and grid."""
+    colours = {row: f"C{i % 10}" for i, row in enumerate(runs)}
+    sizes = sorted(curves)
+    fig, axes = panels(len(sizes))
+    for ax, size in zip(axes, sizes, strict=True):
+        for row, frame in curves[size].items():
+            if draw is None:
+                _draw(ax, frame, colours[row], row)
+            else:
+                draw(ax, size, row, frame, colours[row])
+        if mark is not None:
+            mark(ax, size)
+        ax.set_title(f"batch size {size}")
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    return fig, axes
+
+
 def noise_scale_figure(runs: Runs, out_dir: str | Path, title: str = "") -> list[Path]:
     """``noise_scale.png``: ``B_simple`` against the step, per row, one panel per batch size; dashed lines mark
     every batch size of the table (the panel's own in black). Where ``B_simple`` is above a batch size, that batch
@@ -101,23 +124,21 @@ def noise_scale_figure(runs: Runs, out_dir: str | Path, title: str = "") -> list
     curves = _curves(runs, "noise_scale.jsonl", "b_simple")
     if not curves:
         return []
-    colours = {row: f"C{i % 10}" for i, row in enumerate(runs)}
-    sizes = sorted(curves)
-    fig, axes = _grid(len(sizes))
-    for ax, size in zip(axes, sizes, strict=True):
-        for row, frame in curves[size].items():
-            _draw(ax, frame.where(frame > 0), colours[row], row)
-        for other in sizes:
+
+    def batch_sizes(ax: Axes, size: int) -> None:
+        for other in sorted(curves):
             ax.axhline(other, color="black" if other == size else "grey", linestyle="--", linewidth=0.8)
             ax.annotate(f"B = {other}", (1.0, other), xycoords=("axes fraction", "data"), ha="right", va="bottom",
                         fontsize="x-small", color="black" if other == size else "grey")
-        ax.set_title(f"batch size {size}")
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
         ax.margins(y=0.12)  # room for the labels of the outermost batch sizes
+
+    def positive(ax: Axes, size: int, row: str, frame: pd.DataFrame, colour: str) -> None:
+        _draw(ax, frame.where(frame > 0), colour, row)
+
+    fig, axes = _by_batch_size(runs, curves, positive, batch_sizes)
     _log_if_positive(axes)
-    return _save(fig, axes, "B_simple = tr(Σ)/|G|²", title or "gradient noise scale (dashed: the batch sizes)",
-                 _out(out_dir) / "noise_scale.png")
+    return save(fig, axes, "B_simple = tr(Σ)/|G|²", title or "gradient noise scale (dashed: the batch sizes)",
+                _out(out_dir) / "noise_scale.png")
 
 
 def sharpness_figure(runs: Runs, out_dir: str | Path, title: str = "") -> list[Path]:
@@ -129,20 +150,16 @@ def sharpness_figure(runs: Runs, out_dir: str | Path, title: str = "") -> list[P
     if not curves:
         return []
     thresholds = _curves(runs, "sharpness.jsonl", "stability_threshold")
-    colours = {row: f"C{i % 10}" for i, row in enumerate(runs)}
-    sizes = sorted(curves)
-    fig, axes = _grid(len(sizes))
-    for ax, size in zip(axes, sizes, strict=True):
-        for row, frame in curves[size].items():
-            _draw(ax, frame, colours[row], row)
-            if row in thresholds.get(size, {}):
-                _draw(ax, thresholds[size][row], colours[row], None, linestyle=":")
-        ax.set_title(f"batch size {size}")
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
+
+    def with_threshold(ax: Axes, size: int, row: str, frame: pd.DataFrame, colour: str) -> None:
+        _draw(ax, frame, colour, row)
+        if row in thresholds.get(size, {}):
+            _draw(ax, thresholds[size][row], colour, None, linestyle=":")
+
+    fig, axes = _by_batch_size(runs, curves, with_threshold)
     _log_if_positive(axes)
-    return _save(fig, axes, "λ_max (dotted: stability threshold)", title or "sharpness on a fixed batch",
-                 _out(out_dir) / "sharpness.png")
+    return save(fig, axes, "λ_max (dotted: stability threshold)", title or "sharpness on a fixed batch",
+                _out(out_dir) / "sharpness.png")
 
 
 def preconditioned_figure(runs: Runs, out_dir: str | Path, title: str = "") -> list[Path]:
@@ -152,18 +169,10 @@ def preconditioned_figure(runs: Runs, out_dir: str | Path, title: str = "") -> l
     curves = _curves(runs, "sharpness.jsonl", preconditioned_ratio)
     if not curves:
         return []
-    colours = {row: f"C{i % 10}" for i, row in enumerate(runs)}
-    sizes = sorted(curves)
-    fig, axes = _grid(len(sizes))
-    for ax, size in zip(axes, sizes, strict=True):
-        for row, frame in curves[size].items():
-            _draw(ax, frame, colours[row], row)
-        ax.axhline(1.0, color="black", linestyle="--", linewidth=0.8)
-        ax.set_title(f"batch size {size}")
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-    return _save(fig, axes, "λ_max(P^½ H P^½) / threshold (dashed: edge of stability)",
-                 title or "preconditioned sharpness over its threshold", _out(out_dir) / "preconditioned_sharpness.png")
+    fig, axes = _by_batch_size(runs, curves, mark=lambda ax, size: ax.axhline(1.0, color="black", linestyle="--",
+                                                                              linewidth=0.8))
+    return save(fig, axes, "λ_max(P^½ H P^½) / threshold (dashed: edge of stability)",
+                title or "preconditioned sharpness over its threshold", _out(out_dir) / "preconditioned_sharpness.png")
 
 
 FIGURES = ("noise_scale.png", "sharpness.png", "preconditioned_sharpness.png")
@@ -175,6 +184,6 @@ def write_instrument_figures(spec: Spec, df: pd.DataFrame, out_dir: str | Path) 
     mine = df[(df["table"] == spec.name) & df["status"].isin(["completed", "diverged"])]
     runs = {row.label: [Path(d) for d in mine.loc[mine["row"] == row.label, "run_dir"]] for row in spec.rows}
     runs = {label: dirs for label, dirs in runs.items() if dirs}
-    return [*noise_scale_figure(runs, out_dir, _title(spec, "gradient noise scale (dashed: the batch sizes)")),
-            *sharpness_figure(runs, out_dir, _title(spec, "sharpness on a fixed batch")),
-            *preconditioned_figure(runs, out_dir, _title(spec, "preconditioned sharpness over its threshold"))]
+    return [*noise_scale_figure(runs, out_dir, figure_title(spec, "gradient noise scale (dashed: the batch sizes)")),
+            *sharpness_figure(runs, out_dir, figure_title(spec, "sharpness on a fixed batch")),
+            *preconditioned_figure(runs, out_dir, figure_title(spec, "preconditioned sharpness over its threshold"))]

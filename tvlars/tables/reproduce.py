@@ -18,9 +18,7 @@ import argparse
 import os
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -28,13 +26,11 @@ from tvlars.data import DATASETS, write_fake
 from tvlars.data.loaders import usable_cpus
 from tvlars.errors import UserError
 from tvlars.records import write_atomic
-from tvlars.tables import archive
-from tvlars.tables import build as make_tables
+from tvlars.tables import archive, build
 from tvlars.tables.collect import collect
-from tvlars.tables.compare import TABLE_FIELDS, compare
-from tvlars.tables.kinds import lr_window, scaling
-from tvlars.tables.kinds.accuracy import build_table, select
-from tvlars.tables.spec import Spec, load_spec, smoke_spec
+from tvlars.tables.design import Spec
+from tvlars.tables.kinds import KINDS
+from tvlars.tables.spec import load_spec, smoke_spec
 from tvlars.tables.sweep import HELD, PlannedJob, describe, launch, measured_throughput, plan, write_job_files
 
 
@@ -103,19 +99,9 @@ def sweep(spec: Spec, planned: list[PlannedJob], jobs_root: Path, out_dir: Path,
             print(f"warning: the sweep exited with code {code}; going on with the runs that finished", file=sys.stderr)
 
 
-def kind(spec: Spec) -> tuple[Callable[..., Any], Callable[..., Any], str, dict[str, str]]:
-    """The spec kind's cell selection, table builder, CSV file and the CSV's fields for the comparison."""
-    if spec.kind == "scaling":
-        return scaling.select, scaling.build_scaling, "scaling.csv", scaling.COMPARE_FIELDS
-    if spec.kind == lr_window.KIND:
-        return lr_window.select, lr_window.build, lr_window.CSV, lr_window.COMPARE_FIELDS
-    return select, build_table, "table.csv", TABLE_FIELDS
-
-
 def confirmation_plan(spec: Spec, out_dir: Path) -> tuple[list[PlannedJob], int]:
     """The confirmation runs of every cell whose search trials have all finished, and how many cells wait."""
-    choose = kind(spec)[0]
-    cells, _ = choose(spec, collect(out_dir)) if out_dir.is_dir() else ({}, [])
+    cells, _ = KINDS[spec.kind].select(spec, collect(out_dir)) if out_dir.is_dir() else ({}, [])
     ready = {key: cell.point for key, cell in cells.items() if cell.search_done and cell.point is not None}
     waiting = len(spec.rows) * len(spec.columns) - len(ready)
     return plan(spec, out_dir, spec.confirm_jobs(ready)), waiting
@@ -165,18 +151,16 @@ def main(argv: list[str] | None = None) -> int:
               f"go now, {waiting} cell(s) still wait for their search trials", flush=True)
     if args.dry_run:
         return 0
-    _, build, csv_name, fields = kind(spec)
-    committed = (results / csv_name).read_text() if (results / csv_name).is_file() else None
+    kind = KINDS[spec.kind]
+    committed = (results / kind.csv).read_text() if (results / kind.csv).is_file() else None
     sweep(spec, planned, out_dir / "jobs", out_dir, args)
     if spec.confirm_seeds:
         confirm, waiting = confirmation_plan(spec, out_dir)
         sweep(spec, confirm, out_dir / "jobs-confirm", out_dir, args)
-    code = make_tables.main(["--table", str(spec.path), "--profile", args.profile, "--source", str(out_dir),
+    code = build.main(["--table", str(spec.path), "--profile", args.profile, "--source", str(out_dir),
                              "--out", str(results), *(["--replace-records"] if args.replace_records else [])])
     if code == 0 and committed is not None:
-        table = build(spec, collect(out_dir))
-        report = lr_window.compare(committed, table) if spec.kind == lr_window.KIND else \
-            compare(committed, table, fields)
+        report = kind.compare(committed, kind.build(spec, collect(out_dir)))
         write_atomic(out_dir / "comparison.md", report.encode())
         print(f"\n{report}(also in {out_dir / 'comparison.md'})")
     return code

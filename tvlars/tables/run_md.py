@@ -7,8 +7,8 @@ software (the summaries' device, world size, versions, code hash and git commit,
 summed run time (Σ ``wall_time_s``) per row and column; the records' count and size; the instruments' summary; the
 spec's ``discussion`` (the reading of the results, checked at load to quote no measured number).
 
-**Instrument summary** (runs with ``sharpness.jsonl`` or ``noise_scale.jsonl``; not kind lr_window, whose generic
-instrument figures are not drawn either). The windows follow each run's planned length T = epochs × steps per
+**Instrument summary** (runs with ``sharpness.jsonl`` or ``noise_scale.jsonl``; only for the kinds whose instrument
+figures are drawn, not kind lr_window's). The windows follow each run's planned length T = epochs × steps per
 epoch, not a choice made after seeing the curves: early is the first third (step ≤ T/3), late the last third
 (step > 2T/3). Per run: λ_max early / late is the mean of its measurements in the window and the peak its largest;
 B_simple early is the median of its estimates in the early window (single estimates are noisy, even negative). A
@@ -33,8 +33,9 @@ from tvlars.paths import EXPERIMENTS_DIR
 from tvlars.records import FINAL, read_jsonl, write_atomic
 from tvlars.tables.archive import size
 from tvlars.tables.collect import WANDB_PREFIX, normalize
-from tvlars.tables.kinds.accuracy import column_header, format_value, md_table, seeds_text
-from tvlars.tables.spec import Spec
+from tvlars.tables.design import Spec
+from tvlars.tables.kinds import KINDS
+from tvlars.tables.render import column_header, format_value, md_table, page, seeds_text
 from tvlars.tables.statistics import Difference, adjust, p_text, welch
 
 FILE = "RUN.md"
@@ -312,7 +313,7 @@ def instrument_section(spec: Spec, runs: pd.DataFrame) -> list[str]:
     finished = runs[runs["status"].isin(FINAL) & local]
     columns = _columns(spec, finished)
     present = [q for q in QUANTITIES if any((Path(d) / q.file).is_file() for d in finished["run_dir"])]
-    if spec.kind == "lr_window" or not present:
+    if not KINDS[spec.kind].instruments or not present:
         return []
     late = any(q.window == "late" for q in present)
     cells: dict[tuple[str, Any], dict[str, list[float]]] = {}
@@ -376,12 +377,12 @@ def render(spec: Spec, df: pd.DataFrame, records: Path | None, source: str) -> s
              "section); the results themselves are in the table and figures beside this file.", "",
              *_commands(spec), *_study(spec, df, runs)]
     if runs.empty:  # an --allow-empty build: nothing to describe, nothing to discuss
-        return "\n".join([*lines, *_records(records, source)]).rstrip() + "\n"
+        return page([*lines, *_records(records, source)])
     lines += [*_data(spec, runs), *_machine(runs), *_time(spec, runs), *_records(records, source),
               *instrument_section(spec, runs)]
     if spec.discussion:
         lines += ["## Discussion", "", spec.discussion, ""]
-    return "\n".join(lines).rstrip() + "\n"
+    return page(lines)
 
 
 def write(spec: Spec, df: pd.DataFrame, out: Path, source: str) -> Path:

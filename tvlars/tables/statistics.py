@@ -1,5 +1,5 @@
-"""The tables' tests: Welch's t-test of two cells' per-seed values, the equivalence test (TOST) made of two one-sided
-Welch tests, and the Holm–Bonferroni adjustment of a family of tests.
+"""The tables' statistics: means and spreads over seeds; Welch's t-test of two cells' per-seed values, the
+equivalence test (TOST) made of two one-sided Welch tests, and the Holm–Bonferroni adjustment of a family of tests.
 
 Every verdict reads a Holm-adjusted p-value (:func:`adjust`): a table's bold tests are one family, its claim
 section's tests another. A test that is never adjusted is a family of one (its adjusted p is its p).
@@ -7,6 +7,7 @@ section's tests another. A test that is never adjusted is a family of one (its a
 
 from __future__ import annotations
 
+import math
 import statistics
 import warnings
 from collections.abc import Sequence
@@ -17,6 +18,17 @@ import numpy as np
 from scipy import stats
 
 ALPHA = 0.05  # significance level of every test in the tables
+
+
+def mean_of(values: Sequence[float]) -> float:
+    """The mean of the finite ``values`` (NaN when there is none)."""
+    finite = [v for v in values if math.isfinite(v)]
+    return statistics.fmean(finite) if finite else math.nan
+
+
+def std_of(values: Sequence[float]) -> float:
+    """The sample standard deviation of ``values`` (NaN for fewer than two)."""
+    return statistics.stdev(values) if len(values) > 1 else math.nan
 
 
 def p_text(p: float) -> str:

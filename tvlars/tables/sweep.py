@@ -34,7 +34,7 @@ from tvlars.errors import UserError
 from tvlars.paths import CONFIG_DIR
 from tvlars.records import FINAL, RunRecords, Status
 from tvlars.sizing import training_memory
-from tvlars.tables.spec import Job, Spec, slug
+from tvlars.tables.design import Job, Spec, slug
 
 GROUPS = tuple(p.name for p in Path(CONFIG_DIR).iterdir() if p.is_dir())
 

@@ -1,4 +1,5 @@
-"""Collected runs + an experiment spec → the paper-style table (Markdown, LaTeX, CSV) and its problems.
+"""Accuracy tables (spec ``kind: table``, the default): the reported metric per row × column, the paper's table layout
+(Markdown, LaTeX, CSV), its figures, and the claim section.
 
 Selection per row × column: each grid point's (or search trial's) selection metric (the spec's ``metric`` on its
 ``select_on`` split: validation by default) is averaged over its completed search seeds; the point with the best
@@ -12,41 +13,53 @@ table's bold tests are one Holm family); the claim section (method rows against 
 ``claims`` with their equivalence tests) is another, and prints every difference with its 95 % interval, raw and
 adjusted p. A cell whose mean is within :data:`CHANCE_MARGIN` points of chance (100 / classes %) is marked and never
 compared.
+
+Figures (from local run directories: ``metrics.jsonl``, ``trust.jsonl``; runs collected from W&B give only
+``phi.png`` and ``tuning_curve.png``): ``accuracy_vs_epoch.png``, ``trust_ratio.png`` (one row of panels per
+optimizer family, since LARS-family ratios include η and LAMB-family ratios do not), ``phi.png`` and
+``tuning_curve.png``.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import re
 import statistics
+import warnings
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from tvlars.errors import UserError
-from tvlars.records import Status
-from tvlars.tables.collect import normalize, point_key
+from tvlars.records import read_jsonl
+from tvlars.tables import render
+from tvlars.tables.cells import Record, gather, run_state
+from tvlars.tables.collect import normalize
+from tvlars.tables.design import Claim, Row, Spec, slug, spec_error
+from tvlars.tables.figures import (
+    draw_series,
+    figure_title,
+    panels,
+    row_colours,
+    save,
+    sensible_x,
+    tuning_curve,
+)
+from tvlars.tables.kinds.base import Table, TableKind
 from tvlars.tables.lr_schedule import describe_schedule
-from tvlars.tables.spec import Claim, Row, Spec, slug
-from tvlars.tables.statistics import ALPHA, Difference, Equivalence, adjust, tost, welch
+from tvlars.tables.statistics import ALPHA, Difference, Equivalence, adjust, std_of, tost, welch
 
-METRIC_TEXT = {"best_test_top1": "best-epoch test top-1 (%)", "final_test_top1": "final-epoch test top-1 (%)",
-               "final_val_top1": "final-epoch validation top-1 (%)"}
-SPLIT_TEXT = {"val": "validation", "test": "test"}
-EDGE_MARKS = {"smallest": "◂", "largest": "▸"}  # the chosen point sits at this end of a searched range
-MIN_EDGE_VALUES = 3  # distinct values a dimension needs among a cell's trials before its ends mean anything
+METRICS = ("final_test_top1", "best_test_top1")  # what an accuracy table may report (the first by default)
 CHANCE_MARGIN = 5.0  # points above chance level within which a cell counts as "at chance"
 _SMALL_SCALE = re.compile(r"mini|smoke", re.IGNORECASE)
-# Preference among several records of the same (point, seed): the most finished one counts. ``unreached``
-# (completed without reaching the target) exists in scaling tables only.
-_RANK = {"usable": 0, "unreached": 1, "diverged": 2, "running": 3, "failed": 4}
-FINISHED = ("usable", "unreached", "diverged")  # record states that a sweep never reruns
 
 
 @dataclass
@@ -80,139 +93,14 @@ class Cell:
 
 
 @dataclass
-class Table:
-    """The rendered table, the selection behind it, and what was missing or broken."""
+class AccuracyTable(Table):
+    """An accuracy table, with the cells that beat their column's runner-up beyond seed noise (bold)."""
 
-    spec: Spec
-    cells: dict[tuple[str, Any], Cell]  # (row label, column value) -> cell
-    markdown: str
-    latex: str
-    csv: str
-    problems: list[str]
-    bold: set[tuple[str, Any]] = field(default_factory=set)  # cells that beat their column's runner-up
-
-    @property
-    def files(self) -> dict[str, str]:
-        """Output file name -> text."""
-        return {"table.md": self.markdown, "table.tex": self.latex, "table.csv": self.csv}
-
-
-# --------------------------------------------------------------------------------------------- formatting
-def column_header(spec: Spec, column: Any) -> str:
-    """``B=512`` for batch-size columns, ``<key>=<value>`` otherwise."""
-    key = "B" if spec.column_key == "batch_size" else spec.column_key.rsplit(".", 1)[-1]
-    return f"{key}={column}"
-
-
-def format_value(value: Any) -> str:
-    """Compact grid value: ``1e-05`` → ``1e-5``, ``1.0`` → ``1``, ``0.001`` as it is, strings as they are."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return str(value)
-    text = f"{value:.4g}"
-    if "e" in text:
-        mantissa, exponent = text.split("e")
-        text = f"{mantissa}e{int(exponent)}"
-    return text
-
-
-def format_point(point: dict[str, Any] | None) -> str:
-    """``{"optimizer.lr": 0.3, "optimizer.lam": 1e-5}`` → ``lr=0.3, lam=1e-5`` (short keys when unique)."""
-    if not point:
-        return ""
-    short = [k.rsplit(".", 1)[-1] for k in point]
-    names = short if len(set(short)) == len(short) else list(point)
-    return ", ".join(f"{name}={format_value(v)}" for name, v in zip(names, point.values(), strict=True))
-
-
-def _mean_std(cell: Cell, digits: int = 2) -> str:
-    text = f"{cell.mean:.{digits}f}"
-    return text if math.isnan(cell.std) else f"{text} ± {cell.std:.{digits}f}"
-
-
-def edges(row: Row, column: Any, point: dict[str, Any]) -> list[tuple[str, str]]:
-    """``(key, "smallest" | "largest")`` for every continuous dimension (:meth:`Row.continuous`) in which ``point``
-    holds the smallest or largest value among the row's points at ``column`` (dimensions with at least
-    :data:`MIN_EDGE_VALUES` distinct values): its optimum may lie outside the range searched."""
-    points = row.points(column)
-    found = []
-    for key in row.continuous(column):
-        values = [float(p[key]) for p in points]
-        if len(set(values)) < MIN_EDGE_VALUES:
-            continue
-        chosen = float(point[key])
-        end = "smallest" if chosen == min(values) else "largest" if chosen == max(values) else None
-        if end:
-            found.append((key, end))
-    return found
-
-
-def edge_marks(cell: Any) -> str:
-    """``◂`` and/or ``▸`` for a cell whose chosen point sits at an end of a searched range (:func:`edges`)."""
-    return "".join(EDGE_MARKS[end] for end in EDGE_MARKS if any(e == end for _, e in cell.edges))
-
-
-def edge_legend(spec: Spec, cells: dict[tuple[str, Any], Any]) -> list[str]:
-    """The legend of the ◂/▸ marks naming each marked cell's key and end, or nothing when no cell is marked."""
-    marked = []
-    for cell in cells.values():
-        if cell.edges:
-            ends = ", ".join(f"{key} {end}" for key, end in cell.edges)
-            marked.append(f"{cell.row} @ {column_header(spec, cell.column)}: {ends}")
-    if not marked:
-        return []
-    return [f"{EDGE_MARKS['smallest']} / {EDGE_MARKS['largest']}: the chosen point has the smallest / largest value of "
-            f"a continuous dimension among its cell's trials (at least {MIN_EDGE_VALUES} distinct values), so the "
-            f"range was too narrow to show an optimum: {'; '.join(marked)}.", ""]
-
-
-def schedule_column(spec: Spec, cells: dict[tuple[str, Any], Any]) -> tuple[dict[str, str], list[str]]:
-    """Each row's LR schedule for the main table (the reported runs' text, ``–`` when unknown), and a section giving
-    the schedule per cell for the rows whose cells differ (e.g. a searched warm-up length)."""
-    per_cell = {row.label: [cells[(row.label, c)].schedule for c in spec.columns] for row in spec.rows}
-    varying = [label for label, texts in per_cell.items() if len({t for t in texts if t}) > 1]
-    column = {label: "per column (below)" if label in varying else next((t for t in texts if t), "–")
-              for label, texts in per_cell.items()}
-    if not varying:
-        return column, []
-    rows = [[label, *(text or "–" for text in per_cell[label])] for label in varying]
-    return column, ["## LR schedule per cell", "",
-                    md_table(["Method", *(column_header(spec, c) for c in spec.columns)], rows), ""]
+    bold: set[tuple[str, Any]] = field(default_factory=set)
 
 
 def _finite(values: list[float]) -> list[float]:
     return [float(v) for v in values if math.isfinite(v)]
-
-
-# --------------------------------------------------------------------------------------------- selection
-def _state(status: Any, value: float) -> str:
-    """A run's place in selection: usable, diverged, running (also interrupted: it resumes) or failed."""
-    if status == Status.completed:
-        return "usable" if math.isfinite(value) else "diverged"
-    if status in (Status.running, Status.interrupted):
-        return "running"
-    return str(status) if status in (Status.diverged, Status.failed) else "failed"
-
-
-def _in_columns(runs: pd.DataFrame, columns: list[Any]) -> pd.Series:
-    """Which runs sit in one of ``columns`` (compared after :func:`normalize`)."""
-    targets = [normalize(c) for c in columns]
-    return runs["column"].map(lambda c: normalize(c) in targets).astype(bool)
-
-
-@dataclass(frozen=True)
-class Record:
-    """One run of a cell as the selection sees it: ``state`` is usable, unreached, diverged, running or failed."""
-
-    state: str
-    value: float
-    run_dir: str
-    error: str | None
-    num_classes: int | None
-    run: Any = None  # the collected row (a pandas namedtuple), for fields beyond the selection value
-
-
-def _listing(items: list[str]) -> str:
-    return "; ".join(items[:4]) + (f"; … {len(items) - 4} more" if len(items) > 4 else "")
 
 
 def _chance(spec: Spec, records: list[Record], where: str) -> float:
@@ -227,83 +115,12 @@ def _chance(spec: Spec, records: list[Record], where: str) -> float:
                     f"num_classes); add `chance: <accuracy in %>` (e.g. 10.0 for 10 classes) to {where_spec}")
 
 
-@dataclass
-class Gathered:
-    """A cell's runs, one record per (point, seed) of the spec, and the problems met while gathering them."""
-
-    where: str  # "row @ B=512", for messages
-    points: list[dict[str, Any]]  # in trial order
-    keys: list[str]  # point_key of each point
-    records: dict[tuple[str, int], Record]  # (point key, seed) -> the most finished record
-    problems: list[str]
-    search_done: bool  # every point × search seed finished (FINISHED states)
-
-    def search(self, spec: Spec, key: str) -> list[Record]:
-        """The search-seed records of the point ``key``."""
-        return [self.records[(key, s)] for s in spec.seeds if (key, s) in self.records]
-
-    def reported(self, spec: Spec, key: str) -> list[Record]:
-        """The records of the point ``key`` with the seeds the table reports (confirmation seeds when given)."""
-        return [self.records[(key, s)] for s in spec.reported_seeds if (key, s) in self.records]
-
-
-def gather(spec: Spec, row: Row, column: Any, runs: pd.DataFrame,
-           state: Callable[[Any], tuple[str, float]]) -> Gathered:
-    """The runs of one cell, deduplicated per (point, seed) (the most finished record counts), with the problems:
-    runs outside the spec, duplicates, failed runs (with their error line), and missing or unfinished search runs.
-    ``state(run)`` gives a collected run's record state and selection value."""
-    points = row.points(column)
-    keys = [point_key(p) for p in points]
-    seeds = [int(s) for s in spec.seeds]
-    wanted = set(seeds) | {int(s) for s in spec.reported_seeds}
-    where = f"{row.label} @ {column_header(spec, column)}"
-    problems: list[str] = []
-    best: dict[tuple[str, int], Record] = {}
-    duplicates = outside = 0
-    for run in runs.itertuples(index=False):
-        if run.point not in keys or pd.isna(run.seed) or int(run.seed) not in wanted:
-            outside += 1
-            continue
-        record = Record(*state(run), run.run_dir, run.error, None if pd.isna(run.num_classes)
-                        else int(run.num_classes), run)
-        slot = (run.point, int(run.seed))
-        if slot in best:
-            duplicates += 1
-            if _RANK[record.state] >= _RANK[best[slot].state]:
-                continue
-        best[slot] = record
-    if outside:
-        problems.append(f"{where}: {outside} run(s) at grid points or seeds not in the spec (ignored)")
-    if duplicates:
-        problems.append(f"{where}: {duplicates} duplicate run(s) of the same grid point and seed "
-                        "(the most finished one counted)")
-    for (key, seed), record in best.items():
-        if record.state == "failed":
-            point = format_point(points[keys.index(key)])
-            problems.append(f"{where}: {point + ' ' if point else ''}seed {seed} failed: "
-                            f"{record.error or 'no error recorded in summary.json'}")
-
-    search = [best[(k, s)] for k in keys for s in seeds if (k, s) in best]
-    expected = len(keys) * len(seeds)
-    missing = [f"{format_point(p)} seed {s}".lstrip() for p, k in zip(points, keys, strict=True)
-               for s in seeds if (k, s) not in best]
-    counts = Counter(r.state for r in search)
-    finished = sum(counts[state] for state in FINISHED)
-    issues = [f"{n} {state}" for state in ("running", "failed") if (n := counts[state])]
-    if missing:
-        issues.insert(0, f"{len(missing)} missing ({_listing(missing)})")
-    if issues:
-        problems.append(f"{where}: {finished} of {expected} runs finished ({len(keys)} grid point(s) × "
-                        f"{len(seeds)} seed(s)); " + ", ".join(issues))
-    return Gathered(where, points, keys, best, problems, finished == expected)
-
-
 def _cell(spec: Spec, row: Row, column: Any, runs: pd.DataFrame) -> tuple[Cell, list[str]]:
     """Select the point of one cell and gather its reported seeds; returns the cell and its problems."""
 
     def state(run: Any) -> tuple[str, float]:  # chosen by the selection metric (validation, by default)
         value = float(getattr(run, spec.selection_metric))
-        return _state(run.status, value), value
+        return run_state(run.status, value), value
 
     found = gather(spec, row, column, runs, state)
     where, problems, reported = found.where, found.problems, spec.reported_seeds
@@ -327,55 +144,24 @@ def _cell(spec: Spec, row: Row, column: Any, runs: pd.DataFrame) -> tuple[Cell, 
     diverged = sum(r.state == "diverged" for r in chosen)
     if spec.confirm_seeds and len(used) < len(reported):
         absent = [str(s) for s in reported if (r := found.records.get((key, s))) is None or r.state != "usable"]
-        problems.append(f"{where}: confirmation of the chosen point ({format_point(point)}): {len(used)} of "
+        problems.append(f"{where}: confirmation of the chosen point ({render.format_point(point)}): {len(used)} of "
                         f"{len(reported)} seeds usable (seeds {', '.join(absent)} not)")
     if not used:
         status = "diverged" if diverged else "missing"
         return Cell(row.label, column, status, point=point, diverged=diverged, **base), problems
     values = [float(getattr(r.run, spec.metric)) for r in used]  # reported: the metric itself (test)
-    std = statistics.stdev(values) if len(values) > 1 else math.nan
+    std = std_of(values)
     if diverged:
-        problems.append(f"{where}: the chosen point ({format_point(point)}) had {diverged} diverged seed(s); "
+        problems.append(f"{where}: the chosen point ({render.format_point(point)}) had {diverged} diverged seed(s); "
                         "its mean is over the completed seeds only (marked †)")
     first = used[0].run
     cell = Cell(row.label, column, "ok", statistics.fmean(values), std, len(values), point=point, diverged=diverged,
                 runs=[r.run_dir for r in used], values=values,
-                chance=_chance(spec, list(found.records.values()), where), edges=edges(row, column, point),
+                chance=_chance(spec, list(found.records.values()), where), edges=render.edges(row, column, point),
                 schedule=describe_schedule(first.config, first.lr, first.steps_per_epoch),
                 train=_finite([r.run.final_train_top1 for r in used]),
                 bn_lag=_finite([r.run.final_test_top1 - r.run.final_test_top1_rawbn for r in used]), **base)
     return cell, problems
-
-
-def _unplaced(spec: Spec, runs: pd.DataFrame) -> list[str]:
-    """Runs of this table whose row or column is not in the spec."""
-    labels = {r.label for r in spec.rows}
-    problems = [f"{n} run(s) with row label {label!r}, not a row of the spec (ignored)"
-                for label, n in runs.loc[~runs["row"].isin(labels), "row"].astype(str).value_counts().items()]
-    stray = runs[runs["row"].isin(labels) & ~_in_columns(runs, spec.columns)]
-    problems += [f"{n} run(s) at column {column!r}, not a column of the spec (ignored)"
-                 for column, n in stray["column"].astype(str).value_counts().items()]
-    return problems
-
-
-CellSelector = Callable[[Spec, Row, Any, pd.DataFrame], tuple[Any, list[str]]]
-
-
-def select(spec: Spec, df: pd.DataFrame, cell: CellSelector = _cell) -> tuple[dict[tuple[str, Any], Any], list[str]]:
-    """Every cell of the table and the problems found (missing, running, failed, corrupt, stray runs);
-    ``cell(spec, row, column, runs)`` selects one cell from its runs (scaling tables pass their own)."""
-    runs = df[df["table"] == spec.name]
-    corrupt = df[df["status"] == "corrupt"]
-    problems = [f"unreadable summary.json ({problem}; the run cannot be placed in a cell): {path}"
-                for path, problem in zip(corrupt["path"], corrupt["problem"], strict=True)]
-    problems += _unplaced(spec, runs)
-    cells = {}
-    for row in spec.rows:
-        mine = runs[runs["row"] == row.label]
-        for column in spec.columns:
-            cells[(row.label, column)], found = cell(spec, row, column, mine[_in_columns(mine, [column])])
-            problems += found
-    return cells, problems
 
 
 def significant_best(spec: Spec, cells: dict[tuple[str, Any], Cell]) -> tuple[set[tuple[str, Any]], int]:
@@ -396,50 +182,12 @@ def significant_best(spec: Spec, cells: dict[tuple[str, Any], Cell]) -> tuple[se
     return bold, len(tests)
 
 
-def _budget_text(spec: Spec) -> str:
-    """How many runs each cell had (equal for every row: the spec loader refuses unequal budgets)."""
-    row = spec.rows[0]
-    kind = "search trial(s)" if row.trials is not None else "grid point(s)"
-    text = f"Budget: every row had {spec.budget(row)} {kind} × {len(spec.seeds)} seed(s)"
-    extra = len(set(spec.confirm_seeds) - set(spec.seeds))
-    if spec.confirm_seeds:
-        text += f", then the chosen point re-run with seeds {', '.join(map(str, spec.confirm_seeds))} ({extra} new)"
-    return text + f" = {spec.runs_per_cell(row)} runs per cell."
-
-
-def seeds_text(seeds: list[int]) -> str:
-    """``seed 0`` or ``seeds 1, 2, 3``."""
-    return f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
-
-
-def protocol_text(spec: Spec, chosen_by: str, reported: str) -> str:
-    """``chosen on validation (<chosen_by>, search seed 0), reported on <reported> over confirmation seeds 1, 2``."""
-    over = (f"confirmation {seeds_text(spec.confirm_seeds)}" if spec.confirm_seeds
-            else f"the same {seeds_text(spec.seeds)} (no confirmation runs)")
-    chosen = f"{chosen_by.removesuffix(' (%)')}, search {seeds_text(spec.seeds)}"
-    return f"chosen on {SPLIT_TEXT[spec.select_on]} ({chosen}), reported on {reported} over {over}"
-
-
-def protocol_warnings(spec: Spec) -> list[str]:
-    """What the spec's protocol costs the reader: a point chosen on the test set it reports (``select_on: test``),
-    and confirmation runs that are the search's own (``reuse_search_seeds``)."""
-    lines = []
-    if spec.select_on == "test":
-        lines += ["**Warning: each cell's point was chosen on the test set that the cell reports (`select_on: test`), "
-                  "so the cells are optimistic: the selection's luck on the test set counts as accuracy. Tables chosen "
-                  "on a validation split do not have this bias.**", ""]
-    reused = sorted(set(spec.seeds) & set(spec.confirm_seeds))
-    if reused:
-        lines += [f"The confirmation includes the search {seeds_text(reused)} (`reuse_search_seeds: true`): those runs "
-                  "both chose the point and are reported.", ""]
-    return lines
-
-
 def _selection_rule(spec: Spec) -> str:
-    text = (f"Selection rule: {protocol_text(spec, METRIC_TEXT[spec.selection_metric], 'test')}. For every row and "
-            f"column, each point's {METRIC_TEXT[spec.selection_metric]} is averaged over the search seeds (completed "
-            "runs only); the point with the best mean is chosen (points where a seed diverged rank after all others; "
-            f"ties go to the first point in trial order), and the cell shows its {METRIC_TEXT[spec.metric]}: ")
+    chosen_by, reported = render.METRIC_TEXT[spec.selection_metric], render.METRIC_TEXT[spec.metric]
+    text = (f"Selection rule: {render.protocol_text(spec, chosen_by, 'test')}. For every row and column, each point's "
+            f"{chosen_by} is averaged over the search seeds (completed runs only); the point with the best mean is "
+            "chosen (points where a seed diverged rank after all others; ties go to the first point in trial order), "
+            f"and the cell shows its {reported}: ")
     text += ("the confirmation runs' mean ± sample standard deviation (not the search seeds')." if spec.confirm_seeds
              else "mean ± sample standard deviation over the seeds.")
     return text + (" `div`: every run of the cell diverged. `failed`: runs failed and none completed. `–`: no usable "
@@ -473,8 +221,8 @@ def _spread_table(spec: Spec, cells: dict[tuple[str, Any], Cell], title: str, te
         return f"{mean} ± {statistics.stdev(got):.2f}" if spread and len(got) > 1 else mean
 
     rows = [[r.label, *(show(cells[(r.label, c)]) for c in spec.columns)] for r in spec.rows]
-    return [f"## {title}", "", text, "", md_table(["Method", *(column_header(spec, c) for c in spec.columns)], rows),
-            ""]
+    headers = [render.column_header(spec, c) for c in spec.columns]
+    return [f"## {title}", "", text, "", render.md_table(["Method", *headers], rows), ""]
 
 
 def _sub_tables(spec: Spec, cells: dict[tuple[str, Any], Cell]) -> list[str]:
@@ -490,10 +238,9 @@ def _sub_tables(spec: Spec, cells: dict[tuple[str, Any], Cell]) -> list[str]:
                            "final weights.", lambda c: c.bn_lag, spread=False)]
 
 
-# --------------------------------------------------------------------------------------------- renderers
 def _cell_text(cell: Cell, bold: bool = False) -> str:
     """``mean ± std`` with its marks: ``(n=k/m)``, ``†`` (a seed diverged), ``‡`` (runs failed), ``(chance)``."""
-    text = f"**{_mean_std(cell)}**" if bold else _mean_std(cell)
+    text = f"**{render.mean_std(cell.mean, cell.std)}**" if bold else render.mean_std(cell.mean, cell.std)
     if cell.n < cell.expected:
         text += f" (n={cell.n}/{cell.expected})"
     text += ("†" if cell.diverged else "") + ("‡" if cell.failed else "")
@@ -503,18 +250,10 @@ def _cell_text(cell: Cell, bold: bool = False) -> str:
 def _md_cell(cell: Cell, bold: bool) -> str:
     if cell.status != "ok":
         return {"diverged": "div", "failed": "failed"}.get(cell.status, "–") + ("‡" if cell.failed else "")
-    return _cell_text(cell, bold) + edge_marks(cell)
-
-
-def md_table(header: list[str], rows: list[list[str]]) -> str:
-    """A Markdown table (pipes in cells escaped)."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
-    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
+    return _cell_text(cell, bold) + render.edge_marks(cell)
 
 
 _Tests = dict[tuple[str, str, Any], tuple[Difference | None, str]]  # (row a, row b, column) -> Welch's test
-
 
 @dataclass
 class _Pair:
@@ -615,7 +354,7 @@ def _claim_pairs(spec: Spec, cells: dict[tuple[str, Any], Cell], tests: _Tests) 
             if _comparable(cells[(claim.a, column)]) and _comparable(cells[(claim.b, column)])}
 
 
-def _family(compare: list[_Pair], claims: list[_Pair]) -> tuple[list[Difference | Equivalence], str]:
+def _claim_family(compare: list[_Pair], claims: list[_Pair]) -> tuple[list[Difference | Equivalence], str]:
     """The claim section's Holm family (each Welch test once, then the equivalence tests) and how many of which
     kind it holds."""
     differences = {id(p.difference): p.difference for p in compare if p.difference is not None}
@@ -641,7 +380,7 @@ def _compare_lines(spec: Spec, cells: dict[tuple[str, Any], Cell],
     for method in spec.compare.method:
         tallies = {kind: _Tally() for kind, _ in kinds}
         for column in spec.columns:
-            mine, head = cells[(method, column)], column_header(spec, column)
+            mine, head = cells[(method, column)], render.column_header(spec, column)
             why = _not_compared(method, mine)
             if why:
                 lines.append(f"- {head}: {why}; not compared.")
@@ -670,7 +409,7 @@ def _claim_lines(spec: Spec, cells: dict[tuple[str, Any], Cell], claim: Claim, p
     margin = f" (equivalence margin ±{claim.margin:g} points)" if claim.margin is not None else ""
     lines = [f"**{claim.a} vs {claim.b}: {claim.question}**{margin}", ""]
     for column in spec.columns:
-        head = column_header(spec, column)
+        head = render.column_header(spec, column)
         pair = pairs.get(column)
         if pair is None:
             why = "; ".join(w for name in (claim.a, claim.b) if (w := _not_compared(name, cells[(name, column)])))
@@ -689,7 +428,7 @@ def _claim(spec: Spec, cells: dict[tuple[str, Any], Cell]) -> list[str]:
                         "comparison is made."]
     tests: _Tests = {}
     compare, claims = _compare_pairs(spec, cells, tests), _claim_pairs(spec, cells, tests)
-    family, text = _family(list(compare.values()), list(claims.values()))
+    family, text = _claim_family(list(compare.values()), list(claims.values()))
     adjust(family)
     lines += [text, ""]
     lines += _compare_lines(spec, cells, compare) if spec.compare else \
@@ -711,34 +450,34 @@ def _claim(spec: Spec, cells: dict[tuple[str, Any], Cell]) -> list[str]:
 
 def _markdown(spec: Spec, cells: dict[tuple[str, Any], Cell], bold: set[tuple[str, Any]], tests: int,
               problems: list[str]) -> str:
-    headers = [column_header(spec, c) for c in spec.columns]
-    schedules, per_cell = schedule_column(spec, cells)
+    headers = [render.column_header(spec, c) for c in spec.columns]
+    schedules, per_cell = render.schedule_column(spec, cells)
     main = [[r.label, schedules[r.label], str(spec.runs_per_cell(r)),
              *(_md_cell(cells[(r.label, c)], (r.label, c) in bold) for c in spec.columns)] for r in spec.rows]
-    points = [[r.label, *(format_point(cells[(r.label, c)].point) or "–" for c in spec.columns)] for r in spec.rows]
+    points = [[r.label, *(render.format_point(cells[(r.label, c)].point) or "–" for c in spec.columns)]
+              for r in spec.rows]
     seeds = spec.reported_seeds
     over = f"mean ± std over {len(seeds)} seed(s)" + (" (confirmation runs of the chosen point)"
                                                        if spec.confirm_seeds else "")
-    lines = [f"# {spec.display_title}", "", f"Table `{spec.name}`: {METRIC_TEXT[spec.metric]}, {over}.", "",
-             *protocol_warnings(spec), md_table(["Method", "LR schedule", "Budget (runs/cell)", *headers], main), "",
-             *edge_legend(spec, cells), _statistics_rule(spec, tests), "", _budget_text(spec), "",
+    lines = [f"# {spec.display_title}", "", f"Table `{spec.name}`: {render.METRIC_TEXT[spec.metric]}, {over}.", "",
+             *render.protocol_warnings(spec),
+             render.md_table(["Method", "LR schedule", "Budget (runs/cell)", *headers], main), "",
+             *render.edge_legend(spec, cells), _statistics_rule(spec, tests), "", render.budget_text(spec), "",
              _selection_rule(spec), ""]
     if spec.notes:
         lines += [f"Notes: {spec.notes.strip()}", ""]
     lines += per_cell
     if any(r.grid or r.trials is not None for r in spec.rows):
-        lines += ["## Selected point per cell", "", md_table(["Method", *headers], points), ""]
+        lines += ["## Selected point per cell", "", render.md_table(["Method", *headers], points), ""]
     lines += [*_sub_tables(spec, cells), *_claim(spec, cells), ""]
     done = "None: every expected run finished (completed or diverged)."
-    lines += ["## Problems", ""] + ([f"- {p}" for p in problems] or [done])
-    return "\n".join(lines).rstrip() + "\n"
+    return render.page([*lines, *render.problems_section(problems, done)])
 
 
 _TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "–": "--",
                 "±": r"$\pm$", "†": r"$^\dagger$", "×": r"$\times$", "◂": r"$^\triangleleft$",
                 "▸": r"$^\triangleright$"}
-
 
 def tex_escape(text: str) -> str:
     """Escape LaTeX special characters (and a few Unicode symbols) in ``text``."""
@@ -759,21 +498,21 @@ def _tex_cell(cell: Cell, bold: bool) -> str:
         text += r"$^\ddagger$"
     if cell.at_chance:
         text += r"$^{c}$"
-    text += tex_escape(edge_marks(cell))
-    point = format_point(cell.point)
+    text += tex_escape(render.edge_marks(cell))
+    point = render.format_point(cell.point)
     return text + (f" {{\\scriptsize ({tex_escape(point)})}}" if point else "")
 
 
 def _latex(spec: Spec, cells: dict[tuple[str, Any], Cell], bold: set[tuple[str, Any]]) -> str:
-    head = " & ".join(["Method", "Budget", *(tex_escape(column_header(spec, c)) for c in spec.columns)])
+    head = " & ".join(["Method", "Budget", *(tex_escape(render.column_header(spec, c)) for c in spec.columns)])
     body = [" & ".join([tex_escape(r.label), str(spec.runs_per_cell(r)),
                         *(_tex_cell(cells[(r.label, c)], (r.label, c) in bold) for c in spec.columns)]) + r" \\"
             for r in spec.rows]
     single = " (one seed: nothing is bold)" if len(spec.reported_seeds) < 2 else ""
-    chosen = tex_escape(protocol_text(spec, METRIC_TEXT[spec.selection_metric], "test"))
+    chosen = tex_escape(render.protocol_text(spec, render.METRIC_TEXT[spec.selection_metric], "test"))
     optimistic = " (optimistic: chosen on the test set it reports)" if spec.select_on == "test" else ""
-    caption = (f"{tex_escape(spec.display_title)}. {tex_escape(METRIC_TEXT[spec.metric])}: mean $\\pm$ sample std "
-               f"over {len(spec.reported_seeds)} seed(s) at the point (small text) {chosen}{optimistic}; budget = "
+    caption = (f"{tex_escape(spec.display_title)}. {tex_escape(render.METRIC_TEXT[spec.metric])}: mean $\\pm$ sample "
+               f"std over {len(spec.reported_seeds)} seed(s) at the point (small text) {chosen}{optimistic}; budget = "
                f"runs per cell; bold: best of the column and better than the runner-up by Welch's t-test, "
                f"Holm-adjusted over the columns, p $<$ {ALPHA:g}{single}; $^{{c}}$: within {CHANCE_MARGIN:g} points of "
                "chance level; $^{(k/m)}$: only k of m seeds completed; $^\\dagger$: a seed diverged at the chosen "
@@ -785,36 +524,240 @@ def _latex(spec: Spec, cells: dict[tuple[str, Any], Cell], bold: set[tuple[str, 
                       r"\end{table}"]) + "\n"
 
 
-def _number(value: float) -> str:
-    return "" if math.isnan(value) else f"{value:.4f}"
-
-
 def _csv(spec: Spec, cells: dict[tuple[str, Any], Cell]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["row", "column", "metric", "mean", "std", "n_seeds", "chosen_point", "status"])
+    lines = []
     for row in spec.rows:
         for column in spec.columns:
             cell = cells[(row.label, column)]
-            writer.writerow([row.label, column, spec.metric, _number(cell.mean), _number(cell.std), cell.n,
-                             json.dumps(cell.point) if cell.point is not None else "", cell.status])
-    return buffer.getvalue()
+            lines.append([row.label, column, spec.metric, render.number(cell.mean), render.number(cell.std), cell.n,
+                          json.dumps(cell.point) if cell.point is not None else "", cell.status])
+    return render.csv_text(["row", "column", "metric", "mean", "std", "n_seeds", "chosen_point", "status"], lines)
 
 
-def build_table(spec: Spec, df: pd.DataFrame) -> Table:
-    """Select every cell from the collected runs ``df`` and render the table in Markdown, LaTeX and CSV."""
-    cells, problems = select(spec, df)
-    bold, tests = significant_best(spec, cells)
-    return Table(spec, cells, _markdown(spec, cells, bold, tests, problems), _latex(spec, cells, bold),
-                 _csv(spec, cells), problems, bold)
+# --------------------------------------------------------------------------------------------- figures
+# metrics.jsonl key -> y label; SSL pre-training rows have only the online probe (the linear eval runs after).
+CURVE_KEYS = {"test_top1": "test top-1 (%)", "test_probe_top1": "online-probe test top-1 (%)"}
+
+TVLARS_TARGETS = {"tvlars", "tvlars_from_epochs"}  # last component of optimizer._target_
+
+# Trust-ratio families (last component of optimizer._target_, or CDAT's base): LARS-family ratios include the
+# trust coefficient η (≈1e-3 × ‖w‖/‖u‖), LAMB-family ratios do not (≈‖w‖/‖u‖); they share no y-scale.
+FAMILIES = {"lars": "LARS family (ratio includes η)", "lamb": "LAMB family"}
+
+FAMILY_OF = {"lars": "lars", "tvlars": "lars", "tvlars_from_epochs": "lars", "lamb": "lamb", "lambc": "lamb"}
+
+FIGURES = ("accuracy_vs_epoch.png", "trust_ratio.png", "phi.png", "tuning_curve.png")
+
+def phi(t: np.ndarray, lam: float, alpha: float, delay_steps: float, gamma_min: float) -> np.ndarray:
+    """TVLARS's multiplier ``φ(t) = 1 / (α + exp(λ (t − d))) + γ_min`` at optimizer steps ``t`` (as the optimizer)."""
+    with np.errstate(over="ignore"):
+        return 1.0 / (alpha + np.exp(lam * (np.asarray(t, dtype=float) - delay_steps))) + gamma_min
 
 
-def status_summary(spec: Spec, df: pd.DataFrame) -> str:
-    """One line: runs of this table by status, corrupt records, and runs of other tables ignored."""
-    mine = df[df["table"] == spec.name]
-    counts = ", ".join(f"{n} {status}" for status, n in mine["status"].value_counts().items()) or "none"
-    expected = sum(spec.runs_per_cell(r) for r in spec.rows) * len(spec.columns)
-    corrupt = int((df["status"] == "corrupt").sum())
-    other = len(df) - len(mine) - corrupt
-    return (f"{len(mine)} run(s) of table {spec.name} (expected {expected}): {counts}; {corrupt} unreadable "
-            f"summary.json; {other} run(s) of other tables or unlabelled ignored")
+def _accuracy_curve(run_dir: str) -> tuple[str, pd.Series] | None:
+    rows = read_jsonl(Path(run_dir) / "metrics.jsonl")
+    for key in CURVE_KEYS:
+        points = {int(r["epoch"]): float(r[key]) for r in rows if "epoch" in r and isinstance(r.get(key), int | float)}
+        if points:
+            return key, pd.Series(points).sort_index()
+    return None
+
+
+def accuracy_vs_epoch(spec: Spec, table: Table, out_dir: Path) -> list[Path]:
+    """``accuracy_vs_epoch.png``: per column, each row's reported runs, test top-1 per epoch: the mean over seeds
+    with a min–max band; one y-scale for the figure."""
+    fig, axes = panels(len(spec.columns))
+    colours, keys, last = row_colours(spec), set(), 0
+    for ax, column in zip(axes, spec.columns, strict=True):
+        for row in spec.rows:
+            curves = [c for c in map(_accuracy_curve, table.cells[(row.label, column)].runs) if c]
+            if not curves:
+                continue
+            keys.update(key for key, _ in curves)
+            frame = pd.concat([series for _, series in curves], axis=1)
+            mean, low, high = frame.mean(axis=1), frame.min(axis=1), frame.max(axis=1)
+            x = mean.index.to_numpy(dtype=float)
+            band = (low.to_numpy(), high.to_numpy()) if len(curves) > 1 else (None, None)
+            draw_series(ax, x, mean.to_numpy(), *band, colours[row.label], row.label)
+            last = max(last, x.max())
+        ax.set_title(render.column_header(spec, column))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    if not keys:
+        return []
+    for ax in axes:
+        ax.set_xlabel("pre-training epoch" if keys == {"test_probe_top1"} else "epoch")
+        sensible_x(ax, last)
+    seeds = len(spec.reported_seeds)
+    return save(fig, axes, " / ".join(CURVE_KEYS[k] for k in CURVE_KEYS if k in keys),
+                 figure_title(spec, f"reported runs per cell, mean over {seeds} seed(s)"
+                              + (" with min–max band" if seeds > 1 else "")), out_dir / "accuracy_vs_epoch.png")
+
+
+def _trust_quantiles(run_dir: str) -> pd.DataFrame | None:
+    """Per logged step, the 10/50/90 % quantiles over adapting layers of the trust ratio (positive values)."""
+    rows = [r for r in read_jsonl(Path(run_dir) / "trust.jsonl") if "step" in r and "trust_ratio" in r]
+    try:
+        matrix = np.array([r["trust_ratio"] for r in rows], dtype=float)
+    except (TypeError, ValueError):  # ragged or non-numeric rows
+        return None
+    if matrix.ndim != 2 or not matrix.size:
+        return None
+    # Non-adapting tensors (biases, norm weights) get ratio 1 at every step: they would flatten the band.
+    adapting = ~np.all((matrix == 1.0) | ~np.isfinite(matrix), axis=0)
+    values = np.where(matrix > 0, matrix, np.nan)[:, adapting]
+    if not values.size:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # steps where every value is NaN
+        q10, q50, q90 = np.nanquantile(values, [0.1, 0.5, 0.9], axis=1)
+    return pd.DataFrame({"q10": q10, "q50": q50, "q90": q90}, index=[int(r["step"]) for r in rows])
+
+
+def _family(config: Any) -> str | None:
+    """``lars`` or ``lamb`` for the optimizers whose trust ratios are comparable, from the resolved config."""
+    optimizer = config.get("optimizer") if isinstance(config, dict) else None
+    if not isinstance(optimizer, dict):
+        return None
+    name = str(optimizer.get("_target_", "")).rsplit(".", 1)[-1].lower()
+    return FAMILY_OF.get(str(optimizer.get("base", "")).lower() if name == "cdat" else name)
+
+
+def trust_ratio(spec: Spec, table: Table, df: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """``trust_ratio.png``: one row of panels per optimizer family (its own log y-scale), one panel per column:
+    median over adapting layers of the trust ratio vs step and its 10–90 % band across layers (seed mean)."""
+    configs = dict(zip(df["run_dir"], df["config"], strict=True))
+    series: dict[str, dict[Any, list[tuple[str, pd.DataFrame]]]] = {}
+    for column in spec.columns:
+        for row in spec.rows:
+            runs = table.cells[(row.label, column)].runs
+            frames = [q for q in map(_trust_quantiles, runs) if q is not None]
+            family = next((f for f in (_family(configs.get(r)) for r in runs) if f), None)
+            if frames and family:
+                mean = pd.concat(frames).groupby(level=0).mean().dropna()
+                series.setdefault(family, {}).setdefault(column, []).append((row.label, mean))
+    if not series:
+        return []
+    families = [f for f in FAMILIES if f in series]
+    fig = Figure(figsize=(max(4.4 * len(spec.columns), 6.0), 3.3 * len(families)), layout="constrained")
+    grid = fig.subplots(len(families), len(spec.columns), squeeze=False, sharey="row")
+    colours, last = row_colours(spec), max(m.index.max() for f in series.values() for c in f.values() for _, m in c)
+    for family, axes in zip(families, grid, strict=True):
+        for ax, column in zip(axes, spec.columns, strict=True):
+            for label, mean in series[family].get(column, []):
+                draw_series(ax, mean.index.to_numpy(dtype=float), mean["q50"].to_numpy(), mean["q10"].to_numpy(),
+                        mean["q90"].to_numpy(), colours[label], label)
+            ax.set_title(f"{render.column_header(spec, column)}: {FAMILIES[family]}", fontsize="medium")
+            ax.set_xlabel("step")
+            ax.grid(alpha=0.3, which="both")
+            ax.yaxis.set_tick_params(labelleft=True)
+            sensible_x(ax, last)
+            if ax.has_data():
+                ax.set_yscale("log")
+        axes[0].set_ylabel("trust ratio (layer median, 10–90 %)")
+    axes = [ax for row in grid for ax in row]
+    return save(fig, axes, "trust ratio (layer median, 10–90 %)",
+                 figure_title(spec, "trust ratio of adapting layers (reported runs, seed mean); one y-scale per row"),
+                 out_dir / "trust_ratio.png")
+
+
+def _phi_params(run: Any) -> dict[str, float] | None:
+    """φ's parameters from a TVLARS run's resolved config, or ``None`` if it is not one or they are missing."""
+    optimizer = run.config.get("optimizer") if isinstance(run.config, dict) else None
+    if not isinstance(optimizer, dict) or str(optimizer.get("_target_", "")).rsplit(".", 1)[-1].lower() \
+            not in TVLARS_TARGETS:
+        return None
+    spe, epochs = run.steps_per_epoch, run.epochs
+    if pd.isna(spe) or pd.isna(epochs) or spe < 1 or epochs < 1:
+        return None
+    try:  # the delay in steps as the optimizer computes it (tvlars_from_epochs rounds delay_epochs × steps/epoch)
+        delay = (float(optimizer["delay_steps"]) if "delay_steps" in optimizer
+                 else round(float(optimizer["delay_epochs"]) * spe))
+        return {"lam": float(optimizer["lam"]), "alpha": float(optimizer["alpha"]),
+                "gamma_min": float(optimizer["gamma_min"]), "delay": float(delay), "steps_per_epoch": int(spe),
+                "epochs": int(epochs)}
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _label(row: str, params: dict[str, float], varying: Sequence[str], several_rows: bool) -> str:
+    names = {"lam": "λ", "alpha": "α", "gamma_min": "γ_min", "delay": "d"}
+    text = ", ".join(f"{names[k]}={render.format_value(params[k])}" for k in ("lam", *varying))
+    return f"{row}: {text}" if several_rows else text
+
+
+def phi_curves(spec: Spec, table: Table, df: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """``phi.png``: φ(t) of every TVLARS configuration in the table, per column, x in epochs."""
+    runs = df[(df["table"] == spec.name) & df["row"].isin([r.label for r in spec.rows])]
+    curves: dict[Any, dict[tuple, tuple[str, dict[str, float], bool]]] = {}
+    for run in runs.itertuples(index=False):
+        params = _phi_params(run)
+        column = next((c for c in spec.columns if normalize(c) == normalize(run.column)), None)
+        if params is None or column is None:
+            continue
+        key = (run.row, *params.values())
+        selected = run.run_dir in table.cells[(run.row, column)].runs
+        previous = curves.setdefault(column, {}).get(key)
+        curves[column][key] = (run.row, params, selected or bool(previous and previous[2]))
+    if not curves:
+        return []
+    columns = [c for c in spec.columns if c in curves]
+    fig, axes = panels(len(columns))
+    for ax, column in zip(axes, columns, strict=True):
+        entries = sorted(curves[column].values(), key=lambda e: (e[0], e[1]["lam"]))
+        varying = [k for k in ("alpha", "gamma_min", "delay") if len({e[1][k] for e in entries}) > 1]
+        several_rows = len({e[0] for e in entries}) > 1
+        for row, params, selected in entries:
+            spe = params["steps_per_epoch"]
+            steps = np.unique(np.linspace(1, params["epochs"] * spe, 2000).round())
+            label = _label(row, params, varying, several_rows) + (" (selected)" if selected else "")
+            ax.plot(steps / spe, phi(steps, params["lam"], params["alpha"], params["delay"], params["gamma_min"]),
+                    linewidth=2.2 if selected else 1.0, linestyle="-" if selected else "--", label=label)
+        spes = {e[1]["steps_per_epoch"] for e in entries}
+        suffix = f" ({spes.pop()} steps/epoch)" if len(spes) == 1 else ""
+        ax.set_title(render.column_header(spec, column) + suffix)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="x-small")
+    return save(fig, axes, "φ(t)", figure_title(spec, "TVLARS multiplier φ(t) = 1/(α + exp(λ(t − d))) + γ_min"),
+                 out_dir / "phi.png", shared_legend=False)
+
+
+class Accuracy(TableKind):
+    """Accuracy tables (the module docstring)."""
+
+    name = "table"
+    metric = METRICS[0]
+    csv = "table.csv"
+    figure_files = FIGURES
+
+    def check(self, name: str, raw: Mapping[str, Any], rows: list[Row], select_on: str) -> dict[str, Any]:
+        metric = raw.get("metric", METRICS[0])
+        if metric not in METRICS:
+            raise spec_error(name, f"metric must be one of {METRICS} (got {metric!r})")
+        if select_on == "val" and metric.startswith("best_"):
+            raise spec_error(name, f"metric {metric} reports the best test epoch, which is chosen on test; use "
+                                   "final_test_top1 (chosen on validation), or select_on: test")
+        return {"metric": metric}
+
+    def cell(self, spec: Spec, row: Row, column: Any, runs: pd.DataFrame) -> tuple[Cell, list[str]]:
+        return _cell(spec, row, column, runs)
+
+    def build(self, spec: Spec, df: pd.DataFrame) -> AccuracyTable:
+        """Select every cell from the collected runs ``df`` and render ``table.md``, ``table.tex`` and ``table.csv``."""
+        cells, problems = self.select(spec, df)
+        bold, tests = significant_best(spec, cells)
+        files = {"table.md": _markdown(spec, cells, bold, tests, problems), "table.tex": _latex(spec, cells, bold),
+                 self.csv: _csv(spec, cells)}
+        return AccuracyTable(spec, cells, files, problems, bold)
+
+    def figures(self, spec: Spec, table: Table, df: pd.DataFrame, out: Path) -> list[Path]:
+        title = figure_title(spec, f"tuning curve: best of the first k points (mean over {len(spec.seeds)} search "
+                                   f"seed(s), chosen on {render.SPLIT_TEXT[spec.select_on]})")
+        ylabel = f"best so far: {render.METRIC_TEXT[spec.selection_metric]}"
+        tuning = tuning_curve(spec, table.cells, out, ylabel, title)
+        return [*accuracy_vs_epoch(spec, table, out), *trust_ratio(spec, table, df, out),
+                *phi_curves(spec, table, df, out), *tuning]
+
+
+ACCURACY = Accuracy()

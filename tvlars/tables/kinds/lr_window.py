@@ -1,9 +1,8 @@
 r"""LR-window studies (spec ``kind: lr_window``): over how wide a range of one swept key (the peak learning rate)
 does each row train well?
 
-Entry points: :func:`build` (records → :class:`WindowTable`: ``lr_window.md``, ``lr_window.csv``,
-``lr_window_rows.csv``), :func:`figures` (``lr_window.png``, ``lr_window_sharpness.png``) and :func:`compare` (a
-reproduction against the committed ``lr_window.csv``).
+:data:`LR_WINDOW` builds ``lr_window.md``, ``lr_window.csv`` and ``lr_window_rows.csv`` from the records, draws
+``lr_window.png`` and ``lr_window_sharpness.png``, and compares a reproduction with the committed ``lr_window.csv``.
 
 A spec of this kind runs rows × the values of ``sweep`` (each row's own grid) × ``seeds`` at one column value;
 nothing is selected: every swept value is reported. Per row and swept value ``x``, over the seeds whose run
@@ -49,14 +48,26 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from tvlars.records import Status
-from tvlars.tables.compare import SYMBOLS, VERDICTS, verdict
-from tvlars.tables.figures import _colours, _save, _title
+from tvlars.tables.cells import gather, run_state
+from tvlars.tables.compare import SYMBOLS, VERDICTS, report, verdict
+from tvlars.tables.design import Row, Spec, assignments, spec_error
+from tvlars.tables.figures import figure_title, row_colours, save
 from tvlars.tables.instrument_figures import preconditioned_ratio, series
-from tvlars.tables.kinds.accuracy import ALPHA, _number, _state, column_header, format_value, gather, md_table
-from tvlars.tables.kinds.accuracy import select as select_cells
-from tvlars.tables.spec import Row, Spec
+from tvlars.tables.kinds.base import Table, TableKind
+from tvlars.tables.render import (
+    column_header,
+    csv_text,
+    format_value,
+    md_table,
+    mean_std,
+    number,
+    page,
+    problems_section,
+)
+from tvlars.tables.statistics import ALPHA, mean_of, std_of
 
-KIND = "lr_window"
+METRIC = "final_val_top1"  # the window's metric (validation; test top-1 is reported beside it)
+TOLERANCE = 2.0  # default window_tolerance: points of validation top-1 below the row's best
 CSV = "lr_window.csv"
 FIGURES = ("lr_window.png", "lr_window_sharpness.png")
 CSV_HEADER = ("row", "column", "sweep_key", "value", "val_mean", "val_std", "test_mean", "test_std",
@@ -155,20 +166,12 @@ class RowWindow:
         return next(v for v in self.values if v.value == value)
 
 
-def _mean(values: list[float]) -> float:
-    return statistics.fmean(values) if values else math.nan
-
-
-def _std(values: list[float]) -> float:
-    return statistics.stdev(values) if len(values) > 1 else math.nan
-
-
 def _cell(spec: Spec, row: Row, column: Any, runs: pd.DataFrame) -> tuple[RowWindow, list[str]]:
     """Gather one row's runs per swept value and find its windows."""
     # completed with a test score but no validation score: trained without a validation split
     blind = (runs["status"] == Status.completed.value) & runs["final_val_top1"].isna() & runs["final_test_top1"].notna()
     found = gather(spec, row, column, runs[~blind],
-                   lambda run: (_state(run.status, float(run.final_val_top1)), float(run.final_val_top1)))
+                   lambda run: (run_state(run.status, float(run.final_val_top1)), float(run.final_val_top1)))
     problems = list(found.problems)
     if blind.any():
         problems.insert(0, f"{found.where}: {int(blind.sum())} completed run(s) have no final_val_top1 (trained "
@@ -195,17 +198,9 @@ def _cell(spec: Spec, row: Row, column: Any, runs: pd.DataFrame) -> tuple[RowWin
                      find_window(scores, seeds, spec.window_tolerance), left_out), problems
 
 
-def select(spec: Spec, df: pd.DataFrame) -> tuple[dict[tuple[str, Any], RowWindow], list[str]]:
-    """Every row's :class:`RowWindow` (keyed by row and the spec's one column) and the problems found."""
-    return select_cells(spec, df, _cell)
-
-
 # --------------------------------------------------------------------------------------------- rendering
-def _mean_std(values: list[float], digits: int = 2) -> str:
-    if not values:
-        return "–"
-    text = f"{_mean(values):.{digits}f}"
-    return text if len(values) < 2 else f"{text} ± {_std(values):.{digits}f}"
+def _mean_std(values: list[float]) -> str:
+    return mean_std(mean_of(values), std_of(values)) if values else "–"
 
 
 def _value_text(value: SweptValue) -> list[str]:
@@ -214,7 +209,7 @@ def _value_text(value: SweptValue) -> list[str]:
         shown = {"diverged": "div", "failed": "failed"}.get(value.status, "–")
         return [shown, shown, shown]
     short = f" (n={len(value.val)}/{value.expected})" if len(value.val) < value.expected else ""
-    return [_mean_std(value.val) + short, _mean_std(value.test) + short, f"{_mean(value.train_loss):.3f}"]
+    return [_mean_std(value.val) + short, _mean_std(value.test) + short, f"{mean_of(value.train_loss):.3f}"]
 
 
 def _width_text(window: Window) -> str:
@@ -354,94 +349,34 @@ def _markdown(spec: Spec, cells: dict[tuple[str, Any], RowWindow], problems: lis
               f"a tuned study (the best mean here is chosen on the same seeds it reports), nor about other budgets "
               f"or scales. With {seeds} seed(s), seed noise is estimated roughly.", ""]
     done = "None: every expected run finished (completed or diverged)."
-    lines += ["## Problems", ""] + ([f"- {p}" for p in problems] or [done])
-    return "\n".join(lines).rstrip() + "\n"
+    return page([*lines, *problems_section(problems, done)])
 
 
 def _csv(spec: Spec, cells: dict[tuple[str, Any], RowWindow]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(CSV_HEADER)
+    lines = []
     for row in spec.rows:
         cell = cells[(row.label, spec.columns[0])]
         members = set(cell.window.members) if cell.window is not None else set()
-        for v in cell.values:
-            writer.writerow([row.label, cell.column, spec.sweep, v.value, _number(_mean(v.val)), _number(_std(v.val)),
-                             _number(_mean(v.test)), _number(_std(v.test)), _number(_mean(v.train_loss)), len(v.val),
-                             v.diverged, v.expected, int(v.value in members), v.status])
-    return buffer.getvalue()
+        lines += [[row.label, cell.column, spec.sweep, v.value, number(mean_of(v.val)), number(std_of(v.val)),
+                   number(mean_of(v.test)), number(std_of(v.test)), number(mean_of(v.train_loss)), len(v.val),
+                   v.diverged, v.expected, int(v.value in members), v.status] for v in cell.values]
+    return csv_text(CSV_HEADER, lines)
 
 
 def _rows_csv(spec: Spec, cells: dict[tuple[str, Any], RowWindow]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(ROWS_HEADER)
+    lines = []
     for row in spec.rows:
         cell = cells[(row.label, spec.columns[0])]
         w, interval = cell.window, cell.interval or (math.nan, math.nan)
-        if w is None:
-            writer.writerow([row.label, cell.column, *[""] * 10, spec.window_tolerance])
-            continue
-        writer.writerow([row.label, cell.column, w.low, w.high, _number(w.width), int(w.censored[0]),
-                         int(w.censored[1]), json.dumps(w.gaps), _number(interval[0]), _number(interval[1]), w.best,
-                         _number(w.best_score), spec.window_tolerance])
-    return buffer.getvalue()
-
-
-@dataclass
-class WindowTable:
-    """The rendered LR-window study, its rows and what was missing or broken."""
-
-    spec: Spec
-    cells: dict[tuple[str, Any], RowWindow]
-    markdown: str
-    csv: str
-    rows_csv: str
-    problems: list[str]
-
-    @property
-    def files(self) -> dict[str, str]:
-        """Output file name -> text."""
-        return {"lr_window.md": self.markdown, CSV: self.csv, "lr_window_rows.csv": self.rows_csv}
-
-
-def build(spec: Spec, df: pd.DataFrame) -> WindowTable:
-    """Gather every row's swept values from the collected runs ``df``, find the windows and render the outputs."""
-    cells, problems = select(spec, df)
-    return WindowTable(spec, cells, _markdown(spec, cells, problems), _csv(spec, cells), _rows_csv(spec, cells),
-                       problems)
-
-
-# --------------------------------------------------------------------------------------------- comparison
-def compare(committed_csv: str, table: WindowTable) -> str:
-    """A reproduction's swept values against the committed ``lr_window.csv``: each value's mean validation top-1
-    judged by :func:`tvlars.tables.compare.verdict` (same, within seed noise, different, untestable, new)."""
-    spec = table.spec
-    old = {(r["row"], float(r["value"])): {**r, **{name: r[h] for name, h in COMPARE_FIELDS.items()}}
-           for r in csv.DictReader(io.StringIO(committed_csv))}
-    counts = dict.fromkeys(VERDICTS, 0)
-    lines, changed = [], []
-    for cell in table.cells.values():
-        marks = []
-        for v in cell.values:
-            key, reason = verdict(old.get((cell.row, v.value)), v.status, _mean(v.val), _std(v.val), len(v.val))
-            counts[key] += 1
-            marks.append(f"{format_value(v.value)} {SYMBOLS[key]}")
-            if reason:
-                changed.append(f"- {cell.row} @ {_short(spec.sweep or '')}={format_value(v.value)}: {VERDICTS[key]} "
-                               f"({reason})")
-        lines.append([cell.row, ", ".join(marks)])
-    legend = ", ".join(f"{SYMBOLS[k]} {VERDICTS[k]}" for k in VERDICTS)
-    summary = ", ".join(f"{n} {VERDICTS[k]}" for k, n in counts.items() if n)
-    return "\n".join([f"# {spec.name}: reproduction vs the committed table", "",
-                      f"{summary} ({legend}; mean final validation top-1 per swept value, Welch's t-test from mean, "
-                      f"std and seed count; p < {ALPHA:g}: different).", "",
-                      md_table(["Method", f"{_short(spec.sweep or '')}: verdict"], lines), "", *changed]
-                     ).rstrip() + "\n"
+        lines.append([row.label, cell.column, *[""] * 10, spec.window_tolerance] if w is None else
+                     [row.label, cell.column, w.low, w.high, number(w.width), int(w.censored[0]), int(w.censored[1]),
+                      json.dumps(w.gaps), number(interval[0]), number(interval[1]), w.best, number(w.best_score),
+                      spec.window_tolerance])
+    return csv_text(ROWS_HEADER, lines)
 
 
 # --------------------------------------------------------------------------------------------- figures
-def _accuracy_figure(spec: Spec, table: WindowTable, out_dir: Path) -> list[Path]:
+def _accuracy_figure(spec: Spec, table: Table, out_dir: Path) -> list[Path]:
     """``lr_window.png``: validation and test top-1 against the swept value (log x), one line per row (mean over
     completed seeds, min–max band), diverged seeds as crosses along the bottom and, on the validation panel, each
     row's window as a bar along the top (one level per row each; a cross's count beside it when above 1)."""
@@ -450,14 +385,14 @@ def _accuracy_figure(spec: Spec, table: WindowTable, out_dir: Path) -> list[Path
         return []
     fig = Figure(figsize=(11, 4.6), layout="constrained")
     axes = list(fig.subplots(1, 2, sharey=True))
-    colours = _colours(spec)
+    colours = row_colours(spec)
     for index, cell in enumerate(cells):
         colour = colours[cell.row]
         for ax, metric in zip(axes, ("val", "test"), strict=True):
             ok = [v for v in cell.values if getattr(v, metric)]
             if ok:
                 x = [v.value for v in ok]
-                ax.plot(x, [_mean(getattr(v, metric)) for v in ok], "o-", color=colour, label=cell.row, markersize=4)
+                ax.plot(x, [mean_of(getattr(v, metric)) for v in ok], "o-", color=colour, label=cell.row, markersize=4)
                 if any(len(getattr(v, metric)) > 1 for v in ok):
                     ax.fill_between(x, [min(getattr(v, metric)) for v in ok], [max(getattr(v, metric)) for v in ok],
                                     color=colour, alpha=0.2, linewidth=0)
@@ -483,18 +418,18 @@ def _accuracy_figure(spec: Spec, table: WindowTable, out_dir: Path) -> list[Path
                             label=f"window (top): within {format_value(spec.window_tolerance)} points of the row's "
                                   "best"))
     axes[0].add_line(Line2D([], [], linestyle="none", marker="x", color="grey", label="diverged seed(s) (bottom)"))
-    return _save(fig, axes, "top-1 (%)", _title(spec, f"accuracy against {key} at "
+    return save(fig, axes, "top-1 (%)", figure_title(spec, f"accuracy against {key} at "
                                                       f"{column_header(spec, spec.columns[0])} (mean over "
                                                       f"{len(spec.seeds)} seed(s), min–max band)"),
                  out_dir / FIGURES[0])
 
 
-def _sharpness_figure(spec: Spec, table: WindowTable, out_dir: Path) -> list[Path]:
+def _sharpness_figure(spec: Spec, table: Table, out_dir: Path) -> list[Path]:
     """``lr_window_sharpness.png``: per row at its best swept value, the preconditioned sharpness divided by its
     threshold against the step (mean over the completed seeds, min–max band); 1 is the edge of stability."""
     fig = Figure(figsize=(9, 4.6), layout="constrained")
     ax = fig.subplots()
-    colours, drawn = _colours(spec), False
+    colours, drawn = row_colours(spec), False
     key = _short(spec.sweep or "")
     for row in spec.rows:
         cell = table.cells[(row.label, spec.columns[0])]
@@ -519,15 +454,95 @@ def _sharpness_figure(spec: Spec, table: WindowTable, out_dir: Path) -> list[Pat
     ax.grid(alpha=0.3)
     ax.set_xlim(left=0)
     ax.legend(fontsize="small")
-    return _save(fig, [ax], "λ_max(P^½ H P^½) / threshold",
-                 _title(spec, f"preconditioned sharpness over its threshold, each row at its best {key}"),
+    return save(fig, [ax], "λ_max(P^½ H P^½) / threshold",
+                 figure_title(spec, f"preconditioned sharpness over its threshold, each row at its best {key}"),
                  out_dir / FIGURES[1], shared_legend=False)
 
 
-def figures(spec: Spec, table: WindowTable, out_dir: str | Path) -> list[Path]:
-    """Both figures of an LR-window study that its records support, written into ``out_dir``. (The instruments'
-    generic ``sharpness.png`` and ``noise_scale.png`` are not drawn: they average a row over its swept values.)"""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    return [*_accuracy_figure(spec, table, out), *_sharpness_figure(spec, table, out)]
+class LrWindow(TableKind):
+    """LR-window studies (the module docstring)."""
 
+    name = "lr_window"
+    metric = METRIC
+    csv = CSV
+    keys = ("sweep", "window_tolerance")
+    compare_fields = COMPARE_FIELDS
+    figure_files = FIGURES
+    instruments = False  # the instruments' figures would average a row over its swept values
+    smoke_points = 2  # a window needs two swept values
+
+    def check(self, name: str, raw: Mapping[str, Any], rows: list[Row], select_on: str) -> dict[str, Any]:
+        """The swept key (``sweep``: each row's only grid key, at least 2 distinct values > 0, one column) and the
+        ``window_tolerance``."""
+        sweep, columns = raw.get("sweep"), raw["columns"]
+        if not isinstance(sweep, str) or not sweep:
+            raise spec_error(name, "kind lr_window needs sweep: <config key> (the swept key, e.g. optimizer.lr; got "
+                                   f"{sweep!r})")
+        if len(columns["values"]) != 1 or columns["key"] == sweep:
+            raise spec_error(name, "kind lr_window measures one window per row at one setting: give columns one value "
+                                   f"of another key than {sweep} (e.g. {{key: batch_size, values: [4096]}}; got "
+                                   f"{columns!r})")
+        for key, why in (("confirm_seeds", "every swept value is reported, nothing is selected"),
+                         ("metric", f"the window is on {METRIC}, test top-1 is reported beside it"),
+                         ("chance", "no cell is compared with chance level")):
+            if raw.get(key):
+                raise spec_error(name, f"{key} does not apply to kind lr_window ({why}); remove it")
+        if select_on != "val":
+            raise spec_error(name, f"kind lr_window's window is on validation ({METRIC}); drop select_on")
+        tolerance = raw.get("window_tolerance", TOLERANCE)
+        if not isinstance(tolerance, int | float) or isinstance(tolerance, bool) or not 0 < tolerance < 100:
+            raise spec_error(name, f"window_tolerance must be a number of accuracy points in (0, 100) (got "
+                                   f"{tolerance!r})")
+        column = columns["values"][0]
+        for row in rows:
+            where = f"row {row.label!r}"
+            if row.trials is not None or set(row.grid) != {sweep}:
+                raise spec_error(name, f"{where}: kind lr_window sweeps {sweep} alone, so the row needs grid: "
+                                       f"{{{sweep}: [values]}} and nothing else (got {sorted(row.grid) or 'a search'})")
+            if sweep in assignments(row.overrides):
+                raise spec_error(name, f"{where} sets {sweep} in its overrides; give its values in the grid only")
+            values = [p[sweep] for p in row.points(column)]
+            if len(values) < 2 or len(set(values)) < len(values) or not all(
+                    isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in values):
+                raise spec_error(name, f"{where}: the values of {sweep} must be at least 2 distinct numbers > 0 (a log "
+                                       f"axis; got {values})")
+        return {"metric": METRIC, "sweep": sweep, "window_tolerance": float(tolerance)}
+
+    def cell(self, spec: Spec, row: Row, column: Any, runs: pd.DataFrame) -> tuple[RowWindow, list[str]]:
+        return _cell(spec, row, column, runs)
+
+    def build(self, spec: Spec, df: pd.DataFrame) -> Table:
+        """Gather every row's swept values from the collected runs ``df``, find the windows and render
+        ``lr_window.md``, ``lr_window.csv`` and ``lr_window_rows.csv``."""
+        cells, problems = self.select(spec, df)
+        files = {"lr_window.md": _markdown(spec, cells, problems), self.csv: _csv(spec, cells),
+                 "lr_window_rows.csv": _rows_csv(spec, cells)}
+        return Table(spec, cells, files, problems)
+
+    def figures(self, spec: Spec, table: Table, df: pd.DataFrame, out: Path) -> list[Path]:
+        """``lr_window.png`` and ``lr_window_sharpness.png`` where the records support them."""
+        return [*_accuracy_figure(spec, table, out), *_sharpness_figure(spec, table, out)]
+
+    def compare(self, committed_csv: str, table: Table) -> str:
+        """A reproduction's swept values against the committed ``lr_window.csv``: each value's mean validation top-1
+        judged by :func:`tvlars.tables.compare.verdict` (same, within seed noise, different, untestable, new)."""
+        spec, key = table.spec, _short(table.spec.sweep or "")
+        old = {(r["row"], float(r["value"])): {**r, **{name: r[h] for name, h in COMPARE_FIELDS.items()}}
+               for r in csv.DictReader(io.StringIO(committed_csv))}
+        counts = dict.fromkeys(VERDICTS, 0)
+        lines, changed = [], []
+        for cell in table.cells.values():
+            marks = []
+            for v in cell.values:
+                verdict_key, reason = verdict(old.get((cell.row, v.value)), v.status, mean_of(v.val), std_of(v.val),
+                                              len(v.val))
+                counts[verdict_key] += 1
+                marks.append(f"{format_value(v.value)} {SYMBOLS[verdict_key]}")
+                if reason:
+                    changed.append(f"- {cell.row} @ {key}={format_value(v.value)}: {VERDICTS[verdict_key]} ({reason})")
+            lines.append([cell.row, ", ".join(marks)])
+        return report(spec, counts, "mean final validation top-1 per swept value, Welch's t-test from mean, std and "
+                      f"seed count; p < {ALPHA:g}: different", md_table(["Method", f"{key}: verdict"], lines), changed)
+
+
+LR_WINDOW = LrWindow()

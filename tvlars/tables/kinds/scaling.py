@@ -36,8 +36,6 @@ against the number of trials, with how many trials reached the target).
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import statistics
@@ -58,37 +56,39 @@ from scipy import stats
 from scipy.optimize import OptimizeWarning, curve_fit
 
 from tvlars.records import FINAL, Status
-from tvlars.tables.figures import _colours, _save, _title, tuning_curve
-from tvlars.tables.kinds.accuracy import (
-    FINISHED,
-    Record,
-    _budget_text,
-    _number,
-    _state,
+from tvlars.tables.cells import FINISHED, Record, gather, run_state, select_cells
+from tvlars.tables.design import Row, Spec, assignments, spec_error, target_of
+from tvlars.tables.figures import figure_title, row_colours, save, tuning_curve
+from tvlars.tables.kinds.base import Table, TableKind
+from tvlars.tables.lr_schedule import describe_schedule
+from tvlars.tables.render import (
+    budget_text,
     column_header,
+    csv_text,
     edge_legend,
     edge_marks,
     edges,
     format_point,
     format_value,
-    gather,
     md_table,
+    number,
+    page,
+    problems_section,
     protocol_text,
     protocol_warnings,
     schedule_column,
 )
-from tvlars.tables.kinds.accuracy import select as select_cells
-from tvlars.tables.lr_schedule import describe_schedule
-from tvlars.tables.spec import Row, Spec
+from tvlars.tables.statistics import mean_of, std_of
 
 MIN_CELLS = 3  # batch sizes with a finite median needed to fit two parameters with a residual degree of freedom
 MIN_INFORMATIVE = 4  # batch sizes a fit needs before its B_noise is informative
 MAX_SPREAD = 10.0  # a 95 % interval of B_noise spanning more than this factor leaves it uninformative
 CONFIDENCE = 0.95
+METRIC = "steps_to_target"  # the metric of a scaling table: fewest optimizer steps to the target
 FIGURE = "scaling.png"
 CSV_HEADER = ("row", "batch_size", "steps_median", "steps_mean", "steps_std", "images_mean", "time_mean_s",
               "n_reached", "n_seeds", "cap_steps", "chosen_point", "status")
-# tvlars.tables.compare reads a committed scaling.csv through these names (its generic name -> our header).
+# the committed scaling.csv's headers of the comparison's column, mean, std and seed count
 COMPARE_FIELDS = {"column": "batch_size", "mean": "steps_mean", "std": "steps_std", "n_seeds": "n_reached"}
 STATUS_TEXT = {"not_reached": "not reached", "diverged": "div", "failed": "failed", "missing": "–"}
 
@@ -203,12 +203,7 @@ def _run_state(run: Any) -> tuple[str, float]:
     steps = float(run.steps_to_target)
     if run.status in FINAL and math.isfinite(steps):
         return "usable", steps
-    return ("unreached", math.nan) if run.status == Status.completed else (_state(run.status, math.nan), math.nan)
-
-
-def _mean(values: list[float]) -> float:
-    finite = [v for v in values if math.isfinite(v)]
-    return statistics.fmean(finite) if finite else math.nan
+    return ("unreached", math.nan) if run.status == Status.completed else (run_state(run.status, math.nan), math.nan)
 
 
 def km_median(reached: list[float], censored: list[float]) -> float:
@@ -276,9 +271,9 @@ def _cell(spec: Spec, row: Row, column: Any, runs: pd.DataFrame) -> tuple[Scalin
         return ScalingCell(row.label, column, status, finished=len(chosen), point=point, **base), problems
     steps = [r.value for r in reached]
     return ScalingCell(row.label, column, "ok", _km(chosen), statistics.fmean(steps),
-                       statistics.stdev(steps) if len(steps) > 1 else math.nan, len(steps), len(chosen),
-                       images=_mean([r.run.images_to_target for r in reached]),
-                       time_s=_mean([r.run.time_to_target_s for r in reached]), point=point, values=steps,
+                       std_of(steps), len(steps), len(chosen),
+                       images=mean_of([r.run.images_to_target for r in reached]),
+                       time_s=mean_of([r.run.time_to_target_s for r in reached]), point=point, values=steps,
                        edges=edges(row, column, point), **base), problems
 
 
@@ -293,19 +288,6 @@ def _run_target(config: Any) -> tuple[str, float] | None:
 
 def _same_target(spec: Spec, target: tuple[str, float] | None) -> bool:
     return target is not None and target[0] == spec.target[0] and math.isclose(target[1], spec.target[1])
-
-
-def select(spec: Spec, df: pd.DataFrame) -> tuple[dict[tuple[str, Any], ScalingCell], list[str]]:
-    """Every cell of a scaling table and the problems found. Runs of the table measured against another target
-    than the spec's (or none) are left out and listed."""
-    targets = df["config"].map(_run_target)
-    other = (df["table"] == spec.name) & ~targets.map(lambda t: _same_target(spec, t)).astype(bool)
-    problems = [f"{n} run(s) measured against target {t[0]}={format_value(t[1])} instead of the spec's "
-                f"{spec.target[0]}={format_value(spec.target[1])} (ignored)" if t else
-                f"{n} run(s) without target.metric/target.value in their config (ignored)"
-                for t, n in Counter(targets[other]).items()]
-    cells, found = select_cells(spec, df[~other], _cell)
-    return cells, problems + found
 
 
 # --------------------------------------------------------------------------------------------- rendering
@@ -331,20 +313,10 @@ def cell_text(cell: ScalingCell) -> str:
 
 
 @dataclass
-class ScalingTable:
-    """The rendered scaling table, its cells and fits, and what was missing or broken."""
+class ScalingTable(Table):
+    """A scaling table, with each row's fit of the critical batch size (by row label)."""
 
-    spec: Spec
-    cells: dict[tuple[str, Any], ScalingCell]
-    fits: dict[str, CriticalBatch]  # row label -> fit
-    markdown: str
-    csv: str
-    problems: list[str]
-
-    @property
-    def files(self) -> dict[str, str]:
-        """Output file name -> text."""
-        return {"scaling.md": self.markdown, "scaling.csv": self.csv}
+    fits: dict[str, CriticalBatch] = field(default_factory=dict)
 
 
 def _evaluation_text(df: pd.DataFrame, spec: Spec) -> tuple[str, list[int]]:
@@ -428,7 +400,7 @@ def _markdown(spec: Spec, cells: dict[tuple[str, Any], ScalingCell], fits: dict[
              f"runs' configs, `target.metric`/`target.value`), Kaplan–Meier median over {over}, against the batch "
              "size B.", "", *protocol_warnings(spec),
              md_table(["Method", "LR schedule", "Budget (runs/cell)", *headers], main), "", *edge_legend(spec, cells)]
-    for text in (evaluation, _budget_text(spec), _selection_rule(spec)):
+    for text in (evaluation, budget_text(spec), _selection_rule(spec)):
         lines += [text, ""] if text else []
     if spec.notes:
         lines += [f"Notes: {spec.notes.strip()}", ""]
@@ -437,33 +409,18 @@ def _markdown(spec: Spec, cells: dict[tuple[str, Any], ScalingCell], fits: dict[
         lines += ["## Selected point per cell", "", md_table(["Method", *headers], points), ""]
     lines += _scope(spec, eval_steps)
     done = "None: every expected run finished (reached the target, did not, or diverged)."
-    lines += ["## Problems", ""] + ([f"- {p}" for p in problems] or [done])
-    return "\n".join(lines).rstrip() + "\n"
+    return page([*lines, *problems_section(problems, done)])
 
 
 def _csv(spec: Spec, cells: dict[tuple[str, Any], ScalingCell]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(CSV_HEADER)
+    lines = []
     for row in spec.rows:
         for column in spec.columns:
             cell = cells[(row.label, column)]
-            writer.writerow([row.label, column, _number(cell.median), _number(cell.mean), _number(cell.std),
-                             _number(cell.images), _number(cell.time_s), cell.n, cell.finished, _number(cell.cap),
-                             json.dumps(cell.point) if cell.point is not None else "", cell.status])
-    return buffer.getvalue()
-
-
-def build_scaling(spec: Spec, df: pd.DataFrame) -> ScalingTable:
-    """Select every cell from the collected runs ``df``, fit each row, and render ``scaling.md`` and ``scaling.csv``."""
-    cells, problems = select(spec, df)
-    fits = {}
-    for row in spec.rows:
-        measured = [cells[(row.label, c)] for c in spec.columns if math.isfinite(cells[(row.label, c)].median)]
-        fits[row.label] = fit_critical_batch([float(c.column) for c in measured], [c.median for c in measured])
-    evaluation, eval_steps = _evaluation_text(df, spec)
-    return ScalingTable(spec, cells, fits, _markdown(spec, cells, fits, problems, evaluation, eval_steps),
-                        _csv(spec, cells), problems)
+            lines.append([row.label, column, number(cell.median), number(cell.mean), number(cell.std),
+                          number(cell.images), number(cell.time_s), cell.n, cell.finished, number(cell.cap),
+                          json.dumps(cell.point) if cell.point is not None else "", cell.status])
+    return csv_text(CSV_HEADER, lines)
 
 
 # --------------------------------------------------------------------------------------------- figure
@@ -482,7 +439,7 @@ def scaling_axes(spec: Spec, table: ScalingTable) -> Axes | None:
         return None
     fig = Figure(figsize=(10, 5.2), layout="constrained")
     ax = fig.subplots()
-    colours = _colours(spec)
+    colours = row_colours(spec)
     batches = np.geomspace(min(spec.columns), max(spec.columns), 200)
     for row in spec.rows:
         mine = [table.cells[(row.label, c)] for c in spec.columns]
@@ -526,18 +483,89 @@ def scaling_axes(spec: Spec, table: ScalingTable) -> Axes | None:
     return ax
 
 
-def scaling_figure(spec: Spec, table: ScalingTable, out_dir: str | Path) -> list[Path]:
-    """Write ``scaling.png`` (:func:`scaling_axes`, when some cell has a finite median) and ``tuning_curve.png``
-    (the fewest steps among the first k trials, with how many trials reached the target) into ``out_dir``."""
-    metric, value = spec.target
-    target = f"{metric} reaches {format_value(value)}"
-    ax = scaling_axes(spec, table)
-    paths = [] if ax is None else _save(
-        ax.figure, [ax], f"optimizer steps until {target}",
-        _title(spec, f"steps to target vs batch size (Kaplan–Meier median over {len(spec.reported_seeds)} seed(s))"),
-        Path(out_dir) / FIGURE, shared_legend=False)
-    return paths + tuning_curve(
-        spec, table.cells, Path(out_dir), "fewest steps so far",
-        _title(spec, f"tuning curve: fewest steps until {target} among the first k trials (median over "
-                     f"{len(spec.seeds)} search seed(s))"), improve=np.fmin.accumulate,
-        count="trials reached the target (by column)")
+
+
+class Scaling(TableKind):
+    """Scaling tables (the module docstring)."""
+
+    name = "scaling"
+    metric = METRIC
+    csv = "scaling.csv"
+    compare_fields = COMPARE_FIELDS
+    figure_files = (FIGURE, "tuning_curve.png")
+
+    def check(self, name: str, raw: Mapping[str, Any], rows: list[Row], select_on: str) -> dict[str, Any]:
+        """The spec's target ``(metric, value)`` from its base overrides: every cell is measured against it."""
+        if raw["columns"]["key"] != "batch_size":
+            raise spec_error(name, f"kind scaling plots steps to target against the batch size, so columns.key must "
+                                   f"be batch_size (got {raw['columns']['key']!r})")
+        if raw.get("metric", METRIC) != METRIC:
+            raise spec_error(name, f"the metric of kind scaling is {METRIC} (got {raw['metric']!r}); drop metric")
+        for key in ("compare", "claims", "chance"):
+            if raw.get(key) is not None:
+                raise spec_error(name, f"{key} applies to accuracy tables, not to kind scaling; remove it (or set it "
+                                       "to null)")
+        target = target_of(raw.get("base"))
+        if target is None:
+            raise spec_error(name, "kind scaling measures steps to a target: add target.metric=<metric> and "
+                                   "target.value=<number> to base (e.g. target.metric=test_top1, target.value=86)")
+        for row in rows:
+            keys = [*assignments(row.overrides), *row.grid, *(row.trials[raw["columns"]["values"][0]][0]
+                                                              if row.trials else ())]
+            if any(key.startswith("target.") for key in keys):
+                raise spec_error(name, f"row {row.label!r} sets {next(k for k in keys if k.startswith('target.'))}: "
+                                       "every cell of a scaling table has the same target; set target.* in base only")
+        if not target[0].startswith(f"{select_on}_"):
+            raise spec_error(name, f"target.metric={target[0]} is not measured on the selection split (select_on: "
+                                   f"{select_on}); use target.metric={select_on}_{target[0].split('_', 1)[-1]}")
+        return {"metric": METRIC, "target": target}
+
+    def smoke(self, base: tuple[str, ...]) -> dict[str, Any]:
+        return {"target": target_of(base)}
+
+    def cell(self, spec: Spec, row: Row, column: Any, runs: pd.DataFrame) -> tuple[ScalingCell, list[str]]:
+        return _cell(spec, row, column, runs)
+
+    def select(self, spec: Spec, df: pd.DataFrame) -> tuple[dict[tuple[str, Any], ScalingCell], list[str]]:
+        """Every cell and the problems found; runs of the table measured against another target than the spec's
+        (or none) are left out and listed."""
+        targets = df["config"].map(_run_target)
+        other = (df["table"] == spec.name) & ~targets.map(lambda t: _same_target(spec, t)).astype(bool)
+        problems = [f"{n} run(s) measured against target {t[0]}={format_value(t[1])} instead of the spec's "
+                    f"{spec.target[0]}={format_value(spec.target[1])} (ignored)" if t else
+                    f"{n} run(s) without target.metric/target.value in their config (ignored)"
+                    for t, n in Counter(targets[other]).items()]
+        cells, found = select_cells(spec, df[~other], self.cell)
+        return cells, problems + found
+
+    def build(self, spec: Spec, df: pd.DataFrame) -> ScalingTable:
+        """Select every cell from the collected runs ``df``, fit each row, and render ``scaling.md`` and
+        ``scaling.csv``."""
+        cells, problems = self.select(spec, df)
+        fits = {}
+        for row in spec.rows:
+            measured = [cells[(row.label, c)] for c in spec.columns if math.isfinite(cells[(row.label, c)].median)]
+            fits[row.label] = fit_critical_batch([float(c.column) for c in measured], [c.median for c in measured])
+        evaluation, eval_steps = _evaluation_text(df, spec)
+        files = {"scaling.md": _markdown(spec, cells, fits, problems, evaluation, eval_steps),
+                 self.csv: _csv(spec, cells)}
+        return ScalingTable(spec, cells, files, problems, fits)
+
+    def figures(self, spec: Spec, table: Table, df: pd.DataFrame, out: Path) -> list[Path]:
+        """``scaling.png`` (:func:`scaling_axes`, when some cell has a finite median) and ``tuning_curve.png`` (the
+        fewest steps among the first k trials, with how many trials reached the target)."""
+        metric, value = spec.target
+        target = f"{metric} reaches {format_value(value)}"
+        ax = scaling_axes(spec, table)
+        paths = [] if ax is None else save(
+            ax.figure, [ax], f"optimizer steps until {target}",
+            figure_title(spec, f"steps to target vs batch size (Kaplan–Meier median over {len(spec.reported_seeds)} "
+                               "seed(s))"), out / FIGURE, shared_legend=False)
+        return paths + tuning_curve(
+            spec, table.cells, out, "fewest steps so far",
+            figure_title(spec, f"tuning curve: fewest steps until {target} among the first k trials (median over "
+                               f"{len(spec.seeds)} search seed(s))"), improve=np.fmin.accumulate,
+            count="trials reached the target (by column)")
+
+
+SCALING = Scaling()
