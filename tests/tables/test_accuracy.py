@@ -17,7 +17,7 @@ from tests.tables.studies import study_fixtures
 from tvlars.tables import build, figures
 from tvlars.tables.collect import collect
 from tvlars.tables.kinds import accuracy
-from tvlars.tables.kinds.accuracy import ACCURACY, phi, tex_escape
+from tvlars.tables.kinds.accuracy import ACCURACY, tex_escape
 from tvlars.tables.lr_schedule import describe_schedule
 from tvlars.tables.render import format_point
 from tvlars.tables.spec import load_spec
@@ -60,7 +60,7 @@ def write_run(root: Path, row: str, column: int, point: dict[str, Any], seed: in
     if trust:
         snaps = [{"layers": ["conv.weight", "fc.weight", "fc.bias"]}]
         snaps += [{"step": s, "epoch": 1 + s // 10, "trust_ratio": [1e-3 * s, 2e-3, 1.0], "weight_norm": [1.0] * 3,
-                   "update_norm": [1.0] * 3, "phi": 0.9} for s in (5, 10, 15, 20)]
+                   "update_norm": [1.0] * 3, **({"phi": 1 / s} if optimizer else {})} for s in (5, 10, 15, 20)]
         (run_dir / "trust.jsonl").write_text("".join(json.dumps(r) + "\n" for r in snaps))
     optimizer = optimizer or {"_target_": "tvlars.optim.LARS", "lr": point.get("optimizer.lr", 1.0)}
     summary = {"status": status, "run_id": run_dir.name, "run_dir": str(run_dir), "seed": seed,
@@ -370,27 +370,35 @@ def test_format_point() -> None:
     assert format_point({"optimizer.lr": 1.0, "schedule.lr": 2}) == "optimizer.lr=1, schedule.lr=2"
 
 
-def test_phi_matches_optimizer() -> None:
-    torch = pytest.importorskip("torch")
-    from tvlars.optim import TVLARS
-
-    w = torch.nn.Parameter(torch.ones(4, 4))
-    opt = TVLARS([w], lr=0.1, lam=0.01, alpha=1.0, delay_steps=5, gamma_min=0.001)
-    for t in range(1, 4):
-        w.grad = torch.ones(4, 4)
-        opt.step()
-        assert opt.trust_stats()["phi"].item() == pytest.approx(float(phi(t, 0.01, 1.0, 5, 0.001)), rel=1e-5)
-
-
 def test_figures(spec, runs: Path, tmp_path: Path) -> None:
     df = collect(runs)
     out = tmp_path / "out"
     paths = ACCURACY.draw(spec, ACCURACY.build(spec, df), df, out)
     assert sorted(p.name for p in paths) == ["accuracy_vs_epoch.png", "phi.png", "trust_ratio.png", "tuning_curve.png"]
     assert all(p.stat().st_size > 1000 for p in paths)
-    # No metrics, no trust, no TVLARS configs: nothing is drawn, nothing crashes.
+    # No metrics, no trust ratios, no φ: nothing is drawn, nothing crashes.
     empty = collect(tmp_path / "out")
     assert ACCURACY.draw(spec, ACCURACY.build(spec, empty), empty, tmp_path / "none") == []
+
+
+def test_phi_is_drawn_as_the_runs_recorded_it(spec, runs: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """φ comes from the records (``phi`` in trust.jsonl: here 1/step, TVLARS rows only), one curve per grid point,
+    the cell's chosen point marked; nothing about the optimizer is recomputed."""
+    drawn: dict[str, list[Any]] = {}
+
+    def save(fig: Any, axes: list[Any], ylabel: str, title: str, path: Path, **_: Any) -> list[Path]:
+        drawn[path.name] = axes
+        return [path]
+
+    monkeypatch.setattr(accuracy, "save", save)
+    df = collect(runs)
+    accuracy.phi_curves(spec, ACCURACY.build(spec, df), df, tmp_path)
+    [ax] = drawn["phi.png"]
+    assert [line.get_label() for line in ax.lines] == ["lr=1, lam=0.001 (selected)", "lr=1, lam=0.01"]
+    for line in ax.lines:  # 10 steps per epoch
+        assert line.get_xdata().tolist() == [0.5, 1.0, 1.5, 2.0]
+        assert line.get_ydata().tolist() == pytest.approx([1 / 5, 1 / 10, 1 / 15, 1 / 20])
 
 
 class FakeRun:
@@ -458,16 +466,17 @@ def test_make_tables_cli(spec, runs: Path, tmp_path: Path, capsys: pytest.Captur
 def test_trust_families_and_short_series() -> None:
     from matplotlib.figure import Figure
 
+    from tvlars.optim import LAMB, LARS
     from tvlars.tables.figures import draw_series
-    from tvlars.tables.kinds.accuracy import _family
+    from tvlars.tables.kinds.accuracy import _trust_family
 
-    def config(target: str, **extra: Any) -> dict[str, Any]:
-        return {"optimizer": {"_target_": target, **extra}}
+    def family(target: str, **extra: Any) -> str | None:
+        return _trust_family({"optimizer": {"_target_": target, **extra}})
 
-    assert _family(config("tvlars.optim.LARS")) == _family(config("tvlars.optim.tvlars.tvlars_from_epochs")) == "lars"
-    assert _family(config("tvlars.optim.LAMBC")) == _family(config("tvlars.optim.CDAT", base="lamb")) == "lamb"
-    assert _family(config("tvlars.optim.CDAT", base="lars")) == "lars"
-    assert _family(config("torch.optim.SGD")) is None and _family({}) is None
+    assert family("tvlars.optim.LARS") == family("tvlars.optim.tvlars.tvlars_from_epochs") == LARS.family
+    assert family("tvlars.optim.LAMBC") == family("tvlars.optim.CDAT", base="lamb") == LAMB.family != LARS.family
+    assert family("tvlars.optim.CDAT", base="lars") == LARS.family and family("tvlars.optim.CDAT", base="sgd") is None
+    assert family("torch.optim.SGD") is None and family("no.such.Optimizer") is None and _trust_family({}) is None
     ax = Figure().subplots()
     draw_series(ax, np.array([5.0]), np.array([0.3]), np.array([0.2]), np.array([0.4]), "C0", "one point")
     line = ax.lines[0]  # then the error bar's caps

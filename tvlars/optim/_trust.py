@@ -344,6 +344,15 @@ class TrustRatioOptimizer(Optimizer):
     from then on.
     """
 
+    family: str | None = None
+    """The family of the trust ratios it records (``trust_stats``): ratios of one family share a scale, those of
+    others do not (the tables' ``trust_ratio.png`` gives each family its own y-axis). A subclass inherits it."""
+
+    @classmethod
+    def family_of(cls, options: Mapping[str, Any]) -> str | None:
+        """The family of the trust ratios a run of this class records, given its config node ``options``."""
+        return cls.family
+
     def __init__(self, params: ParamsT, defaults: dict[str, Any], fused: bool | None = None) -> None:
         check_bool("fused", fused, optional=True)
         defaults = {**defaults, "adapt": True}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -104,6 +104,12 @@ class CDAT(Optimizer):
     """
 
     needs_closure = True
+
+    @classmethod
+    def family_of(cls, options: Mapping[str, Any]) -> str | None:
+        """The family of its base's trust ratios, which it records (none for ``sgd``: no ratio adapts)."""
+        base = {"lars": LARS, "lamb": LAMB}.get(options.get("base"))
+        return None if base is None else base.family
 
     def __init__(
         self,

@@ -80,6 +80,8 @@ class LAMB(TrustRatioOptimizer):
         fused: compile the step (``None``: on CUDA only).
     """
 
+    family = "LAMB family"  # ‖w‖/‖u‖, no trust coefficient
+
     def __init__(
         self,
         params: ParamsT,

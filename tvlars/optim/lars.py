@@ -60,6 +60,8 @@ class LARS(TrustRatioOptimizer):
         fused: compile the step (``None``: on CUDA only).
     """
 
+    family = "LARS family (ratio includes η)"  # η‖w‖/‖u‖ ≈ 1e-3 × ‖w‖/‖u‖
+
     def __init__(
         self,
         params: ParamsT,

@@ -35,13 +35,16 @@ def _quiet() -> Iterator[None]:
         logger.disabled = disabled
 
 
-def _lr_factor(optimizer: Any) -> str | None:
-    """The ``lr_factor`` class attribute of the optimizer's ``_target_`` (the class of a factory classmethod too)."""
+def optimizer_class(optimizer: Any) -> type | None:
+    """The class a run's ``optimizer`` config node names in ``_target_`` (the class of a factory classmethod too), or
+    ``None`` when the record does not name one this build has. Tables read what an optimizer declares about itself
+    from its class attributes."""
     try:
         target = get_object(str(optimizer["_target_"]))
     except _UNREADABLE:
         return None
-    return getattr(getattr(target, "__self__", target), "lr_factor", None)
+    target = getattr(target, "__self__", target)
+    return target if isinstance(target, type) else None
 
 
 def describe_schedule(config: Mapping[str, Any], lr: float, steps_per_epoch: float) -> str:
@@ -55,6 +58,6 @@ def describe_schedule(config: Mapping[str, Any], lr: float, steps_per_epoch: flo
                                         total_steps=int(config["epochs"]) * steps)
     except _UNREADABLE:
         return ""
-    factor = _lr_factor(config.get("optimizer") or {})
+    factor = getattr(optimizer_class(config.get("optimizer") or {}), "lr_factor", None)
     return f"{schedule.describe()}, {factor}" if factor else schedule.describe()
 

@@ -14,10 +14,9 @@ table's bold tests are one Holm family); the claim section (method rows against 
 adjusted p. A cell whose mean is within :data:`CHANCE_MARGIN` points of chance (100 / classes %) is marked and never
 compared.
 
-Figures (from local run directories: ``metrics.jsonl``, ``trust.jsonl``; runs collected from W&B give only
-``phi.png`` and ``tuning_curve.png``): ``accuracy_vs_epoch.png``, ``trust_ratio.png`` (one row of panels per
-optimizer family, since LARS-family ratios include η and LAMB-family ratios do not), ``phi.png`` and
-``tuning_curve.png``.
+Figures: ``accuracy_vs_epoch.png``, ``trust_ratio.png`` (one row of panels per family of trust ratios, as each
+optimizer class declares it), ``phi.png`` (φ(t) as the runs recorded it) and ``tuning_curve.png``; the first three
+read local run directories (``metrics.jsonl``, ``trust.jsonl``): runs collected from W&B give only the tuning curve.
 """
 
 from __future__ import annotations
@@ -28,7 +27,7 @@ import re
 import statistics
 import warnings
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +41,7 @@ from tvlars.errors import UserError
 from tvlars.records import read_jsonl
 from tvlars.tables import render
 from tvlars.tables.cells import Record, gather, run_state
-from tvlars.tables.collect import normalize
+from tvlars.tables.collect import normalize, point_key
 from tvlars.tables.design import Claim, Row, Spec, slug, spec_error
 from tvlars.tables.figures import (
     draw_series,
@@ -53,13 +52,17 @@ from tvlars.tables.figures import (
     sensible_x,
     tuning_curve,
 )
+from tvlars.tables.instrument_figures import series
 from tvlars.tables.kinds.base import Table, TableKind
-from tvlars.tables.lr_schedule import describe_schedule
+from tvlars.tables.lr_schedule import describe_schedule, optimizer_class
 from tvlars.tables.statistics import ALPHA, Difference, Equivalence, adjust, std_of, tost, welch
 
 METRICS = ("final_test_top1", "best_test_top1")  # what an accuracy table may report (the first by default)
 CHANCE_MARGIN = 5.0  # points above chance level within which a cell counts as "at chance"
 _SMALL_SCALE = re.compile(r"mini|smoke", re.IGNORECASE)
+FIGURES = ("accuracy_vs_epoch.png", "trust_ratio.png", "phi.png", "tuning_curve.png")
+# metrics.jsonl key -> y label; SSL pre-training rows have only the online probe (the linear eval runs after).
+CURVE_KEYS = {"test_top1": "test top-1 (%)", "test_probe_top1": "online-probe test top-1 (%)"}
 
 
 @dataclass
@@ -535,25 +538,6 @@ def _csv(spec: Spec, cells: dict[tuple[str, Any], Cell]) -> str:
 
 
 # --------------------------------------------------------------------------------------------- figures
-# metrics.jsonl key -> y label; SSL pre-training rows have only the online probe (the linear eval runs after).
-CURVE_KEYS = {"test_top1": "test top-1 (%)", "test_probe_top1": "online-probe test top-1 (%)"}
-
-TVLARS_TARGETS = {"tvlars", "tvlars_from_epochs"}  # last component of optimizer._target_
-
-# Trust-ratio families (last component of optimizer._target_, or CDAT's base): LARS-family ratios include the
-# trust coefficient η (≈1e-3 × ‖w‖/‖u‖), LAMB-family ratios do not (≈‖w‖/‖u‖); they share no y-scale.
-FAMILIES = {"lars": "LARS family (ratio includes η)", "lamb": "LAMB family"}
-
-FAMILY_OF = {"lars": "lars", "tvlars": "lars", "tvlars_from_epochs": "lars", "lamb": "lamb", "lambc": "lamb"}
-
-FIGURES = ("accuracy_vs_epoch.png", "trust_ratio.png", "phi.png", "tuning_curve.png")
-
-def phi(t: np.ndarray, lam: float, alpha: float, delay_steps: float, gamma_min: float) -> np.ndarray:
-    """TVLARS's multiplier ``φ(t) = 1 / (α + exp(λ (t − d))) + γ_min`` at optimizer steps ``t`` (as the optimizer)."""
-    with np.errstate(over="ignore"):
-        return 1.0 / (alpha + np.exp(lam * (np.asarray(t, dtype=float) - delay_steps))) + gamma_min
-
-
 def _accuracy_curve(run_dir: str) -> tuple[str, pd.Series] | None:
     rows = read_jsonl(Path(run_dir) / "metrics.jsonl")
     for key in CURVE_KEYS:
@@ -614,40 +598,39 @@ def _trust_quantiles(run_dir: str) -> pd.DataFrame | None:
     return pd.DataFrame({"q10": q10, "q50": q50, "q90": q90}, index=[int(r["step"]) for r in rows])
 
 
-def _family(config: Any) -> str | None:
-    """``lars`` or ``lamb`` for the optimizers whose trust ratios are comparable, from the resolved config."""
+def _trust_family(config: Any) -> str | None:
+    """The family of a run's trust ratios, as its optimizer class declares it (``family_of``, e.g.
+    :attr:`tvlars.optim.LARS.family`), from the run's resolved config; ``None`` when it declares none."""
     optimizer = config.get("optimizer") if isinstance(config, dict) else None
-    if not isinstance(optimizer, dict):
-        return None
-    name = str(optimizer.get("_target_", "")).rsplit(".", 1)[-1].lower()
-    return FAMILY_OF.get(str(optimizer.get("base", "")).lower() if name == "cdat" else name)
+    declares = getattr(optimizer_class(optimizer), "family_of", None)
+    return declares(optimizer) if declares is not None else None
 
 
 def trust_ratio(spec: Spec, table: Table, df: pd.DataFrame, out_dir: Path) -> list[Path]:
-    """``trust_ratio.png``: one row of panels per optimizer family (its own log y-scale), one panel per column:
-    median over adapting layers of the trust ratio vs step and its 10–90 % band across layers (seed mean)."""
+    """``trust_ratio.png``: one row of panels per family of trust ratios (its own log y-scale: LARS-family ratios
+    include the trust coefficient η, LAMB-family ratios do not), in the order the rows first show them, one panel per
+    column: median over adapting layers of the trust ratio vs step and its 10–90 % band across layers (seed mean)."""
     configs = dict(zip(df["run_dir"], df["config"], strict=True))
     series: dict[str, dict[Any, list[tuple[str, pd.DataFrame]]]] = {}
     for column in spec.columns:
         for row in spec.rows:
             runs = table.cells[(row.label, column)].runs
             frames = [q for q in map(_trust_quantiles, runs) if q is not None]
-            family = next((f for f in (_family(configs.get(r)) for r in runs) if f), None)
+            family = next((f for f in (_trust_family(configs.get(r)) for r in runs) if f), None)
             if frames and family:
                 mean = pd.concat(frames).groupby(level=0).mean().dropna()
                 series.setdefault(family, {}).setdefault(column, []).append((row.label, mean))
     if not series:
         return []
-    families = [f for f in FAMILIES if f in series]
-    fig = Figure(figsize=(max(4.4 * len(spec.columns), 6.0), 3.3 * len(families)), layout="constrained")
-    grid = fig.subplots(len(families), len(spec.columns), squeeze=False, sharey="row")
+    fig = Figure(figsize=(max(4.4 * len(spec.columns), 6.0), 3.3 * len(series)), layout="constrained")
+    grid = fig.subplots(len(series), len(spec.columns), squeeze=False, sharey="row")
     colours, last = row_colours(spec), max(m.index.max() for f in series.values() for c in f.values() for _, m in c)
-    for family, axes in zip(families, grid, strict=True):
+    for (family, by_column), axes in zip(series.items(), grid, strict=True):
         for ax, column in zip(axes, spec.columns, strict=True):
-            for label, mean in series[family].get(column, []):
+            for label, mean in by_column.get(column, []):
                 draw_series(ax, mean.index.to_numpy(dtype=float), mean["q50"].to_numpy(), mean["q10"].to_numpy(),
-                        mean["q90"].to_numpy(), colours[label], label)
-            ax.set_title(f"{render.column_header(spec, column)}: {FAMILIES[family]}", fontsize="medium")
+                            mean["q90"].to_numpy(), colours[label], label)
+            ax.set_title(f"{render.column_header(spec, column)}: {family}", fontsize="medium")
             ax.set_xlabel("step")
             ax.grid(alpha=0.3, which="both")
             ax.yaxis.set_tick_params(labelleft=True)
@@ -657,70 +640,49 @@ def trust_ratio(spec: Spec, table: Table, df: pd.DataFrame, out_dir: Path) -> li
         axes[0].set_ylabel("trust ratio (layer median, 10–90 %)")
     axes = [ax for row in grid for ax in row]
     return save(fig, axes, "trust ratio (layer median, 10–90 %)",
-                 figure_title(spec, "trust ratio of adapting layers (reported runs, seed mean); one y-scale per row"),
-                 out_dir / "trust_ratio.png")
-
-
-def _phi_params(run: Any) -> dict[str, float] | None:
-    """φ's parameters from a TVLARS run's resolved config, or ``None`` if it is not one or they are missing."""
-    optimizer = run.config.get("optimizer") if isinstance(run.config, dict) else None
-    if not isinstance(optimizer, dict) or str(optimizer.get("_target_", "")).rsplit(".", 1)[-1].lower() \
-            not in TVLARS_TARGETS:
-        return None
-    spe, epochs = run.steps_per_epoch, run.epochs
-    if pd.isna(spe) or pd.isna(epochs) or spe < 1 or epochs < 1:
-        return None
-    try:  # the delay in steps as the optimizer computes it (tvlars_from_epochs rounds delay_epochs × steps/epoch)
-        delay = (float(optimizer["delay_steps"]) if "delay_steps" in optimizer
-                 else round(float(optimizer["delay_epochs"]) * spe))
-        return {"lam": float(optimizer["lam"]), "alpha": float(optimizer["alpha"]),
-                "gamma_min": float(optimizer["gamma_min"]), "delay": float(delay), "steps_per_epoch": int(spe),
-                "epochs": int(epochs)}
-    except (KeyError, TypeError, ValueError):
-        return None
-
-
-def _label(row: str, params: dict[str, float], varying: Sequence[str], several_rows: bool) -> str:
-    names = {"lam": "λ", "alpha": "α", "gamma_min": "γ_min", "delay": "d"}
-    text = ", ".join(f"{names[k]}={render.format_value(params[k])}" for k in ("lam", *varying))
-    return f"{row}: {text}" if several_rows else text
+                figure_title(spec, "trust ratio of adapting layers (reported runs, seed mean); one y-scale per row"),
+                out_dir / "trust_ratio.png")
 
 
 def phi_curves(spec: Spec, table: Table, df: pd.DataFrame, out_dir: Path) -> list[Path]:
-    """``phi.png``: φ(t) of every TVLARS configuration in the table, per column, x in epochs."""
-    runs = df[(df["table"] == spec.name) & df["row"].isin([r.label for r in spec.rows])]
-    curves: dict[Any, dict[tuple, tuple[str, dict[str, float], bool]]] = {}
+    """``phi.png``: the trust-ratio multiplier φ(t) as the runs recorded it (``phi`` in ``trust.jsonl``: TVLARS), per
+    column, one curve per row and grid point in the spec's order (the mean over its runs; the chosen point of the cell
+    solid and thick), x in epochs."""
+    runs = df[df["table"] == spec.name]
+    curves: dict[Any, dict[tuple[int, int], list[tuple[pd.Series, float, bool]]]] = {}
     for run in runs.itertuples(index=False):
-        params = _phi_params(run)
         column = next((c for c in spec.columns if normalize(c) == normalize(run.column)), None)
-        if params is None or column is None:
+        row = next((i for i, r in enumerate(spec.rows) if r.label == run.row), None)
+        if column is None or row is None or pd.isna(run.steps_per_epoch):
             continue
-        key = (run.row, *params.values())
-        selected = run.run_dir in table.cells[(run.row, column)].runs
-        previous = curves.setdefault(column, {}).get(key)
-        curves[column][key] = (run.row, params, selected or bool(previous and previous[2]))
+        keys = [point_key(p) for p in spec.rows[row].points(column)]
+        phi = series(run.run_dir, "trust.jsonl", "phi")
+        if run.point in keys and not phi.empty:
+            selected = run.run_dir in table.cells[(run.row, column)].runs
+            curves.setdefault(column, {}).setdefault((row, keys.index(run.point)), []).append(
+                (phi, float(run.steps_per_epoch), selected))
     if not curves:
         return []
     columns = [c for c in spec.columns if c in curves]
     fig, axes = panels(len(columns))
     for ax, column in zip(axes, columns, strict=True):
-        entries = sorted(curves[column].values(), key=lambda e: (e[0], e[1]["lam"]))
-        varying = [k for k in ("alpha", "gamma_min", "delay") if len({e[1][k] for e in entries}) > 1]
-        several_rows = len({e[0] for e in entries}) > 1
-        for row, params, selected in entries:
-            spe = params["steps_per_epoch"]
-            steps = np.unique(np.linspace(1, params["epochs"] * spe, 2000).round())
-            label = _label(row, params, varying, several_rows) + (" (selected)" if selected else "")
-            ax.plot(steps / spe, phi(steps, params["lam"], params["alpha"], params["delay"], params["gamma_min"]),
-                    linewidth=2.2 if selected else 1.0, linestyle="-" if selected else "--", label=label)
-        spes = {e[1]["steps_per_epoch"] for e in entries}
-        suffix = f" ({spes.pop()} steps/epoch)" if len(spes) == 1 else ""
+        several_rows = len({row for row, _ in curves[column]}) > 1
+        for (row, index), recorded in sorted(curves[column].items()):
+            name, point = spec.rows[row].label, render.format_point(spec.rows[row].points(column)[index])
+            name = (f"{name}: {point}" if several_rows else point) if point else name
+            selected = any(chosen for _, _, chosen in recorded)
+            mean = pd.concat([phi for phi, _, _ in recorded], axis=1).mean(axis=1)
+            ax.plot(mean.index.to_numpy(dtype=float) / recorded[0][1], mean.to_numpy(), marker=".",
+                    linewidth=2.2 if selected else 1.0, linestyle="-" if selected else "--",
+                    label=name + (" (selected)" if selected else ""))
+        spes = {spe for recorded in curves[column].values() for _, spe, _ in recorded}
+        suffix = f" ({spes.pop():.0f} steps/epoch)" if len(spes) == 1 else ""
         ax.set_title(render.column_header(spec, column) + suffix)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
         ax.legend(fontsize="x-small")
-    return save(fig, axes, "φ(t)", figure_title(spec, "TVLARS multiplier φ(t) = 1/(α + exp(λ(t − d))) + γ_min"),
-                 out_dir / "phi.png", shared_legend=False)
+    return save(fig, axes, "φ(t)", figure_title(spec, "trust-ratio multiplier φ(t), as the runs recorded it"),
+                out_dir / "phi.png", shared_legend=False)
 
 
 class Accuracy(TableKind):
