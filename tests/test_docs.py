@@ -190,3 +190,20 @@ def test_extending_table_example_loads(extending: dict[str, str], tmp_path: Path
     spec = load_spec(path)
     assert [r.label for r in spec.rows] == ["LARS, no warm-up", "LARSC, no warm-up"]
     assert len(spec.jobs()) == 2 * 2 * 4
+
+
+def test_the_cifar10_jpeg_recipe_makes_an_export_the_loader_reads(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/data.md's recipe, run on a fake of the pickles (not the official files: their MD5s are not checked)."""
+    from tvlars.data import cifar, write_fake
+
+    [recipe] = [block for block in re.findall(r"```python\n(.*?)```", (ROOT / "docs" / "data.md").read_text(), re.S)
+                if "cifar10-jpeg" in block]
+    write_fake("cifar10", tmp_path / "data", 20, 10)
+    monkeypatch.setattr(cifar, "check_integrity", lambda path, md5=None: Path(path).is_file())
+    monkeypatch.chdir(tmp_path)
+    exec(compile(recipe, "docs/data.md", "exec"), {})  # noqa: S102 - the documented recipe itself
+    pickles = cifar.load_cifar10("data", format="pickle")
+    export = cifar.load_cifar10("data", format="imagefolder")
+    assert (len(export.train), len(export.test)) == (20, 10)
+    assert sorted(export.train.targets) == sorted(pickles.train.labels.tolist())

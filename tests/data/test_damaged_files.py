@@ -211,7 +211,7 @@ def test_damaged_image_in_cifar10_export_both_paths(tmp_path: Path, damage, reas
     index = 5
     path = Path(bundle.train.samples[index][0])
     damage(path)
-    fix = f"extract cifar10-jpeg.tar.gz into {tmp_path}"
+    fix = f"make the export again from the canonical files into {tmp_path / 'cifar10-jpeg'}"
     sampler = _error(lambda: bundle.train[index])  # the sampler path opens images per item
     device = _error(lambda: in_memory(bundle.train, workers))  # the device path decodes once, in worker processes
     for message in (sampler, device):
@@ -252,7 +252,7 @@ def test_cli_damaged_jpeg_device_path_is_one_error_line(tmp_path: Path) -> None:
     _truncate(path)
     result = run_cli(tiny(f"out_dir={tmp_path}", "dataset=cifar10", f"data_root={tmp_path}", "batch_size=8",
                           "num_workers=1", "dataset.val_size=0"))
-    _assert_one_error_line(result, f"error: {path} is not a readable image", "cifar10-jpeg.tar.gz")
+    _assert_one_error_line(result, f"error: {path} is not a readable image", "the CIFAR-10 JPEG export")
 
 
 @pytest.mark.slow
@@ -264,7 +264,7 @@ def test_cli_damaged_jpeg_sampler_path_is_one_error_line(tmp_path: Path) -> None
     result = run_cli(tiny(f"out_dir={tmp_path}", f"run_dir={tmp_path / 'run'}", "dataset=cifar10",
                           f"data_root={tmp_path}", "batch_size=4", "data.on_device=false", "num_workers=1",
                           "dataset.val_size=0"))
-    _assert_one_error_line(result, f"error: {path} is not a readable image", "cifar10-jpeg.tar.gz")
+    _assert_one_error_line(result, f"error: {path} is not a readable image", "the CIFAR-10 JPEG export")
 
 
 # --- Tiny-ImageNet and ImageNet layouts -------------------------------------------------------------------------

@@ -119,7 +119,7 @@ def test_jpeg_folder_with_missing_test_split_names_it(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(
     not os.environ.get("TVLARS_CIFAR10_JPEG"),
-    reason="real-data check: set TVLARS_CIFAR10_JPEG to a root holding the extracted cifar10-jpeg/",
+    reason="real-data check: set TVLARS_CIFAR10_JPEG to a root holding cifar10-jpeg/ (docs/data.md)",
 )
 def test_real_cifar10_jpeg_export() -> None:
     bundle = load_cifar10(os.environ["TVLARS_CIFAR10_JPEG"], format="auto")

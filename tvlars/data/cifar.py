@@ -107,7 +107,7 @@ def _load_pickles(
 def _load_cifar10_imagefolder(root: Path) -> DataBundle:
     """``<root>/cifar10-jpeg/{train,test}/<class>/*.jpg`` with the ten canonical class folders."""
     base = root / CIFAR10_JPEG_DIR
-    fix = f"extract cifar10-jpeg.tar.gz into {root} (tar -xzf cifar10-jpeg.tar.gz -C {root})"
+    fix = f"make the export again from the canonical files into {base} (docs/data.md, the CIFAR-10 JPEG export)"
     splits = {split: image_folder(base / split, fix) for split in ("train", "test")}
     for split, dataset in splits.items():
         if tuple(dataset.classes) != CIFAR10_CLASSES:
@@ -196,8 +196,7 @@ def load_cifar10(
         else:
             raise UserError(
                 f"CIFAR-10 not found: checked {pickles} and {jpegs}; set dataset.download=true, point "
-                f"TVLARS_DATA=<dir> (or data_root=<dir>) at a directory holding it, or extract "
-                f"cifar10-jpeg.tar.gz into {base}"
+                f"TVLARS_DATA=<dir> (or data_root=<dir>) at a directory holding it"
             )
     if format == "imagefolder":
         return _load_cifar10_imagefolder(base)
