@@ -128,7 +128,7 @@ def extending(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
 
 def test_extending_examples_are_complete(extending: dict[str, str]) -> None:
     kinds = {path.split("/")[1] if path.startswith("tvlars/") else path.split("/")[0] for path in extending}
-    assert {"optim", "configs", "data", "tasks", "experiments", "tests"} <= kinds
+    assert {"optim", "configs", "data", "tasks", "tables", "experiments", "tests"} <= kinds
 
 
 def test_extending_optimizer_example_runs(extending: dict[str, str]) -> None:
@@ -180,6 +180,35 @@ def test_extending_task_example_trains_without_host_syncs(extending: dict[str, s
     with NoHostSync():
         loss, sums = task.training_step(model, batch)
     assert torch.isfinite(loss) and sums["count"] == 8 and "tvlars.tasks.mixup" in sys.modules
+
+
+def test_extending_table_kind_example_builds_and_compares(extending: dict[str, str], tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from tests.tables.test_accuracy import write_run
+    from tvlars.errors import UserError
+    from tvlars.tables import build
+    from tvlars.tables.collect import collect
+    from tvlars.tables.kinds import KINDS
+    from tvlars.tables.spec import load_spec
+
+    throughput = sys.modules["tvlars.tables.kinds.throughput"].THROUGHPUT
+    monkeypatch.setitem(KINDS, throughput.name, throughput)  # the documented registration
+    path = tmp_path / "speed.yaml"
+    path.write_text("title: speed\nkind: throughput\ncolumns: {key: batch_size, values: [512, 1024]}\nseeds: [0, 1]\n"
+                    "min_steps: 0\nrows: [{label: LARS, grid: {optimizer.lr: [1]}}]\n")
+    for seed in (0, 1):
+        write_run(tmp_path / "runs", "LARS", 512, {"optimizer.lr": 1}, seed, 80.0, table="speed")
+    out = tmp_path / "results"
+    assert build.main(["--table", str(path), "--source", str(tmp_path / "runs"), "--out", str(out)]) == 0
+    assert "| LARS | 1000 ± 0 | – |" in (out / "throughput.md").read_text() and (out / "RUN.md").is_file()
+    spec = load_spec(path)
+    table = throughput.build(spec, collect(tmp_path / "runs"))
+    assert "2 same value" in throughput.compare((out / "throughput.csv").read_text(), table)
+    path.write_text(path.read_text() + "metric: final_test_top1\n")
+    with pytest.raises(UserError, match="the metric of kind throughput is images_per_s"):
+        load_spec(path)
 
 
 def test_extending_table_example_loads(extending: dict[str, str], tmp_path: Path) -> None:
