@@ -1,9 +1,11 @@
 """tvlars installs anywhere: a wheel built from this checkout, installed outside the repository, composes configs
-and runs a smoke table from another working directory, and records the commit it was built from."""
+and runs a smoke table from another working directory, and records the commit it was built from; an editable
+install (what ``make`` does) reads the checkout's own configs/ and experiments/."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import zipfile
@@ -55,3 +57,29 @@ def test_installed_wheel_runs_a_smoke_table(installed: Path, tmp_path: Path) -> 
                   "smoke", "--launcher", "basic", "--runs", str(tmp_path / "runs"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "runs" / "smoke" / "data-path-fmnist" / "results" / "table.md").is_file()
+
+
+@pytest.fixture(scope="module")
+def editable(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """This checkout installed editable (``pip install -e``, without dependencies) into a scratch prefix; returns
+    the prefix's site-packages, which holds the install's path hooks."""
+    prefix = tmp_path_factory.mktemp("editable")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-e", str(ROOT), "--no-deps", "--no-build-isolation", "-q",
+                    "--prefix", str(prefix)], check=True, capture_output=True, timeout=600)
+    [site] = prefix.glob("lib/python*/site-packages")
+    return site
+
+
+def test_an_editable_install_reads_the_checkouts_configs_and_specs(editable: Path, tmp_path: Path) -> None:
+    """From another directory, with no other copy of tvlars in reach (``-S``: this environment's own install hooks
+    stay out; its packages come through PYTHONPATH), the editable install finds the top-level trees."""
+    dependencies = os.pathsep.join(p for p in sys.path if p.endswith("site-packages"))
+    code = (f"import site; site.addsitedir({str(editable)!r}); import runpy, sys; import tvlars.paths as p; "
+            "print(p.CONFIG_DIR, p.EXPERIMENTS_DIR); sys.argv = ['tvlars.train', '--cfg', 'job', 'optimizer=lars']; "
+            "runpy.run_module('tvlars.train', run_name='__main__')")
+    result = subprocess.run([sys.executable, "-S", "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                            env={**cli_env(), "PYTHONPATH": dependencies}, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.splitlines()[0] == f"{ROOT / 'configs'} {ROOT / 'experiments'}"
+    assert "_target_: tvlars.optim.LARS" in result.stdout
+
