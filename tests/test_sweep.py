@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import run_cli
 from tvlars.errors import UserError
 from tvlars.spec import EXPERIMENTS_DIR, load_spec, smoke_spec
 from tvlars.sweep import describe, job_file, plan, write_job_files
@@ -57,6 +58,21 @@ def test_bad_specs_fail_before_anything_launches(edit, needle: str, tmp_path: Pa
     with pytest.raises(UserError, match=needle):
         plan(load_spec(write_spec(tmp_path, edit(GOOD))), tmp_path / "runs")
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(("text", "where", "what"), [
+    (GOOD.replace("seeds: [0]", "seeds: [0").encode(), ":5:5: ",
+     "expected ',' or ']', but got ':' (while parsing a flow sequence)"),
+    (b"title: \xff\n", ": ", "invalid start byte"),
+])
+def test_a_spec_that_is_not_yaml_is_one_line_with_its_position(text: bytes, where: str, what: str,
+                                                                tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(text)
+    result = run_cli(["--table", str(path), "--dry-run"], module="tvlars.reproduce")
+    assert result.returncode == 2
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"error: {path}{where}") and what in line, result.stderr
 
 
 def test_unknown_table_lists_the_known_ones() -> None:
