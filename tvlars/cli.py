@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from tvlars import distributed
 from tvlars.config import CONFIG_DIR, run_dir, run_id
 from tvlars.errors import UserError
+from tvlars.lock import Locked
 from tvlars.records import FINAL, RunRecords, Status
 from tvlars.run import run
 
@@ -67,16 +68,20 @@ def check_composition(argv: list[str]) -> None:
 
 def record_failure(cfg: DictConfig, error: str) -> None:
     """Write ``status: failed`` and ``error`` into the job's run directory (a sweep job that failed before or while
-    running), unless the directory holds a finished run, another experiment or an unreadable record."""
+    running), unless the directory holds a finished run, another experiment or an unreadable record, or another
+    process holds it."""
     try:
         rid, records = run_id(cfg), RunRecords(run_dir(cfg))
-        previous = records.read_summary()
-        if records.unreadable_summary() or (previous is not None and (
-                previous.get("run_id") != rid or previous.get("status") in FINAL)):
-            return
-        records.prepare()
-        base = previous or {"run_id": rid, "run_dir": str(records.dir), "seed": cfg.seed, "config": _container(cfg)}
-        records.write_summary({**base, "status": Status.failed.value, "error": error})
+        with records.locked():
+            previous = records.read_summary()
+            if records.unreadable_summary() or (previous is not None and (
+                    previous.get("run_id") != rid or previous.get("status") in FINAL)):
+                return
+            base = previous or {"run_id": rid, "run_dir": str(records.dir), "seed": cfg.seed,
+                                "config": _container(cfg)}
+            records.write_summary({**base, "status": Status.failed.value, "error": error})
+    except Locked:
+        return
     except Exception as exc:  # noqa: BLE001 - recording must never hide the original error
         print(f"warning: could not record the failure in the run directory ({exc})", file=sys.stderr)
 
@@ -105,6 +110,12 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     sweep = _in_sweep()
     try:
         summary = run(cfg)
+    except Locked as exc:
+        if not sweep:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(2)
+        print(f"warning: skipping this job: {exc}", file=sys.stderr)  # another process runs it; the sweep goes on
+        return None
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         if not sweep:

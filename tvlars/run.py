@@ -6,11 +6,14 @@ when the run starts (``running``) and when it ends (``completed``, ``diverged``,
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
@@ -21,6 +24,7 @@ from tvlars.distributed import DistInfo
 from tvlars.engine import TrainState
 from tvlars.errors import UserError
 from tvlars.instruments import target_summary
+from tvlars.lock import Locked
 from tvlars.loggers import NullLogger
 from tvlars.provenance import code_hash, environment
 from tvlars.records import FINAL, RunRecords, Status
@@ -45,6 +49,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 def _run(cfg: DictConfig, dist: DistInfo) -> dict[str, Any]:
     rid, directory = run_id(cfg), run_dir(cfg)
     records = RunRecords(directory)
+    with _sole_writer(records, dist):
+        return _run_held(cfg, dist, rid, records)
+
+
+def _run_held(cfg: DictConfig, dist: DistInfo, rid: str, records: RunRecords) -> dict[str, Any]:
+    """:func:`_run` once rank 0 holds the run directory."""
+    directory = records.dir
     previous = _previous_summary(records, rid, dist)
     if previous is not None and previous.get("status") in FINAL:
         if dist.is_main:
@@ -91,6 +102,25 @@ def _run(cfg: DictConfig, dist: DistInfo) -> dict[str, Any]:
             log.info("%s: %s", status.value, {k: summary.get(k) for k in ("final_val_top1", "final_test_top1",
                                                                           "images_per_s", "wall_time_s")})
     return summary if dist.is_main else {}
+
+
+@contextlib.contextmanager
+def _sole_writer(records: RunRecords, dist: DistInfo) -> Iterator[None]:
+    """Rank 0 holds the run directory's lock (:mod:`tvlars.lock`) for the whole run; no rank goes on if it could
+    not take it."""
+    with contextlib.ExitStack() as held:
+        error = None
+        if dist.is_main:
+            try:
+                held.enter_context(records.locked())
+            except UserError as exc:
+                error = exc
+        refused = distributed.all_reduce_max(torch.tensor(float(error is not None), device=dist.device)).item() > 0
+        if error is not None:
+            raise error
+        if refused:
+            raise Locked(f"rank 0 could not take the lock of run directory {records.dir} (its error line says why)")
+        yield
 
 
 def _previous_summary(records: RunRecords, rid: str, dist: DistInfo) -> dict[str, Any] | None:

@@ -15,9 +15,11 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from tvlars.errors import UserError
+from tvlars.lock import LOCK_NAME
 
-# What stays behind when records are copied (checkpoints and backbones are large and not needed by any table).
-EXCLUDED = ("*.pt", "*.pth", "*.ckpt", "wandb", "*.tmp", ".write-test")
+# What stays behind when records are copied (checkpoints and backbones are large and not needed by any table; a
+# lock belongs to the process writing the source).
+EXCLUDED = ("*.pt", "*.pth", "*.ckpt", "wandb", "*.tmp", f"{LOCK_NAME}*")
 
 
 def write_atomic(path: Path, data: bytes) -> None:
