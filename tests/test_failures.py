@@ -121,6 +121,21 @@ def test_unreadable_summary_without_checkpoint_is_moved_aside(tiny_cfg, tmp_path
     assert str(aside) in caplog.text
 
 
+@pytest.mark.parametrize("evidence", ["config.yaml", "checkpoint"])
+def test_unreadable_summary_of_another_experiment_is_refused(evidence: str, tiny_cfg, tmp_path: Path) -> None:
+    """Without a readable summary.json, the directory's config.yaml (else its checkpoint) says whose records these
+    are; another seed's are refused, also by a run that would not read the checkpoint."""
+    run(tiny_cfg("seed=0"))
+    run_dir = tmp_path / "run"
+    (run_dir / "summary.json").write_bytes(b"\xff\xfe\x00binary")
+    if evidence == "checkpoint":
+        (run_dir / "config.yaml").unlink()
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
+    with pytest.raises(UserError, match=f"{run_dir} holds a different run"):
+        run(tiny_cfg("seed=1", "checkpoint_every=0"))
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before
+
+
 def test_summary_records_provenance_and_warns_about_other_code(tiny_cfg, tmp_path: Path,
                                                                caplog: pytest.LogCaptureFixture) -> None:
     first = run(tiny_cfg("epochs=1"))

@@ -123,18 +123,32 @@ def _sole_writer(records: RunRecords, dist: DistInfo) -> Iterator[None]:
         yield
 
 
+def _recorded_run_id(records: RunRecords) -> str | None:
+    """The run id of the records in a directory without a readable ``summary.json``: that of its ``config.yaml``,
+    else its checkpoint's; ``None`` when neither tells."""
+    try:
+        config = OmegaConf.create(yaml.safe_load(records.config.read_bytes()))
+        if isinstance(config, DictConfig):
+            return run_id(config)
+    except Exception:  # noqa: BLE001 - a missing or damaged config.yaml says nothing; the checkpoint may
+        pass
+    checkpoint = records.load_checkpoint()
+    return checkpoint.get("run_id") if checkpoint is not None else None
+
+
 def _previous_summary(records: RunRecords, rid: str, dist: DistInfo) -> dict[str, Any] | None:
-    """The summary already in the run directory, checked: another experiment's directory is refused; one whose
-    ``summary.json`` cannot be read and that has no checkpoint to resume from is moved aside (never deleted)."""
+    """The summary already in the run directory, checked: another experiment's directory is refused (known by its
+    ``summary.json``, or, without a readable one, by its ``config.yaml`` or checkpoint); one whose ``summary.json``
+    cannot be read and that has no checkpoint to resume from is moved aside (never deleted)."""
+    previous = records.read_summary()
+    recorded = previous.get("run_id") if previous is not None else _recorded_run_id(records)
+    if (previous is not None or recorded is not None) and recorded != rid:
+        raise UserError(f"{records.dir} holds a different run (run id {recorded} != {rid}); "
+                        "choose another run_dir or delete that directory")
     if records.unreadable_summary() and not records.checkpoint.exists():
         if dist.is_main:
             records.move_aside()
         distributed.barrier()
-        return None
-    previous = records.read_summary()
-    if previous is not None and previous.get("run_id") != rid:
-        raise UserError(f"{records.dir} holds a different run (run id {previous.get('run_id')} != {rid}); "
-                        "choose another run_dir or delete that directory")
     return previous
 
 
