@@ -225,6 +225,19 @@ def test_a_failing_job_does_not_stop_the_multirun(launcher: str, tmp_path: Path)
         assert result.stderr.count("error: CIFAR-10 not found") == 2
 
 
+@pytest.mark.parametrize(("task", "recorded"), [("0", True), ("1", False)])
+def test_only_rank_0_of_a_slurm_job_records_a_failure(task: str, recorded: bool, tmp_path: Path) -> None:
+    """SLURM gives the rank (SLURM_PROCID); the rendezvous exports it as RANK, which must happen before the CLI reads
+    it to decide who logs and who writes the failure record."""
+    env = {**cli_env(), "SLURM_NTASKS": "2", "SLURM_PROCID": task, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}
+    env.pop("RANK", None)
+    result = subprocess.run([sys.executable, "-m", "tvlars.train", "--multirun", *tiny("optimizer.lr=-1"),
+                             f"run_dir={tmp_path / 'run'}", f"hydra.sweep.dir={tmp_path / 'multirun'}"], cwd=ROOT,
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and "error: optimizer.lr must be >= 0" in result.stderr, result.stderr[-2000:]
+    assert (tmp_path / "run" / "summary.json").exists() == recorded
+
+
 @pytest.mark.parametrize(("tty", "columns", "expected"), [(True, 120, "bar"), (True, 0, "lines"), (True, 20, "lines"),
                                                             (False, 120, "lines")])
 def test_auto_progress_draws_a_bar_only_on_a_real_terminal(tty: bool, columns: int, expected: str,

@@ -6,6 +6,7 @@ failing job is recorded as ``failed`` with its error line in ``summary.json`` an
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -94,6 +95,14 @@ def _container(cfg: DictConfig) -> dict:
         return OmegaConf.to_container(cfg, resolve=False, enum_to_str=True)  # type: ignore[return-value]
 
 
+def _main_rank() -> bool:
+    """Whether this process is rank 0: ``RANK`` once the SLURM/submitit rendezvous has exported it (a rendezvous that
+    fails is reported by :func:`run`), else SLURM's task id."""
+    with contextlib.suppress(UserError):
+        distributed.world_size_from_env()
+    return os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")) == "0"
+
+
 def _in_sweep() -> bool:
     try:
         return HydraConfig.get().mode == RunMode.MULTIRUN
@@ -104,7 +113,7 @@ def _in_sweep() -> bool:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def _hydra_main(cfg: DictConfig) -> float | None:
     """One run (or one job of a multirun); returns the best test top-1 for Hydra sweepers."""
-    main_rank = os.environ.get("RANK", "0") == "0"
+    main_rank = _main_rank()
     logging.basicConfig(level=logging.INFO if main_rank else logging.WARNING,
                         format="[%(asctime)s] %(message)s", datefmt="%H:%M:%S", force=True)
     sweep = _in_sweep()
