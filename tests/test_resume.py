@@ -1,8 +1,10 @@
-"""A run killed with SIGKILL after a checkpoint resumes and ends exactly like an uninterrupted run."""
+"""A run killed with SIGKILL after a checkpoint, or stopped by SIGTERM (a checkpoint in the middle of an epoch),
+resumes and ends exactly like an uninterrupted run."""
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -10,9 +12,15 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
+from torch import Tensor, nn
 
-from tests.helpers import ROOT, cli_env, run_cli, tiny
+from tests.helpers import ROOT, cli_env, compose_config, run_cli, tiny
+from tvlars.loggers import NullLogger
+from tvlars.models.mlp import MLP
+from tvlars.preemption import Stopped
 from tvlars.records import read_jsonl
+from tvlars.run import run
 
 pytestmark = pytest.mark.slow
 
@@ -21,9 +29,86 @@ ARGS = tiny("dataset.num_train=2048", "epochs=4", "batch_size=128", "checkpoint_
             "dataset.augment.crop_padding=2", "dataset.augment.hflip=true")
 
 
-def _metrics(run_dir: Path) -> list[dict]:
-    return [{k: v for k, v in r.items() if "time" not in k and "per_s" not in k}
-            for r in read_jsonl(run_dir / "metrics.jsonl")]
+def _metrics(run_dir: Path, name: str = "metrics.jsonl") -> list[dict]:
+    return [{k: v for k, v in r.items() if "time" not in k and "per_s" not in k} for r in read_jsonl(run_dir / name)]
+
+
+def _same_model(a: Path, b: Path) -> bool:
+    first, second = (torch.load(d / "checkpoint.pt", weights_only=False)["model"] for d in (a, b))
+    return all(torch.equal(first[k], second[k]) for k in first)
+
+
+class SignalAt(NullLogger):
+    """A logger that sends its own process ``times`` SIGTERMs when it is first given step ``step``: a real signal
+    at a known point of the loop (the stop check of that step comes right after the step's log)."""
+
+    def __init__(self, run_dir: str | None = None, step: int = 0, times: int = 1) -> None:
+        super().__init__(run_dir)
+        self.step, self.times = step, times
+
+    def log(self, metrics: dict, step: int) -> None:
+        if step == self.step and self.times:
+            for _ in range(self.times):
+                os.kill(os.getpid(), signal.SIGTERM)
+            self.times = 0
+
+
+class DropoutMLP(MLP):
+    """An MLP whose forward draws random numbers (dropout): a resume must restore the random state of the step."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(nn.functional.dropout(self.features(x), 0.3, self.training))
+
+
+# 16 steps per epoch, a stop check after every step, trust ratios and step evaluations between the checks
+STOPPED = ("dataset.num_train=2048", "epochs=3", "batch_size=128", "log_every=1", "optimizer=lars", "log_trust_every=3",
+           "eval_every_steps=6", "dataset.augment.crop_padding=2", "dataset.augment.hflip=true")
+
+
+@pytest.mark.parametrize(("on_device", "model"), [("true", "resnet18"), ("false", "resnet18"), ("true", "dropout")])
+def test_sigterm_checkpoints_mid_epoch_and_the_rerun_ends_exactly_as_uninterrupted(on_device: str, model: str,
+                                                                                  tmp_path: Path) -> None:
+    """Stopped after step 20 (4 of epoch 2's 16 steps): the checkpoint holds the epoch's progress, the run is
+    recorded interrupted, and the rerun's records (metrics, trust ratios, step evaluations) and weights equal an
+    uninterrupted run's, with augmentations (and dropout) drawing the same random numbers."""
+    overrides = tiny(*STOPPED, f"data.on_device={on_device}", *(("model=mlp", "model.hidden=[32]")
+                                                                if model == "dropout" else ()))
+
+    def config(run_dir: Path, stop: bool):
+        cfg = compose_config([*overrides, f"run_dir={run_dir}"])
+        if model == "dropout":
+            cfg.model._target_ = f"{__name__}.DropoutMLP"
+        if stop:
+            cfg.logger = {"_target_": f"{__name__}.SignalAt", "step": 20}
+        return cfg
+
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    run(config(straight, stop=False))
+    with pytest.raises(Stopped, match="stopped by SIGTERM at step 20, checkpointed; rerun the same command"):
+        run(config(stopped, stop=True))
+    checkpoint = torch.load(stopped / "checkpoint.pt", weights_only=False)
+    assert checkpoint["train_state"]["step"] == 20 and checkpoint["epoch_progress"]["steps"] == 4
+    summary = json.loads((stopped / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["error"].startswith("stopped by SIGTERM at step 20")
+    assert run(config(stopped, stop=False))["status"] == "completed"
+    for name in ("metrics.jsonl", "trust.jsonl", "evals.jsonl"):
+        assert _metrics(stopped, name) == _metrics(straight, name), name
+    assert _same_model(stopped, straight)
+
+
+def test_a_second_sigterm_stops_at_once_and_without_checkpoints_a_stop_says_the_rerun_starts_over(
+        tmp_path: Path) -> None:
+    cfg = compose_config(tiny(*STOPPED, f"run_dir={tmp_path / 'twice'}"))
+    cfg.logger = {"_target_": f"{__name__}.SignalAt", "step": 20, "times": 2}
+    with pytest.raises(Stopped, match="stopped at once by a second SIGTERM"):
+        run(cfg)
+    assert torch.load(tmp_path / "twice" / "checkpoint.pt", weights_only=False)["train_state"]["step"] == 16
+    cfg = compose_config(tiny(*STOPPED, "checkpoint_every=0", f"run_dir={tmp_path / 'none'}"))
+    cfg.logger = {"_target_": f"{__name__}.SignalAt", "step": 20}
+    with pytest.raises(Stopped, match="at step 20; checkpoint_every=0 keeps no checkpoint, so a rerun starts over"):
+        run(cfg)
+    assert not (tmp_path / "none" / "checkpoint.pt").exists()
+    assert json.loads((tmp_path / "none" / "summary.json").read_text())["status"] == "interrupted"
 
 
 @pytest.mark.parametrize("on_device", ["true", "false"])
@@ -49,3 +134,44 @@ def test_sigkill_then_rerun_equals_uninterrupted(on_device: str, tmp_path: Path)
     a, b = (json.loads((d / "summary.json").read_text()) for d in (straight, killed))
     for key in ("status", "best_test_top1", "final_test_top1", "final_test_top5", "final_test_loss", "steps"):
         assert a[key] == b[key], key
+
+
+def test_sigterm_ends_the_cli_with_143_and_one_line_and_the_rerun_resumes_exactly(tmp_path: Path) -> None:
+    args, stopped, straight = tiny(*STOPPED, "epochs=4"), tmp_path / "stopped", tmp_path / "straight"
+    assert run_cli([*args, f"run_dir={straight}"]).returncode == 0
+    proc = subprocess.Popen([sys.executable, "-m", "tvlars.train", *args, f"run_dir={stopped}"], cwd=ROOT,
+                            env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (stopped / "checkpoint.pt").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and errors[0].startswith("error: stopped by SIGTERM at step "), err[-2000:]
+    assert "Traceback" not in err
+    assert json.loads((stopped / "summary.json").read_text())["status"] == "interrupted"
+    resumed = run_cli([*args, f"run_dir={stopped}"])
+    assert resumed.returncode == 0 and "resuming" in resumed.stderr, resumed.stderr[-2000:]
+    assert _metrics(stopped) == _metrics(straight) and _same_model(stopped, straight)
+
+
+def test_a_sigterm_to_rank_0_stops_every_ddp_rank_at_one_step_and_the_resume_is_exact(tmp_path: Path) -> None:
+    """Only rank 0 gets the signal: the ranks agree on the stop, the checkpoint keeps each rank's random states and
+    sums, and a resumed 2-process run ends as an uninterrupted one."""
+    args = tiny(*STOPPED, "model=mlp", "model.hidden=[32]", "optimizer=sgd", "eval_every_steps=0")
+
+    def torchrun(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                               "-m", "tvlars.train", *args, *extra], cwd=ROOT, env=cli_env(), capture_output=True,
+                              text=True, timeout=300)
+
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    assert torchrun(f"run_dir={straight}").returncode == 0
+    first = torchrun(f"run_dir={stopped}", "logger._target_=tests.test_resume.SignalAt", "+logger.step=20")
+    assert first.returncode != 0 and first.stderr.count("error: stopped by SIGTERM at step 20") == 2, \
+        first.stderr[-3000:]
+    assert len(torch.load(stopped / "checkpoint.pt", weights_only=False)["epoch_progress"]["ranks"]) == 2
+    resumed = torchrun(f"run_dir={stopped}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert _metrics(stopped) == _metrics(straight) and _same_model(stopped, straight)

@@ -1,7 +1,8 @@
 """The command line: ``python -m tvlars.train [group=option ...] [key=value ...]`` (also ``tvlars-train``, and under
 ``torchrun``). Composition errors and anything a user can fix end in one ``error:`` line and exit code 2 before
-training starts; Ctrl-C records the run as ``interrupted`` and exits with 130. Inside a Hydra multirun (a sweep), a
-failing job is recorded as ``failed`` with its error line in ``summary.json`` and the sweep goes on.
+training starts; Ctrl-C records the run as ``interrupted`` and exits with 130, SIGTERM (and submitit's timeout
+signal) after a checkpoint with 128 + the signal's number (:mod:`tvlars.preemption`). Inside a Hydra multirun (a
+sweep), a failing job is recorded as ``failed`` with its error line in ``summary.json`` and the sweep goes on.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from tvlars import distributed
+from tvlars import distributed, preemption
 from tvlars.config import CONFIG_DIR, run_dir, run_id
 from tvlars.errors import UserError
 from tvlars.lock import Locked
@@ -135,6 +136,11 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     except KeyboardInterrupt:
         print("error: interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
         sys.exit(130)
+    except preemption.Stopped as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        if exc.forward is not None:
+            exc.forward(exc.signum, None)  # submitit's handler: requeues the job (and exits) on rank 0
+        sys.exit(128 + exc.signum)
     except Exception as exc:
         if not sweep:
             raise

@@ -17,7 +17,7 @@ import torch
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from tvlars import distributed
+from tvlars import distributed, preemption
 from tvlars.build import Built, build
 from tvlars.config import CONFIG_DIR, LrScaling, compose, instantiate_node, run_dir, run_id, validate
 from tvlars.distributed import DistInfo
@@ -41,7 +41,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     validate(cfg, distributed.world_size_from_env())
     dist = distributed.init(cfg.device, cfg.deterministic)
     try:
-        return _run(cfg, dist)
+        with preemption.handling():
+            return _run(cfg, dist)
     finally:
         distributed.shutdown()
 
@@ -87,6 +88,9 @@ def _run_held(cfg: DictConfig, dist: DistInfo, rid: str, records: RunRecords) ->
             base |= follow_up
     except KeyboardInterrupt:
         status, error = Status.interrupted, "interrupted; rerun the same command to resume from the last checkpoint"
+        raise
+    except preemption.Stopped as exc:
+        status, error = Status.interrupted, str(exc)
         raise
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}".splitlines()[0]
