@@ -172,7 +172,7 @@ class RecordingLogger:
     def log(self, metrics: dict, step: int) -> None:
         type(self).steps.append(step)
 
-    def finish(self, exit_code: int = 0) -> None:
+    def finish(self, exit_code: int = 0, preempted: bool = False) -> None:
         pass
 
 

@@ -76,10 +76,10 @@ def _run_held(cfg: DictConfig, dist: DistInfo, rid: str, records: RunRecords) ->
                             **environment(dist.device, dist.world_size)}
     if dist.is_main:
         records.write_config(OmegaConf.to_yaml(cfg, resolve=True))
-        records.write_summary({**base, "status": Status.running.value})
         _log_start(cfg, built, dist)
-        logger.start(base["config"], state.logger_id)
-        state.logger_id = logger.run_id
+        logger.start(base["config"], state.logger_id or (previous or {}).get("logger_id"))
+        state.logger_id = logger.run_id  # recorded now: a run stopped before its first checkpoint continues it too
+        records.write_summary({**base, "status": Status.running.value, "logger_id": state.logger_id})
     status, error = Status.failed, None
     try:
         status = Status(built.engine.fit(state))
@@ -102,7 +102,7 @@ def _run_held(cfg: DictConfig, dist: DistInfo, rid: str, records: RunRecords) ->
             summary |= records.summarize()
             records.write_summary(summary)
             logger.log({f"summary/{k}": v for k, v in summary.items() if isinstance(v, int | float)}, step=state.step)
-            logger.finish(exit_code=0 if status.final else 1)
+            logger.finish(exit_code=0 if status.final else 1, preempted=status is Status.interrupted)
             log.info("%s: %s", status.value, {k: summary.get(k) for k in ("final_val_top1", "final_test_top1",
                                                                           "images_per_s", "wall_time_s")})
     return summary if dist.is_main else {}
