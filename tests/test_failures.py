@@ -3,7 +3,9 @@ interruptions recorded, a failing job that does not stop its sweep."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import re
 import signal
 import subprocess
@@ -134,6 +136,46 @@ def test_unreadable_summary_of_another_experiment_is_refused(evidence: str, tiny
     with pytest.raises(UserError, match=f"{run_dir} holds a different run"):
         run(tiny_cfg("seed=1", "checkpoint_every=0"))
     assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before
+
+
+def test_a_full_disk_at_checkpoint_time_is_one_line_and_the_run_resumes_once_there_is_space(
+        tiny_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The second checkpoint finds the disk full (ENOSPC when its bytes are flushed, as NFS reports it): one line
+    names the file and the space it needs, the first checkpoint stays, and the rerun ends as an uninterrupted run."""
+    straight = run(tiny_cfg("epochs=3", f"run_dir={tmp_path / 'straight'}"))
+    fsync, checkpoints = os.fsync, []
+
+    def full_at_the_second_checkpoint(fd: int) -> None:
+        if ".checkpoint.pt." in os.readlink(f"/proc/self/fd/{fd}"):
+            checkpoints.append(fd)
+            if len(checkpoints) == 2:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        fsync(fd)
+
+    run_dir = tmp_path / "run"
+    monkeypatch.setattr(os, "fsync", full_at_the_second_checkpoint)
+    with pytest.raises(UserError) as error:
+        run(tiny_cfg("epochs=3"))
+    monkeypatch.undo()
+    message = str(error.value)
+    match = re.fullmatch(rf"no space left to write {run_dir / 'checkpoint.pt'} \(No space left on device\): it needs "
+                         r"([\d.]+) MB, [\d.]+ MB are free there; free space, then rerun the same command to resume "
+                         "from the last checkpoint", message)
+    assert match, message
+    kept = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+    assert kept["train_state"]["epoch"] == 1 and not list(run_dir.glob(".*.tmp"))
+    assert float(match.group(1)) == pytest.approx((run_dir / "checkpoint.pt").stat().st_size / 1e6, abs=0.05)
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "failed"
+    resumed = run(tiny_cfg("epochs=3"))
+    assert resumed["status"] == "completed" and resumed["final_test_top1"] == straight["final_test_top1"]
+    assert [r["epoch"] for r in read_jsonl(run_dir / "metrics.jsonl")] == [1, 2, 3]
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full (a device that is always full)")
+def test_a_full_disk_while_appending_a_log_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"^no space left to write /dev/full \(No space left on device\): it needs "
+                                        r"0\.0 MB, "):
+        RunRecords(tmp_path).append_jsonl(Path("/dev/full"), [{"epoch": 1}])
 
 
 def test_summary_records_provenance_and_warns_about_other_code(tiny_cfg, tmp_path: Path,

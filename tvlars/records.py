@@ -19,6 +19,8 @@ half-written ``summary.json`` or checkpoint.
 from __future__ import annotations
 
 import contextlib
+import errno
+import io
 import json
 import logging
 import os
@@ -56,16 +58,49 @@ class Status(str, Enum):
 FINAL = tuple(s.value for s in Status if s.final)  # the statuses a rerun skips: compare with ``in FINAL``
 
 
+class _Counter(io.RawIOBase):
+    """A sink that counts the bytes written to it: the size a write that failed needed."""
+
+    def __init__(self) -> None:
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self.size += len(data)
+        return len(data)
+
+
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)  # a full filesystem, an exhausted quota
+
+
+def _no_space(path: Path, exc: OSError, needed: int) -> UserError:
+    """A write that found no space, as one line naming the file, the space it needs and the space left there."""
+    free = shutil.disk_usage(path.parent).free
+    return UserError(f"no space left to write {path} ({exc.strerror}): it needs {needed / 1e6:.1f} MB, "
+                     f"{free / 1e6:.1f} MB are free there; free space, then rerun the same command to resume from "
+                     "the last checkpoint")
+
+
 def _atomic_write(path: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """``write(f)`` into a temporary file beside ``path``, then ``os.replace``: ``path`` holds its old content or the
+    whole new one. A full disk leaves the old content and raises :func:`_no_space`'s line."""
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno in _NO_SPACE:
+            counter = _Counter()
+            write(counter)
+            raise _no_space(path, exc, counter.size) from None
         raise
 
 
@@ -174,14 +209,19 @@ class RunRecords:
     def append_jsonl(self, path: Path, rows: list[dict[str, Any]]) -> None:
         """Append ``rows``, first cutting a torn last line (a run killed mid-write) so every line stays whole."""
         self._check_held()
-        with path.open("ab") as f:
-            size = f.tell()
-            if size:
-                with path.open("rb") as existing:
-                    tail = existing.read()
-                if not tail.endswith(b"\n"):
-                    f.truncate(tail.rfind(b"\n") + 1)
-            f.writelines((json.dumps(row, default=str) + "\n").encode() for row in rows)
+        data = b"".join((json.dumps(row, default=str) + "\n").encode() for row in rows)
+        try:
+            with path.open("ab") as f:
+                if f.tell():
+                    with path.open("rb") as existing:
+                        tail = existing.read()
+                    if not tail.endswith(b"\n"):
+                        f.truncate(tail.rfind(b"\n") + 1)
+                f.write(data)
+        except OSError as exc:
+            if exc.errno in _NO_SPACE:  # a torn last line stays behind: the next append cuts it, reads drop it
+                raise _no_space(path, exc, len(data)) from None
+            raise
 
     def truncate_after(self, epoch: int, step: int) -> None:
         """Drop the rows of every ``*.jsonl`` log written after the checkpoint at ``epoch``/``step`` (resume):
