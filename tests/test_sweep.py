@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.helpers import run_cli
 from tvlars.errors import UserError
@@ -99,6 +100,22 @@ def test_job_file_reproduces_the_planned_run(tmp_path: Path) -> None:
     assert write_job_files(spec, planned, tmp_path / "jobs") == len(planned)
     assert len(list((tmp_path / "jobs" / "sweep_job").glob("*.yaml"))) == len(planned)
     assert len(json.loads((tmp_path / "jobs" / "plan.json").read_text())) == len(planned)
+
+
+def test_slurm_jobs_get_a_time_limit_cpus_and_requeues_the_launcher_accepts() -> None:
+    """Without them submitit's defaults apply: a 60-minute limit, no requeue, no CPUs per task."""
+    from tvlars import reproduce
+
+    args = reproduce.parse_args(["--launcher", "submitit_slurm", "--gpus-per-node", "4", "--partition", "gpu",
+                                 "--qos", "high"])
+    result = run_cli([*reproduce.launcher_defaults(args), "hydra/launcher=submitit_slurm", "--cfg", "hydra", "-p",
+                      "hydra.launcher"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    launcher = yaml.safe_load(result.stdout)
+    assert {key: launcher[key] for key in ("timeout_min", "max_num_timeout", "cpus_per_task", "gpus_per_node",
+                                           "tasks_per_node", "partition", "qos", "account")} == {
+        "timeout_min": 240, "max_num_timeout": 10, "cpus_per_task": 8, "gpus_per_node": 4, "tasks_per_node": 4,
+        "partition": "gpu", "qos": "high", "account": None}
 
 
 def _reproduce(table: str, launcher: str, runs: Path) -> None:

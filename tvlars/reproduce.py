@@ -2,7 +2,8 @@
 a comparison with the committed table.
 
     python -m tvlars.reproduce --table fmnist-mini [--launcher basic|joblib|submitit_local|submitit_slurm]
-        [--profile full|smoke] [--continue] [--dry-run] [hydra launcher overrides, e.g. hydra.launcher.n_jobs=2]
+        [--profile full|smoke] [--continue] [--dry-run] [SLURM: --gpus-per-node --time-min --requeues
+        --cpus-per-task --partition --account --qos] [hydra launcher overrides, e.g. hydra.launcher.n_jobs=2]
 
 Runs go to ``runs/<table>/``. Finished runs are skipped (run directories are derived from the config hash), so
 rerunning resumes a killed sweep; ``--continue`` first copies the committed records of ``results/<table>/runs``
@@ -51,12 +52,18 @@ def fake_data(root: Path) -> None:
 
 
 def launcher_defaults(args: argparse.Namespace) -> list[str]:
-    """Sensible launcher settings: parallel CPU jobs for joblib; one DDP process per GPU on SLURM."""
+    """Sensible launcher settings: parallel CPU jobs for joblib; on SLURM one DDP process per GPU, the job's time
+    limit, CPUs, partition, account and QOS, and how often a job that reaches its time limit is requeued (it
+    checkpoints on submitit's timeout signal and resumes, tvlars.preemption)."""
     if args.launcher == "joblib":
         return [f"hydra.launcher.n_jobs={args.jobs}"]
     if args.launcher == "submitit_slurm":
         g = args.gpus_per_node
-        return [f"hydra.launcher.gpus_per_node={g}", f"hydra.launcher.tasks_per_node={g}"]
+        return [f"hydra.launcher.gpus_per_node={g}", f"hydra.launcher.tasks_per_node={g}",
+                f"hydra.launcher.timeout_min={args.time_min}", f"hydra.launcher.cpus_per_task={args.cpus_per_task}",
+                f"hydra.launcher.max_num_timeout={args.requeues}",
+                *(f"hydra.launcher.{key}={value}" for key in ("partition", "account", "qos")
+                  if (value := getattr(args, key)) is not None)]
     return []
 
 
@@ -88,7 +95,8 @@ def confirmation_plan(spec: Spec, out_dir: Path) -> tuple[list[PlannedJob], int]
     return plan(spec, out_dir, spec.confirm_jobs(ready)), waiting
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line of ``python -m tvlars.reproduce``."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--table", default="fmnist-mini")
     parser.add_argument("--launcher", default="basic")
@@ -99,13 +107,26 @@ def main(argv: list[str] | None = None) -> int:
                         help="parallel jobs for --launcher joblib (default: one per usable CPU, one thread each)")
     parser.add_argument("--gpus-per-node", type=int, default=1,
                         help="SLURM: GPUs (= DDP processes) per run for --launcher submitit_slurm")
+    parser.add_argument("--time-min", type=int, default=240,
+                        help="SLURM: each job's time limit in minutes; a job that reaches it checkpoints and is "
+                             "requeued (default 240)")
+    parser.add_argument("--requeues", type=int, default=10,
+                        help="SLURM: how many times a job that reached its time limit is requeued (default 10)")
+    parser.add_argument("--cpus-per-task", type=int, default=8,
+                        help="SLURM: CPUs per DDP process, for its DataLoader workers (default 8)")
+    for key in ("partition", "account", "qos"):
+        parser.add_argument(f"--{key}", help=f"SLURM: the {key} to submit to (default: the cluster's)")
     parser.add_argument("--continue", dest="resume", action="store_true",
                         help="continue the committed study: copy results/<table>/runs into runs/<table> first")
     parser.add_argument("--replace-records", action="store_true",
                         help="let results/<table>/runs lose committed records that this reproduction lacks")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and stop")
     parser.add_argument("launcher_args", nargs="*", help="extra Hydra overrides for the launcher")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     try:
         spec = load_spec(args.table)
         out_dir, results = Path(args.runs) / spec.name, Path(args.results) / spec.name
