@@ -175,3 +175,27 @@ def test_a_sigterm_to_rank_0_stops_every_ddp_rank_at_one_step_and_the_resume_is_
     resumed = torchrun(f"run_dir={stopped}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert _metrics(stopped) == _metrics(straight) and _same_model(stopped, straight)
+
+
+def test_a_submitit_job_that_times_out_checkpoints_is_requeued_and_resumes_exactly(tmp_path: Path) -> None:
+    """submitit's timeout signal (SIGUSR2, sent here as submitit's controller sends it before the time limit): the
+    job stops at a checkpoint, submitit's own handler requeues it, and the requeued job resumes and ends as an
+    uninterrupted run."""
+    args, stopped, straight = tiny(*STOPPED, "epochs=4"), tmp_path / "stopped", tmp_path / "straight"
+    assert run_cli([*args, f"run_dir={straight}"]).returncode == 0
+    sweep = subprocess.Popen([sys.executable, "-m", "tvlars.train", "--multirun", *args, f"run_dir={stopped}",
+                              "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10",
+                              f"hydra.sweep.dir={tmp_path / 'multirun'}"], cwd=ROOT, env=cli_env(),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (stopped / "checkpoint.pt").exists() and sweep.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    job = json.loads((stopped / ".lock").read_text())["pid"]  # the process training the run (a submitit task)
+    os.kill(job, signal.SIGUSR2)
+    _, err = sweep.communicate(timeout=300)
+    assert sweep.returncode == 0, err[-3000:]
+    logs = "".join(p.read_text() for p in (tmp_path / "multirun" / ".submitit").rglob("*_log.*"))
+    assert "error: stopped by SIGUSR2 at step " in logs and "Requeued job" in logs and "resuming" in logs, logs[-3000:]
+    assert "] interrupted: " in logs and "] failed: " not in logs  # the first attempt's record before the requeue
+    assert json.loads((stopped / "summary.json").read_text())["status"] == "completed"
+    assert _metrics(stopped) == _metrics(straight) and _same_model(stopped, straight)

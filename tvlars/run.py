@@ -182,7 +182,7 @@ def _resume(records: RunRecords, built: Built, rid: str, dist: DistInfo,
     state = built.engine.load_state_dict(checkpoint)
     if dist.is_main:
         records.truncate_after(epoch=state.epoch, step=state.step)
-        log.info("resuming %s from epoch %d (step %d)", records.dir, state.epoch, state.step)
+        log.info("resuming %s from step %d (%d epoch(s) done)", records.dir, state.step, state.epoch)
         if previous is not None:
             _warn_if_other_code(previous, "was started", dist)
     return state
