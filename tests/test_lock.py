@@ -4,6 +4,7 @@ more."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -134,3 +135,29 @@ def test_no_ddp_rank_goes_on_when_rank_0_cannot_take_the_lock(tmp_path: Path) ->
     assert f"error: run directory {run_dir} is in use by pid 4242 on node-17" in result.stderr
     assert f"error: rank 0 could not take the lock of run directory {run_dir}" in result.stderr
     assert sorted(p.name for p in run_dir.iterdir()) == [LOCK_NAME]
+
+
+def test_a_lock_that_cannot_be_written_leaves_no_empty_lock_behind(monkeypatch: pytest.MonkeyPatch,
+                                                                   tmp_path: Path) -> None:
+    """The lock file is created, but its holder cannot be written into it (a full disk): it must go, or it would
+    refuse every process for STALE_AFTER_S."""
+    real_fdopen = os.fdopen
+
+    class FullFile:
+        def __init__(self, fd: int, mode: str) -> None:
+            self.file = real_fdopen(fd, mode)
+
+        def __enter__(self) -> FullFile:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.file.close()
+
+        def write(self, text: str) -> int:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(lock_module.os, "fdopen", FullFile)
+    with pytest.raises(OSError, match="No space left"):
+        DirLock(tmp_path / "run").acquire()
+    monkeypatch.undo()
+    assert not (tmp_path / "run").exists()

@@ -118,8 +118,13 @@ class DirLock:
                 raise
             info = {"host": socket.gethostname(), "pid": os.getpid(), "token": self.token,
                     "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-            with os.fdopen(fd, "w") as f:
-                f.write(json.dumps(info) + "\n")
+            try:
+                with os.fdopen(fd, "w") as f:
+                    f.write(json.dumps(info) + "\n")
+            except OSError:  # a full disk: no empty lock may stay behind to refuse everyone
+                self.path.unlink(missing_ok=True)
+                self._remove_created_dir()
+                raise
             self._thread = threading.Thread(target=self._beat, name=f"lock {self.dir}", daemon=True)
             self._thread.start()
             return self
