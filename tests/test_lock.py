@@ -15,21 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, cli_env, run_cli, tiny
+from tests.helpers import ROOT, cli_env, foreign_lock, run_cli, tiny
 from tvlars import lock as lock_module
 from tvlars.lock import LOCK_NAME, STALE_AFTER_S, DirLock, Locked
 from tvlars.records import RunRecords, read_jsonl
 from tvlars.run import run
-
-
-def _foreign_lock(directory: Path, host: str, pid: int, age_s: float = 0.0) -> Path:
-    """A lock file as another process would have left it, its heartbeat ``age_s`` old."""
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / LOCK_NAME
-    path.write_text(json.dumps({"host": host, "pid": pid, "token": "theirs", "started": "earlier"}))
-    then = time.time() - age_s
-    os.utime(path, (then, then))
-    return path
 
 
 def _dead_pid() -> int:
@@ -62,7 +52,7 @@ def test_a_second_process_is_refused_while_the_first_runs(tmp_path: Path) -> Non
 def test_a_stale_lock_is_taken_over(host: str, dead: bool, age_s: float, tiny_cfg, tmp_path: Path,
                                     caplog: pytest.LogCaptureFixture) -> None:
     hostname = socket.gethostname() if host == "this" else "node-17"
-    _foreign_lock(tmp_path / "run", hostname, _dead_pid() if dead else 4242, age_s)
+    foreign_lock(tmp_path / "run", hostname, _dead_pid() if dead else 4242, age_s)
     with caplog.at_level("WARNING", logger="tvlars"):
         assert run(tiny_cfg("epochs=1"))["status"] == "completed"
     assert "taking over the stale lock" in caplog.text
@@ -74,7 +64,7 @@ def test_a_stale_lock_is_taken_over(host: str, dead: bool, age_s: float, tiny_cf
 def test_a_live_lock_refuses_the_run_before_anything_is_written(host: str, pid: int, tiny_cfg,
                                                                 tmp_path: Path) -> None:
     hostname = socket.gethostname() if host == "this" else "node-17"
-    lock = _foreign_lock(tmp_path / "run", hostname, pid, age_s=STALE_AFTER_S - 60)
+    lock = foreign_lock(tmp_path / "run", hostname, pid, age_s=STALE_AFTER_S - 60)
     with pytest.raises(Locked, match=f"run directory {tmp_path / 'run'} is in use by pid {pid} on {hostname}"):
         run(tiny_cfg("epochs=1"))
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [LOCK_NAME]
@@ -100,7 +90,7 @@ def test_the_heartbeat_refreshes_the_lock_and_notices_a_takeover(monkeypatch: py
             time.sleep(0.01)
         assert time.time() - held.path.stat().st_mtime < 5
         records.append_jsonl(records.metrics, [{"epoch": 1}])
-        _foreign_lock(records.dir, "node-17", 4242)  # taken over while this process was, say, suspended
+        foreign_lock(records.dir, "node-17", 4242)  # taken over while this process was, say, suspended
         while held.lost_to is None and time.time() < deadline:
             time.sleep(0.01)
         with pytest.raises(Locked, match="was taken over by pid 4242 on node-17"):
@@ -114,7 +104,7 @@ def test_the_heartbeat_refreshes_the_lock_and_notices_a_takeover(monkeypatch: py
 @pytest.mark.slow
 def test_a_sweep_skips_a_run_another_process_holds_and_goes_on(tmp_path: Path) -> None:
     held, free = tmp_path / "held", tmp_path / "free"
-    _foreign_lock(held, "node-17", 4242)
+    foreign_lock(held, "node-17", 4242)
     result = run_cli(["--multirun", *tiny("epochs=1"), f"run_dir={held},{free}",
                       f"hydra.sweep.dir={tmp_path / 'multirun'}"])
     assert result.returncode == 0, result.stderr[-3000:]
@@ -126,7 +116,7 @@ def test_a_sweep_skips_a_run_another_process_holds_and_goes_on(tmp_path: Path) -
 @pytest.mark.slow
 def test_no_ddp_rank_goes_on_when_rank_0_cannot_take_the_lock(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    _foreign_lock(run_dir, "node-17", 4242)
+    foreign_lock(run_dir, "node-17", 4242)
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "tvlars.train",
          *tiny("model=mlp", "model.hidden=[32]", "epochs=1"), f"run_dir={run_dir}"],

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import run_cli
+from tests.helpers import foreign_lock, run_cli
 from tvlars.errors import UserError
+from tvlars.lock import LOCK_NAME
 from tvlars.spec import EXPERIMENTS_DIR, load_spec, smoke_spec
 from tvlars.sweep import describe, job_file, plan, write_job_files
 
@@ -100,6 +101,18 @@ def test_job_file_reproduces_the_planned_run(tmp_path: Path) -> None:
     assert write_job_files(spec, planned, tmp_path / "jobs") == len(planned)
     assert len(list((tmp_path / "jobs" / "sweep_job").glob("*.yaml"))) == len(planned)
     assert len(json.loads((tmp_path / "jobs" / "plan.json").read_text())) == len(planned)
+
+
+def test_a_second_reproduction_of_a_table_is_refused_before_it_writes_anything(tmp_path: Path) -> None:
+    """Two reproductions of one table would rewrite each other's job files under their running sweeps."""
+    runs = tmp_path / "runs"
+    foreign_lock(runs / "bad", "node-17", 4242)
+    result = run_cli(["--table", str(write_spec(tmp_path, GOOD)), "--runs", str(runs), "--results",
+                      str(tmp_path / "results")], module="tvlars.reproduce")
+    assert result.returncode == 2
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"error: table bad's runs directory {runs / 'bad'} is in use by pid 4242 on node-17")
+    assert [p.name for p in (runs / "bad").iterdir()] == [LOCK_NAME] and not (tmp_path / "results").exists()
 
 
 def test_slurm_jobs_get_a_time_limit_cpus_and_requeues_the_launcher_accepts() -> None:

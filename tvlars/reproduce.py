@@ -16,6 +16,7 @@ that was there before. ``--profile smoke`` shrinks any table to minutes on fake 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Callable
@@ -27,6 +28,7 @@ import torch
 from tvlars import make_tables
 from tvlars.data import DATASETS, write_fake
 from tvlars.errors import UserError
+from tvlars.lock import DirLock
 from tvlars.report import collect, records, scaling
 from tvlars.report.compare import TABLE_FIELDS, compare
 from tvlars.report.tables import build_table, select
@@ -127,6 +129,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    with contextlib.ExitStack() as held:
+        return reproduce(args, held)
+
+
+def reproduce(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
+    """Plan, sweep and tabulate ``args.table``; unless it is a dry run, ``held`` holds the table's runs directory
+    (its job files, plan and comparison are one reproduction's: a second one is refused, tvlars.lock)."""
     try:
         spec = load_spec(args.table)
         out_dir, results = Path(args.runs) / spec.name, Path(args.results) / spec.name
@@ -136,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
             spec = smoke_spec(spec, str(data_root.resolve()))
             out_dir = Path(args.runs) / "smoke" / spec.name
             results = out_dir / "results"
+        if not args.dry_run:
+            held.enter_context(DirLock(out_dir, f"table {spec.name}'s runs directory"))
         if args.resume and not args.dry_run:
             print(f"continuing the committed study: {records.seed_from(results / 'runs', out_dir)} record(s) "
                   f"copied from {results / 'runs'} into {out_dir}")
@@ -143,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
         confirm, waiting = confirmation_plan(spec, out_dir) if spec.confirm_seeds else ([], 0)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: cannot write {exc.filename} ({exc.strerror}); pass --runs <writable dir>", file=sys.stderr)
         return 2
     device = "GPU" if args.launcher == "submitit_slurm" or torch.cuda.is_available() else "CPU"
     print(describe(spec, planned, measured_throughput(planned), device), flush=True)
@@ -162,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
                              "--out", str(results), *(["--replace-records"] if args.replace_records else [])])
     if code == 0 and committed is not None:
         report = compare(committed, build(spec, collect(out_dir)), fields)
-        (out_dir / "comparison.md").write_text(report)
+        records.write_atomic(out_dir / "comparison.md", report.encode())
         print(f"\n{report}(also in {out_dir / 'comparison.md'})")
     return code
 
