@@ -4,6 +4,7 @@ import the checkout they run from (tvlars.report.records, tvlars.make_tables, tv
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import os
 import subprocess
@@ -13,8 +14,9 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import ROOT, cli_env
+from tests.helpers import ROOT, cli_env, foreign_lock
 from tests.test_report import SPEC, TV, write_run
+from tvlars.lock import LOCK_NAME
 from tvlars.report import records
 
 
@@ -162,3 +164,56 @@ def test_committed_tables_rebuild_from_their_records(table: str, tmp_path: Path)
                                         "--out", str(tmp_path)]) == 0
     expected = {name: data for name, data in _outputs(committed).items() if name != "RUN.md"}
     assert _outputs(tmp_path) == expected
+
+
+@pytest.fixture
+def one_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A study directory with a spec mini.yaml and one finished run of it in runs/mini."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mini.yaml").write_text(SPEC + "select_on: test\n")
+    write_run(tmp_path / "runs" / "mini", "TVLARS", 512, {"optimizer.lr": 1, "optimizer.lam": 1e-3}, 0, 90.0,
+              optimizer={**TV, "lam": 1e-3})
+    return tmp_path
+
+
+def test_a_table_another_process_writes_is_refused_in_one_line(one_run: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    results = Path("results") / "mini"
+    foreign_lock(results, "node-17", 4242)
+    assert _script("make_tables").main(["--table", "mini.yaml"]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"error: table mini's results directory {results} is in use by pid 4242 on node-17")
+    assert [p.name for p in results.iterdir()] == [LOCK_NAME]
+
+
+def test_a_build_killed_between_the_records_swap_renames_is_repaired_by_the_next(one_run: Path) -> None:
+    """The next build puts the committed records back first, so it still refuses to drop them."""
+    main = _script("make_tables").main
+    assert main(["--table", "mini.yaml"]) == 0
+    results = one_run / "results" / "mini"
+    committed = sorted(p.name for p in (results / "runs").iterdir())
+    (results / "runs").rename(results / ".runs-old-999")  # killed here: the new records not yet in place
+    (results / ".runs-new-abc" / "half").mkdir(parents=True)
+    newer = one_run / "newer"
+    write_run(newer, "TVLARS", 512, {"optimizer.lr": 2, "optimizer.lam": 1e-3}, 0, 91.0, optimizer={**TV, "lam": 1e-3})
+    assert main(["--table", "mini.yaml", "--source", str(newer)]) == 2  # would drop the committed record
+    assert sorted(p.name for p in results.iterdir() if p.is_dir()) == ["runs"]
+    assert sorted(p.name for p in (results / "runs").iterdir()) == committed
+
+
+def test_a_full_disk_while_writing_a_table_is_one_line(one_run: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    real_fdopen = os.fdopen
+
+    def full(fd: int, mode: str = "r") -> Any:
+        if ".table.md." in os.readlink(f"/proc/self/fd/{fd}"):
+            os.close(fd)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_fdopen(fd, mode)
+
+    monkeypatch.setattr(os, "fdopen", full)
+    assert _script("make_tables").main(["--table", "mini.yaml"]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"error: no space left to write {Path('results') / 'mini' / 'table.md'} "
+                           "(No space left on device): it needs 0.0 MB")
+    assert not list((one_run / "results" / "mini").glob(".*.tmp"))

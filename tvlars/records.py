@@ -104,9 +104,14 @@ def _atomic_write(path: Path, write: Any) -> None:
         raise
 
 
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (see :func:`_atomic_write`)."""
+    _atomic_write(path, lambda f: f.write(data))
+
+
 def write_json(path: Path, obj: Any) -> None:
     """Write ``obj`` as pretty JSON to ``path`` atomically."""
-    _atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2, default=str) + "\n").encode()))
+    write_atomic(path, (json.dumps(obj, indent=2, default=str) + "\n").encode())
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -204,7 +209,7 @@ class RunRecords:
 
     def write_config(self, text: str) -> None:
         self._check_held()
-        _atomic_write(self.config, lambda f: f.write(text.encode()))
+        write_atomic(self.config, text.encode())
 
     def append_jsonl(self, path: Path, rows: list[dict[str, Any]]) -> None:
         """Append ``rows``, first cutting a torn last line (a run killed mid-write) so every line stays whole."""
@@ -232,7 +237,7 @@ class RunRecords:
         self._check_held()
         for path in sorted(self.dir.glob("*.jsonl")):
             rows = [r for r in read_jsonl(path) if keep(r)]
-            _atomic_write(path, lambda f, rows=rows: f.write("".join(json.dumps(r) + "\n" for r in rows).encode()))
+            write_atomic(path, "".join(json.dumps(r) + "\n" for r in rows).encode())
 
     def summarize(self) -> dict[str, Any]:
         """Best and final metrics from ``metrics.jsonl`` (the single source of per-epoch truth), per evaluated split

@@ -29,6 +29,7 @@ from tvlars import make_tables
 from tvlars.data import DATASETS, write_fake
 from tvlars.errors import UserError
 from tvlars.lock import DirLock
+from tvlars.records import write_atomic
 from tvlars.report import collect, records, scaling
 from tvlars.report.compare import TABLE_FIELDS, compare
 from tvlars.report.tables import build_table, select
@@ -176,7 +177,7 @@ def reproduce(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
                              "--out", str(results), *(["--replace-records"] if args.replace_records else [])])
     if code == 0 and committed is not None:
         report = compare(committed, build(spec, collect(out_dir)), fields)
-        records.write_atomic(out_dir / "comparison.md", report.encode())
+        write_atomic(out_dir / "comparison.md", report.encode())
         print(f"\n{report}(also in {out_dir / 'comparison.md'})")
     return code
 

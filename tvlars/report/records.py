@@ -2,8 +2,9 @@
 from, without checkpoints, backbones, W&B files or temporary files, so that ``make tables`` rebuilds the table
 from a fresh clone and a reviewer can audit any cell.
 
-Every file is written atomically (a temporary file, then ``os.replace``); the records directory is swapped in
-whole, so a killed build leaves the previous records or the new ones, never a mixture.
+Every file is written atomically (:func:`tvlars.records.write_atomic`); the records directory is swapped in whole,
+so a killed build leaves the previous records or the new ones, never a mixture (a build killed between the swap's
+two renames is repaired by the next one, :func:`recover`).
 """
 
 from __future__ import annotations
@@ -20,18 +21,6 @@ from tvlars.lock import LOCK_NAME
 # What stays behind when records are copied (checkpoints and backbones are large and not needed by any table; a
 # lock belongs to the process writing the source).
 EXCLUDED = ("*.pt", "*.pth", "*.ckpt", "wandb", "*.tmp", f"{LOCK_NAME}*")
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same directory and ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def record_names(run_dirs: Iterable[str | Path]) -> dict[str, Path]:
@@ -56,6 +45,18 @@ def check_replace(records: Path, names: Iterable[str], allowed: bool) -> None:
         raise UserError(f"{records} holds {len(dropped)} run record(s) that this build does not use (e.g. "
                         f"{dropped[0]}); pass --replace-records to replace them (git keeps the committed ones), or "
                         "`make reproduce-table ARGS=--continue` to extend that study")
+
+
+def recover(records: Path) -> None:
+    """Undo what a build killed inside :func:`copy_records` left beside ``records``: the previous records moved aside
+    but the new ones not yet in place go back; staging copies and previous records already replaced go."""
+    for old in sorted(records.parent.glob(".runs-old-*")):
+        if records.exists():
+            shutil.rmtree(old)
+        else:
+            old.rename(records)
+    for staging in records.parent.glob(".runs-new-*"):
+        shutil.rmtree(staging)
 
 
 def copy_records(names: dict[str, Path], records: Path) -> None:
