@@ -39,18 +39,26 @@ def _same_model(a: Path, b: Path) -> bool:
 
 
 class SignalAt(NullLogger):
-    """A logger that sends its own process ``times`` SIGTERMs when it is first given step ``step``: a real signal
-    at a known point of the loop (the stop check of that step comes right after the step's log)."""
+    """A logger that sends its own process ``times`` SIGTERMs when it is first given step ``step`` (step 0: when the
+    run starts, before its first step): a real signal at a known point of the loop (the stop check of a step comes
+    right after the step's log)."""
 
     def __init__(self, run_dir: str | None = None, step: int = 0, times: int = 1) -> None:
         super().__init__(run_dir)
         self.step, self.times = step, times
 
+    def _signal(self) -> None:
+        for _ in range(self.times):
+            os.kill(os.getpid(), signal.SIGTERM)
+        self.times = 0
+
+    def start(self, config: dict, resume_id: str | None) -> None:
+        if self.step == 0:
+            self._signal()
+
     def log(self, metrics: dict, step: int) -> None:
-        if step == self.step and self.times:
-            for _ in range(self.times):
-                os.kill(os.getpid(), signal.SIGTERM)
-            self.times = 0
+        if step == self.step:
+            self._signal()
 
 
 class DropoutMLP(MLP):
@@ -199,3 +207,13 @@ def test_a_submitit_job_that_times_out_checkpoints_is_requeued_and_resumes_exact
     assert "] interrupted: " in logs and "] failed: " not in logs  # the first attempt's record before the requeue
     assert json.loads((stopped / "summary.json").read_text())["status"] == "completed"
     assert _metrics(stopped) == _metrics(straight) and _same_model(stopped, straight)
+
+
+def test_a_sigterm_before_the_first_step_stops_the_run_there(tmp_path: Path) -> None:
+    """Asked to stop while it loads its data: the run stops at its first check, before training."""
+    cfg = compose_config(tiny(f"run_dir={tmp_path / 'run'}"))
+    cfg.logger = {"_target_": f"{__name__}.SignalAt", "step": 0}
+    with pytest.raises(Stopped, match="^stopped by SIGTERM before its first step; rerun the same command"):
+        run(cfg)
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "interrupted"
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()

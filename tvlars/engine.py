@@ -317,8 +317,8 @@ class Engine:
             if self.dist.is_main and snapshots:
                 self._write_trust(snapshots)
             self._save_checkpoint(state, progress)
-        raise preemption.Stopped(signum, f"stopped by {name} at step {state.step}, checkpointed; rerun the same "
-                                         "command to resume from there")
+        where = f"at step {state.step}, checkpointed" if state.step else "before its first step"
+        raise preemption.Stopped(signum, f"stopped by {name} {where}; rerun the same command to resume from there")
 
     # ----------------------------------------------------------------------------------------- steps
     def _to_device(self, batch: Any) -> Any:
