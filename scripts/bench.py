@@ -1,7 +1,8 @@
 """`make bench`: the training loop's images/s next to a bare PyTorch loop (same model, data and loader), the
 sampler path against the device path (data alone, model step alone, full step; scripts/bench_data.py, for
 classification and Barlow Twins), the optimizer step costs (scripts/bench_optim.py) and CDAT's step against its
-base (scripts/bench_cdat.py); all on CUDA when it is available.
+base (scripts/bench_cdat.py), and precise BN's recalibration pass against training on as many images; all on CUDA
+when it is available.
 Ratios are measured in one run; absolute numbers depend on the machine.
 
     python scripts/bench.py [--batch-size 512] [--images 8192] [--width 0.25] [--repeats 3] [hydra overrides...]
@@ -72,6 +73,34 @@ def bench_loop(args: argparse.Namespace) -> None:
     print(f"\nratio {best_ours / best_bare:.3f} (goal >= 0.95): {verdict}")
 
 
+def bench_precise_bn(args: argparse.Namespace) -> None:
+    """Precise BN's cost: recomputing the BatchNorm statistics over N training images, against training on N images
+    (interleaved, best of ``repeats``)."""
+    images = 4096
+    overrides = ["dataset=synthetic", f"dataset.num_train={images}", "dataset.num_test=512", "dataset.channels=1",
+                 "dataset.image_size=28", "model=resnet18", f"model.width={args.width}",
+                 f"batch_size={args.batch_size}", "logger=none", "progress=lines", "epochs=1",
+                 f"precise_bn_images={images}", *args.overrides]
+    engine = bench_data.build(overrides)
+    trained = len(engine.train_loader) * engine.train_loader.batch_size
+    train, recalibrate = [], []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        engine.train_epoch(TrainState(), 0)
+        synchronize(engine.device)
+        train.append((time.perf_counter() - start) / trained)
+        start = time.perf_counter()
+        with engine.precise_bn():
+            synchronize(engine.device)
+        recalibrate.append((time.perf_counter() - start) / min(images, trained))
+    ratio = min(recalibrate) / min(train)
+    print(f"\n## Precise BN ({engine.device}, {torch.get_num_threads()} threads)\n")
+    print(f"setup: {' '.join(overrides)}; best of {args.repeats} interleaved\n")
+    print("| work | seconds per image | ratio |\n|---|---|---|")
+    print(f"| training step | {min(train):.2e} | 1.00 |")
+    print(f"| recalibration pass | {min(recalibrate):.2e} | {ratio:.2f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-size", type=int, default=512)
@@ -82,6 +111,7 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. precision=bf16 channels_last=true")
     args = parser.parse_args()
     bench_loop(args)
+    bench_precise_bn(args)
     for task in ("classification", "barlow_twins"):
         bench_data.main(["--task", task])
     if not args.skip_optim:

@@ -34,25 +34,9 @@ from tvlars import distributed
 from tvlars.config import CONFIG_DIR
 from tvlars.distributed import synchronize
 from tvlars.engine import Engine, TrainState
+from tvlars.sizing import H100_EPOCH_TARGET_S, bf16_peak
 
 CIFAR10_TRAIN = 50_000
-# Issue #7's targets for one H100 (CIFAR-10, ResNet-18 at full width): seconds per training epoch.
-H100_EPOCH_TARGET_S = {"classification": 1.5, "barlow_twins": 8.0}
-# Dense (no 2:4 sparsity) bf16 tensor-core peaks in FLOP/s from NVIDIA's data sheets, keyed by a substring of
-# torch.cuda.get_device_name; the longest matching key wins ("H100 NVL" before "H100", "L40S"/"L40" before "L4",
-# "A100"/"A10G" before "A10"). SXM and NVL/PCIe parts differ: H100 SXM 989, PCIe 756, NVL 835; H200 SXM 989, NVL 835.
-# V100 (Volta) has fp16 tensor cores but none for bf16: no peak to compare with (None).
-BF16_PEAK: dict[str, float | None] = {
-    "H100": 989e12, "H100 PCIe": 756e12, "H100 NVL": 835e12, "H200": 989e12, "H200 NVL": 835e12, "GH200": 989e12,
-    "A100": 312e12, "A10": 125e12, "A10G": 70e12, "L4": 121e12, "L40": 181e12, "L40S": 362e12, "V100": None,
-}
-
-
-def bf16_peak(device_name: str) -> float | None:
-    """Dense bf16 tensor-core peak (FLOP/s) of the GPU called ``device_name``; ``None`` if unknown or if it has no
-    bf16 tensor cores."""
-    matches = [key for key in BF16_PEAK if key in device_name]
-    return BF16_PEAK[max(matches, key=len)] if matches else None
 
 
 def best_rate(images: int, run: Callable[[], None], device: torch.device, repeats: int) -> float:

@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
         "training step": lambda: engine._train_step(batch),
         "noise scale (1 forward + backward)": measured(lambda: instruments.noise_scale.measure(engine, batch)),
         f"sharpness ({cfg.sharpness_iters} HVPs)": measured(lambda: instruments.sharpness.measure(engine)),
-        f"evaluation ({len(engine.test_loader.sampler)} test images)": engine.evaluate,
+        f"evaluation ({len(engine.eval_loaders['test'].sampler)} test images)": engine.evaluate,
     }
     times: dict[str, list[float]] = {name: [] for name in tasks}
     for round_ in range(args.reps + 1):

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 
 from tvlars.records import read_jsonl
 from tvlars.run import run
@@ -138,6 +140,29 @@ def test_epoch_losses_are_averaged_over_ranks_before_the_host_copy(monkeypatch: 
     for t in range(4):
         s.observe(t, torch.tensor(float(t)))
     assert len(calls) == 1 and torch.equal(s.history, torch.arange(4, dtype=torch.float64))
+
+
+def _switch_on_two_processes(rank: int, store: str, out: str) -> None:
+    """Rank 1's own test would call every epoch positive (as if its GP's rounding differed): its switch must still
+    be rank 0's."""
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    try:
+        s = AutoWU(base_lr=0.1, steps_per_epoch=SPE, total_steps=TOTAL)
+        if rank == 1:
+            s._epoch_test = lambda step: (True, 0.5, {"points": 0, "votes": 5, "p": [], "x_min": [], "lr_at_min": 0.5})
+        feed(s, u_curve, range(20 * SPE))
+        torch.save((s.switch_step, s.switch_lr, [t["positive"] for t in s.tests]), f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_every_rank_takes_rank_0s_switch(tmp_path: Path) -> None:
+    mp.spawn(_switch_on_two_processes, args=(str(tmp_path / "store"), str(tmp_path / "out")), nprocs=2)
+    single = AutoWU(base_lr=0.1, steps_per_epoch=SPE, total_steps=TOTAL)
+    feed(single, u_curve, range(20 * SPE))  # the same losses on every rank: their all-reduced mean is the loss
+    expected = (single.switch_step, single.switch_lr, [t["positive"] for t in single.tests])
+    assert [torch.load(tmp_path / f"out.{rank}") for rank in range(2)] == [expected, expected]
 
 
 def test_training_loop_runs_autowu_and_checkpoints_its_state(tiny_cfg, tmp_path: Path) -> None:

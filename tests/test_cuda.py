@@ -7,7 +7,9 @@
   observation. The first steps run outside the check: lazy state, cuDNN autotuning and compilation may sync.
 - **Resume on CUDA** for every optimizer family: a run checkpointed after its first epoch, read back through
   ``torch.load(map_location="cpu")`` as a resumed run does, has the optimizer's state back on the GPU and trains its
-  second epoch like the run that went on without interruption.
+  second epoch like the run that went on without interruption; with the eager step, and with the fused step for
+  one family per compiled update (LARS's, LAMB's, and CDAT's base).
+- **The fused step equals the eager one on CUDA** for every preset that has one (Inductor's CUDA kernels).
 
 The last test (no CUDA needed) composes and validates every config used here, so they stay valid in ``make test``.
 """
@@ -25,7 +27,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
 from tests.helpers import compose_config, tiny
-from tests.optim.optim_cases import tiny_bn_net
+from tests.optim.optim_cases import quartic_closure, relative_error, tiny_bn_net
 from tvlars import distributed
 from tvlars.build import build
 from tvlars.config import CONFIG_DIR, instantiate_node, resolved_lr, validate
@@ -64,6 +66,10 @@ TASKS: dict[str, tuple[str, ...]] = {
 LINEAR_EVAL = ("task=linear_eval", "model=from_backbone")
 STEP_CASES = {f"{task}-{family}": (*TASKS[task], *FAMILIES[family]) for task in TASKS for family in FAMILIES} | {
     "linear_eval-sgd": LINEAR_EVAL}
+# The fused resume: one family per compiled update function (LARS's, LAMB's) and CDAT, whose base is compiled.
+FUSED_RESUME = ("tvlars", "lamb", "cdat-lamb")
+RESUME_CASES = [pytest.param(family, False, id=f"{family}-eager") for family in FAMILIES] + [
+    pytest.param(family, None, id=f"{family}-fused") for family in FUSED_RESUME]
 PRESETS = sorted(p.stem for p in (Path(CONFIG_DIR) / "optimizer").glob("*.yaml"))
 
 
@@ -78,12 +84,13 @@ def no_host_sync() -> Iterator[None]:
         torch.cuda.set_sync_debug_mode("default")
 
 
-def gpu_config(*overrides: str) -> DictConfig:
-    """The tiny GPU run with ``overrides`` and the preset's eager optimizer step (``fused=false`` where it has the
-    option): whole steps are checked eagerly, the fused step on its own in :func:`test_optimizer_step_does_not_sync`."""
+def gpu_config(*overrides: str, fused: bool | None = False) -> DictConfig:
+    """The tiny GPU run with ``overrides`` and, where the preset has the option, its eager optimizer step
+    (``fused``; ``None``: the default, fused on CUDA): whole steps are checked eagerly, the fused step on its own in
+    :func:`test_optimizer_step_does_not_sync` and :func:`test_fused_step_equals_the_eager_step`."""
     cfg = compose_config(tiny(*ON_GPU, *overrides))
     if "fused" in cfg.optimizer:
-        cfg.optimizer.fused = False
+        cfg.optimizer.fused = fused
     return cfg
 
 
@@ -146,6 +153,38 @@ def test_optimizer_step_does_not_sync(preset: str, fused: bool | None) -> None:
 
 
 @needs_cuda
+@pytest.mark.parametrize("preset", PRESETS)
+def test_fused_step_equals_the_eager_step(preset: str) -> None:
+    """Inductor's CUDA kernels against the eager multi-tensor step on a small BatchNorm network's parameters: 5
+    steps on the same gradients (CDAT: on a quartic loss, no matmul, so TF32 plays no part), the LR changing every
+    step, parameters within 1e-5 relative (float32: rounding only)."""
+    cfg = compose_config(tiny(f"optimizer={preset}", f"device={DEVICE}"))
+    if "fused" not in cfg.optimizer:
+        pytest.skip(f"optimizer={preset} has no fused option")
+    trained = []
+    for fused in (None, False):
+        cfg.optimizer.fused = fused
+        model = tiny_bn_net().to(DEVICE)
+        params = list(model.parameters())
+        groups = param_groups(model, float(cfg.optimizer.get("weight_decay", 0.0)))
+        optimizer = instantiate_node(cfg.optimizer, "optimizer", params=groups, lr=resolved_lr(cfg),
+                                     steps_per_epoch=10, total_steps=100)
+        generator = torch.Generator().manual_seed(5)
+        for i in range(5):
+            for group in optimizer.param_groups:
+                group["lr"] = resolved_lr(cfg) * (1.0 - 0.05 * i)
+            if getattr(optimizer, "needs_closure", False):
+                optimizer.step(quartic_closure(optimizer, params))
+                continue
+            for p in params:
+                p.grad = torch.randn(p.shape, generator=generator).to(DEVICE)
+            optimizer.step()
+        trained.append(params)
+    for fused, eager in zip(*trained, strict=True):
+        assert relative_error(fused, eager) <= 1e-5
+
+
+@needs_cuda
 @pytest.mark.parametrize("case", STEP_CASES)
 def test_training_step_does_not_sync(case: str, backbone: Path) -> None:
     overrides = STEP_CASES[case]
@@ -185,10 +224,10 @@ def restore_determinism(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 @needs_cuda
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize(("family", "fused"), RESUME_CASES)
 @pytest.mark.usefixtures("restore_determinism")
-def test_resume_on_cuda_trains_like_an_uninterrupted_run(family: str, tmp_path: Path) -> None:
-    cfg = gpu_config(*FAMILIES[family], "epochs=2", "deterministic=true", f"run_dir={tmp_path}")
+def test_resume_on_cuda_trains_like_an_uninterrupted_run(family: str, fused: bool | None, tmp_path: Path) -> None:
+    cfg = gpu_config(*FAMILIES[family], "epochs=2", "deterministic=true", f"run_dir={tmp_path}", fused=fused)
     dist = distributed.init(cfg.device, cfg.deterministic)  # both runs take the same kernels
     records = RunRecords(tmp_path)
     records.prepare()
@@ -219,7 +258,8 @@ def test_resume_on_cuda_trains_like_an_uninterrupted_run(family: str, tmp_path: 
 def test_every_config_here_composes_and_validates(tmp_path: Path) -> None:
     """Runs without CUDA: the configs above stay valid as the config tree changes."""
     configs = [gpu_config(*overrides, f"backbone={tmp_path / 'backbone.pt'}") for overrides in STEP_CASES.values()]
-    configs += [gpu_config(*overrides, "epochs=2", "deterministic=true") for overrides in FAMILIES.values()]
+    configs += [gpu_config(*FAMILIES[case.values[0]], "epochs=2", "deterministic=true", fused=case.values[1])
+                for case in RESUME_CASES]
     configs += [compose_config(tiny(f"optimizer={preset}", f"device={DEVICE}")) for preset in PRESETS]
     for cfg in configs:
         validate(cfg)

@@ -1,4 +1,5 @@
-"""Two gloo processes under torchrun train exactly like one process on the same global batch."""
+"""Two gloo processes under torchrun train exactly like one process on the same global batch; what a process group
+refuses."""
 
 from __future__ import annotations
 
@@ -19,12 +20,16 @@ ARGS = tiny("model=mlp", "model.hidden=[32]", "epochs=1", "batch_size=64", "eval
             "optimizer=sgd", "optimizer.lr=0.05")
 
 
+def torchrun(args: list[str], processes: int) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           f"--nproc_per_node={processes}", "-m", "tvlars.train", *args], cwd=ROOT, env=cli_env(),
+                          capture_output=True, text=True, timeout=300)
+
+
 def test_two_processes_match_one(tmp_path: Path) -> None:
     single = run_cli([*ARGS, f"run_dir={tmp_path / 'one'}"])
     assert single.returncode == 0, single.stderr
-    double = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "tvlars.train",
-         *ARGS, f"run_dir={tmp_path / 'two'}"], cwd=ROOT, env=cli_env(), capture_output=True, text=True, timeout=300)
+    double = torchrun([*ARGS, f"run_dir={tmp_path / 'two'}"], processes=2)
     assert double.returncode == 0, double.stderr[-3000:]
     one = torch.load(tmp_path / "one" / "checkpoint.pt", weights_only=False)
     two = torch.load(tmp_path / "two" / "checkpoint.pt", weights_only=False)
@@ -36,3 +41,15 @@ def test_two_processes_match_one(tmp_path: Path) -> None:
     # evaluation covers the whole test set on both, reduced across ranks
     assert s1["final_test_top1"] == pytest.approx(s2["final_test_top1"], abs=1e-6)
     assert s1["final_test_loss"] == pytest.approx(s2["final_test_loss"], rel=1e-4)
+
+
+def test_a_closure_optimizer_is_refused_under_a_one_process_torchrun(tmp_path: Path) -> None:
+    """CDAT's backward(create_graph=True) cannot go through DDP, which every torchrun launch uses (one process
+    too): one error line before training, instead of a crash in the first step."""
+    done = torchrun(tiny("optimizer=cdat", "epochs=1", f"run_dir={tmp_path}"), processes=1)
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "differentiates through the loss twice" in errors[0], done.stderr[-3000:]
+    # torchrun's own traceback reports the failed child; none passes through tvlars
+    assert not [line for line in done.stderr.splitlines() if "File " in line and "tvlars" in line]
+    assert not (tmp_path / "metrics.jsonl").exists()

@@ -5,12 +5,18 @@ from __future__ import annotations
 import os
 import re
 import sys
+import time
 import types
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
+import torch.multiprocessing as mp
+import torchvision
 
 from tvlars import distributed
+from tvlars.data import cifar, fashion_mnist, write_fake
 from tvlars.errors import UserError
 
 
@@ -116,3 +122,57 @@ def test_torchrun_with_one_process_takes_the_distributed_path(clean_env: pytest.
     clean_env.delenv("WORLD_SIZE")
     plain = distributed.init("cpu")
     assert not plain.distributed
+
+
+def _fake_download(root: str, dataset: str, log: Path) -> None:
+    """What a download leaves in ``root`` (the dataset's fake in its real format), slowly, logged in ``log``."""
+    with log.open("a") as f:
+        f.write(f"{os.getpid()}\n")
+    time.sleep(0.5)  # a real download takes long: another process starting one meanwhile would be caught here
+    write_fake(dataset, Path(root), n_train=20, n_test=10)
+
+
+def _load_on_two_processes(rank: int, store: str, dataset: str, root: str, log: str) -> None:
+    os.environ["LOCAL_RANK"] = str(rank)
+    torch.distributed.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    try:
+        if dataset == "cifar10":
+            cifar.download_and_extract_archive = lambda *args, **kwargs: _fake_download(root, dataset, Path(log))
+            bundle = cifar.load_cifar10(root, download=True, verify_checksums=False)
+        else:
+            torchvision.datasets.FashionMNIST = lambda *args, **kwargs: _fake_download(root, dataset, Path(log))
+            bundle = fashion_mnist.load_fashion_mnist(root, download=True, system_dir=f"{root}/no-system-copy")
+        assert len(bundle.train) == 20
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dataset", ["cifar10", "fashion_mnist"])
+def test_a_node_downloads_a_dataset_once(dataset: str, tmp_path: Path) -> None:
+    """Under DDP, local rank 0 downloads first while the node's other processes wait; they then find the files."""
+    log = tmp_path / "downloads.log"
+    mp.spawn(_load_on_two_processes, args=(str(tmp_path / "store"), dataset, str(tmp_path / "data"), str(log)),
+             nprocs=2)
+    assert len(log.read_text().splitlines()) == 1
+
+
+@pytest.fixture
+def fp32_precision() -> Iterator[None]:
+    """Put the process-wide TF32 settings back after the test."""
+    saved = (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision)
+    yield
+    torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision = saved
+
+
+@pytest.mark.usefixtures("fp32_precision")
+def test_tf32_is_on_for_cuda_runs_unless_turned_off(gpus, clean_env: pytest.MonkeyPatch) -> None:
+    gpus(1)
+    clean_env.setattr(torch.cuda, "set_device", lambda device: None)
+    torch.backends.cuda.matmul.fp32_precision = torch.backends.cudnn.conv.fp32_precision = "ieee"
+    distributed.init("cpu")
+    assert torch.backends.cuda.matmul.fp32_precision == "ieee"  # CPU runs leave the settings alone
+    distributed.init("cuda")
+    assert (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision) == ("tf32", "tf32")
+    distributed.init("cuda", tf32=False)
+    assert (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision) == ("ieee", "ieee")

@@ -153,14 +153,14 @@ def test_extending_optimizer_example_runs(extending: dict[str, str]) -> None:
 def test_extending_dataset_example_loads_its_fake(extending: dict[str, str], tmp_path: Path) -> None:
     from omegaconf import OmegaConf
 
-    from tvlars.config import instantiate_node
+    from tvlars.config import DATASET_KEYS, instantiate_node
     from tvlars.data import train_size, write_fake
 
     node = OmegaConf.create({"data_root": str(tmp_path),
                              "dataset": OmegaConf.create(extending["tvlars/configs/dataset/flowers.yaml"])})
     assert train_size(node.dataset) == 3000
     write_fake("flowers", tmp_path, 12, 6)
-    data = instantiate_node(node.dataset, "dataset", skip=("augment",))
+    data = instantiate_node(node.dataset, "dataset", skip=DATASET_KEYS)
     assert len(data.train) == 12 and len(data.test) == 6 and data.info.num_classes == 3
 
 

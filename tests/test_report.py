@@ -14,8 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tvlars.report import build_table, collect, write_figures
+from tvlars.report import build_table, collect, figures, write_figures
 from tvlars.report.figures import phi
+from tvlars.report.lr_schedule import describe_schedule
 from tvlars.report.tables import format_point, tex_escape
 from tvlars.spec import load_spec
 
@@ -27,6 +28,7 @@ claim: TVLARS beats LARS without warm-up at large batch sizes.
 columns: {key: batch_size, values: [512, 1024]}
 seeds: [0, 1]
 metric: best_test_top1
+select_on: test
 rows:
   - label: LARS (no warm-up)
     overrides: [optimizer=lars]
@@ -45,8 +47,10 @@ notes: Synthetic numbers for the tests.
 def write_run(root: Path, row: str, column: int, point: dict[str, Any], seed: int, best: float | None = None,
               status: str = "completed", table: str = "mini", epochs: int = 3, trust: bool = False,
               optimizer: dict[str, Any] | None = None, error: str | None = None,
-              num_classes: int | None = 10) -> Path:
-    """One run directory as tvlars.train writes it: summary.json, metrics.jsonl, optionally trust.jsonl."""
+              num_classes: int | None = 10, schedule: dict[str, Any] | None = None, **fields: Any) -> Path:
+    """One run directory as tvlars.train writes it: summary.json, metrics.jsonl, optionally trust.jsonl. ``best`` is
+    the best test top-1; the final test top-1 is 1 point lower, the final validation top-1 0.5; ``fields`` are more
+    summary fields (or replace these). The schedule defaults to a constant LR."""
     run_dir = root / f"{table}-{row}-{column}-{json.dumps(point, sort_keys=True)}-{seed}".replace(" ", "_")
     run_dir.mkdir(parents=True)
     curve = [(best or 50.0) * (e + 1) / epochs for e in range(epochs)]
@@ -60,15 +64,22 @@ def write_run(root: Path, row: str, column: int, point: dict[str, Any], seed: in
         (run_dir / "trust.jsonl").write_text("".join(json.dumps(r) + "\n" for r in snaps))
     optimizer = optimizer or {"_target_": "tvlars.optim.LARS", "lr": point.get("optimizer.lr", 1.0)}
     summary = {"status": status, "run_id": run_dir.name, "run_dir": str(run_dir), "seed": seed,
-               "config": {"optimizer": optimizer, "batch_size": column, "epochs": epochs, "seed": seed,
+               "config": {"optimizer": optimizer, "schedule": schedule or {"_target_": "tvlars.schedules.Constant"},
+                          "batch_size": column, "epochs": epochs, "seed": seed,
                           "task": {"_target_": "tvlars.tasks.Classification"},
                           "labels": {"table": table, "row": row, "column": column, "point": point}},
                "steps_per_epoch": 10, "lr": 1.0, "best_test_top1": best if best is not None else float("nan"),
-               "final_test_top1": (best if best is not None else float("nan")) - 1.0, "best_test_top5": 99.0,
+               "final_test_top1": (best if best is not None else float("nan")) - 1.0,
+               "final_val_top1": (best if best is not None else float("nan")) - 0.5, "best_test_top5": 99.0,
                "final_test_top5": 98.0, "images_per_s": 1000.0, "wall_time_s": 12.0, "epochs_completed": epochs,
-               "error": error, **({"num_classes": num_classes} if num_classes else {})}
+               "error": error, **({"num_classes": num_classes} if num_classes else {}), **fields}
     (run_dir / "summary.json").write_text(json.dumps(summary))  # NaN written as in tvlars.records
     return run_dir
+
+
+def main_table(markdown: str) -> str:
+    """The main table of a table.md: its lines from the header row to the first blank line."""
+    return markdown[markdown.index("| Method"):].split("\n\n")[0]
 
 
 TV = {"_target_": "tvlars.optim.tvlars.tvlars_from_epochs", "lr": 1.0, "alpha": 1.0, "delay_epochs": 1.0,
@@ -161,13 +172,20 @@ def test_selection_and_cells(spec, runs: Path) -> None:
     assert tv1024.n == 1 and math.isnan(tv1024.std) and tv1024.expected == 2
 
     md = table.markdown
-    assert "| LARS (no warm-up) | 4 | 84.00 ± 1.41 | div |" in md
-    assert "| LARS + warm-up | 4 | 87.50 ± 0.71 | – |" in md
+    assert "| Method | LR schedule | Budget (runs/cell) | B=512 | B=1024 |" in md
+    assert "| LARS (no warm-up) | constant | 4 | 84.00 ± 1.41 | div |" in md
+    assert "| LARS + warm-up | constant | 4 | 87.50 ± 0.71 | – |" in md
     # Not bold: 89.50 ± 0.71 vs the runner-up 87.50 ± 0.71 is p = 0.11 (Welch, 2 seeds); 80.00 has one seed.
-    assert "| TVLARS | 4 | 89.50 ± 0.71 | 80.00 (n=1/2)‡ |" in md and "**" not in md.split("Bold:")[0]
+    # The LR column: the schedule of the records' configs, with the optimizer class's lr_factor (TVLARS).
+    assert "| TVLARS | constant, φ(t) on the trust ratio | 4 | 89.50 ± 0.71 | 80.00 (n=1/2)‡ |" in md
+    assert "**" not in main_table(md) and "over this table's 1 such test(s)" in md
     assert "lr=1, lam=0.001" in md and "B=512" in md
     assert "Budget: every row had 2 grid point(s) × 2 seed(s) = 4 runs per cell." in md
-    assert "Selection rule" in md and "Synthetic numbers for the tests." in md
+    assert "Selection rule: chosen on test (best-epoch test top-1, search seeds 0, 1), reported on test over the " \
+           "same seeds 0, 1 (no confirmation runs)." in md and "Synthetic numbers for the tests." in md
+    assert "**Warning: each cell's point was chosen on the test set that the cell reports (`select_on: test`), so " \
+           "the cells are optimistic" in md  # the spec selects on test
+    assert "## Train top-1" not in md and "## BatchNorm lag" not in md  # the records have neither field
     assert "99.9" not in md  # the other table's run is ignored
     problems = "\n".join(table.problems)
     assert "unreadable summary.json" in problems and "corrupt" in problems and "empty" in problems
@@ -175,6 +193,82 @@ def test_selection_and_cells(spec, runs: Path) -> None:
     assert "TVLARS @ B=1024: 1 of 4 runs finished" in problems and "1 running" in problems
     assert "1 failed" in problems and "1 missing (lr=1, lam=0.01 seed 1)" in problems
     assert "TVLARS @ B=1024: lr=1, lam=0.01 seed 0 failed: no error recorded in summary.json" in problems
+
+
+PROTOCOL = """\
+title: protocol
+columns: {key: batch_size, values: [256, 1024]}
+seeds: [0]
+confirm_seeds: [1, 2]
+chance: 10.0
+rows:
+  - label: SGD
+    overrides: [optimizer=sgd, schedule=warmup_cosine]
+    search: {trials: 3, space: {optimizer.lr: {log: [0.01, 1.0]}}}
+"""
+
+
+def test_chosen_on_validation_reported_on_test(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default protocol: each cell's trial is chosen by final validation top-1, its confirmation runs report test
+    top-1, train top-1 and the BatchNorm lag; the LR schedule of the records; the edge of the searched range."""
+    (tmp_path / "protocol.yaml").write_text(PROTOCOL)
+    spec = load_spec(tmp_path / "protocol.yaml")
+    root = tmp_path / "runs"
+    for column, warmup in ((256, 1.0), (1024, 0.5)):  # 10 steps per epoch: 10 and 5 warm-up steps
+        schedule = {"_target_": "tvlars.schedules.WarmupCosine", "warmup_epochs": warmup, "floor": 0.001}
+        trials = spec.rows[0].points(column)
+        top = max(trials, key=lambda p: p["optimizer.lr"])
+        for point in trials:  # test top-1 prefers every other trial; validation prefers the largest LR
+            write_run(root, "SGD", column, point, 0, 60.0 if point == top else 90.0, table="protocol",
+                      schedule=schedule, final_val_top1=80.0 if point == top else 70.0)
+        for seed, best in ((1, 60.0), (2, 62.0)):
+            write_run(root, "SGD", column, top, seed, best, table="protocol", schedule=schedule,
+                      final_train_top1=97.0 + 2 * (seed == 1), final_test_top1_rawbn=best - 10.0)
+    table = build_table(spec, collect(root))
+    cell = table.cells[("SGD", 256)]
+    assert cell.point["optimizer.lr"] == max(p["optimizer.lr"] for p in spec.rows[0].points(256))
+    assert sorted(cell.trials) == [70.0, 70.0, 80.0] and cell.values == [59.0, 61.0]  # reported: final test top-1
+    assert cell.edges == [("optimizer.lr", "largest")] and cell.train == [99.0, 97.0] and cell.bn_lag == [9.0, 9.0]
+    md = table.markdown
+    assert "Selection rule: chosen on validation (final-epoch validation top-1, search seed 0), reported on test " \
+           "over confirmation seeds 1, 2." in md
+    assert "Warning" not in md and "reuse_search_seeds" not in md
+    assert "| SGD | per column (below) | 5 | 60.00 ± 1.41▸ | 60.00 ± 1.41▸ |" in md
+    assert "## LR schedule per cell\n\n| Method | B=256 | B=1024 |\n|---|---|---|\n| SGD | linear warm-up 10 steps " \
+           "+ cosine to 0.001× | linear warm-up 5 steps + cosine to 0.001× |" in md
+    assert "SGD @ B=256: optimizer.lr largest; SGD @ B=1024: optimizer.lr largest." in md
+    assert "## Train top-1 of the reported runs" in md and "| SGD | 98.00 ± 1.41 | 98.00 ± 1.41 |" in md
+    assert "## BatchNorm lag" in md and "| SGD | 9.00 | 9.00 |" in md
+    assert r"60.00 $\pm$ 1.41$^\triangleright$" in table.latex
+
+    drawn: dict[str, tuple[list[Any], str, str]] = {}  # figure -> its panels, y label and title
+
+    def save(fig: Any, axes: list[Any], ylabel: str, title: str, path: Path, **_: Any) -> list[Path]:
+        drawn[path.name] = axes, ylabel, title
+        return [path]
+
+    monkeypatch.setattr(figures, "_save", save)
+    figures.write_figures(spec, table, collect(root), tmp_path / "figures")
+    axes, ylabel, title = drawn["tuning_curve.png"]
+    assert ylabel == "best so far: final-epoch validation top-1 (%)" and "chosen on validation" in title
+    markers = [line.get_marker() for ax in axes for line in ax.lines]
+    assert markers.count(">") == 3 and "<" not in markers  # one per panel, one legend entry
+    assert "chosen point: the largest value of a searched range (too narrow to show an optimum)" in \
+        axes[0].get_legend_handles_labels()[1]
+
+
+def test_the_lr_schedule_of_a_record() -> None:
+    """The schedule node as the run built it (12 steps per epoch, 20 epochs), plus the optimizer class's lr_factor."""
+    config = {"epochs": 20, "optimizer": {"_target_": "tvlars.optim.LARS"},
+              "schedule": {"_target_": "tvlars.schedules.WarmupCosine", "warmup_epochs": 4, "floor": 0.001}}
+    assert describe_schedule(config, 2.0, 12) == "linear warm-up 48 steps + cosine to 0.001×"
+    phi = {**config, "schedule": {"_target_": "tvlars.schedules.Phi", "lam": 0.05, "delay_epochs": 2}}
+    assert describe_schedule(phi, 2.0, 12) == "φ(t) (λ=0.05, centre 24 steps)"
+    tvlars = {"epochs": 20, "optimizer": TV, "schedule": {"_target_": "tvlars.schedules.Constant"}}
+    assert describe_schedule(tvlars, 2.0, 12) == "constant, φ(t) on the trust ratio"  # a factory of the class too
+    for broken in ({}, {**config, "schedule": {"_target_": "tvlars.schedules.Gone"}}, {**config, "epochs": None}):
+        assert describe_schedule(broken, 2.0, 12) == ""  # records this build cannot describe
+    assert describe_schedule(config, 2.0, math.nan) == ""
 
 
 def test_divergence_duplicates_and_strays(tmp_path: Path) -> None:
@@ -198,7 +292,12 @@ def test_divergence_duplicates_and_strays(tmp_path: Path) -> None:
     clean, partial = table.cells[(nw, 512)], table.cells[(nw, 1024)]
     assert clean.point == {"optimizer.lr": 1} and clean.mean == pytest.approx(81.0) and clean.diverged == 0
     assert partial.point == {"optimizer.lr": 3} and partial.diverged == 1 and partial.n == 1
-    assert "| 70.00 (n=1/2)† |" in table.markdown  # one seed: not bold
+    # 3 grid values: B=512's chosen lr=1 is the smallest, B=1024's lr=3 the largest of the cell's points
+    assert (clean.edges, partial.edges) == ([("optimizer.lr", "smallest")], [("optimizer.lr", "largest")])
+    assert "| LARS (no warm-up) | constant | 6 | 81.00 ± 1.41◂ | 70.00 (n=1/2)†▸ |" in table.markdown
+    assert "◂ / ▸: the chosen point has the smallest / largest value of a continuous dimension among its cell's " \
+           "trials (at least 3 distinct values), so the range was too narrow to show an optimum: LARS (no warm-up) " \
+           "@ B=512: optimizer.lr smallest; LARS (no warm-up) @ B=1024: optimizer.lr largest." in table.markdown
     problems = "\n".join(table.problems)
     assert "1 duplicate run(s)" in problems and "1 run(s) at grid points or seeds not in the spec" in problems
     assert "run(s) with row label 'SGD'" in problems and "run(s) at column '4096'" in problems
@@ -210,9 +309,12 @@ def test_claim_section(spec, runs: Path) -> None:
     md = build_table(spec, collect(runs)).markdown
     claim = md.split("## Paper's claim vs our numbers")[1]
     assert "TVLARS beats LARS without warm-up" in claim
+    # Two tests in the family: 0.069 and 0.106 become 2 × 0.069 = 0.139 and max(0.139, 0.106) = 0.139 (Holm).
+    assert "Multiple tests: this section's 2 test(s) (2 method-vs-baseline difference(s)) are one family" in claim
     assert "- B=512: TVLARS 89.50 ± 0.71 vs the best no-warm-up baseline LARS (no warm-up) 84.00 ± 1.41: " \
-           "+5.50 points (95 % CI -1.42 to +12.42, p = 0.069: not significant)" in claim
-    assert "vs the best baseline overall LARS + warm-up 87.50 ± 0.71: +2.00 points (95 % CI" in claim
+           "+5.50 points (95 % CI -1.42 to +12.42, p = 0.069, Holm p = 0.139: not significant)" in claim
+    assert "vs the best baseline overall LARS + warm-up 87.50 ± 0.71: +2.00 points (95 % CI -1.04 to +5.04, " \
+           "p = 0.106, Holm p = 0.139: not significant)" in claim
     assert "- B=1024: TVLARS 80.00 (n=1/2)‡ vs the best no-warm-up baseline: every such row diverged, failed or is " \
            "at chance level; vs the best baseline overall: no row has a number." in claim
     assert "TVLARS beats the best no-warm-up baseline significantly in 0 of 1 columns (columns where both have a " \
@@ -234,13 +336,13 @@ def test_claim_single_seed_and_no_compare(tmp_path: Path) -> None:
     assert "TVLARS beats the best no-warm-up baseline significantly in 0 of 1 columns" in md
     assert "1 column(s) could not be tested" in md and "small-scale" not in md
     assert "Nothing is bold in this table: with one seed per cell there is no estimate of seed noise" in md
-    assert "**" not in md.split("Bold:")[0]
+    assert "**" not in main_table(md)
     # Without `compare:` nothing is guessed from the labels.
     (tmp_path / "plain.yaml").write_text(text.replace("compare: {method: [TVLARS], no_warmup: [LARS (no warm-up)]}\n",
                                                       ""))
     md = build_table(load_spec(tmp_path / "plain.yaml"), collect(root)).markdown
     assert "TVLARS beats LARS without warm-up" in md and "beats the best" not in md
-    assert "The spec declares no `compare:` rows" in md
+    assert "The spec declares no `compare:` rows (method and baselines) and no `claims:`" in md
 
 
 def test_columns_other_than_batch_size_without_grid(tmp_path: Path) -> None:
@@ -249,7 +351,8 @@ def test_columns_other_than_batch_size_without_grid(tmp_path: Path) -> None:
     spec = load_spec(tmp_path / "lrs.yaml")
     write_run(tmp_path / "runs", "TVLARS", 5, {}, 0, 70.0, table="lrs")
     table = build_table(spec, collect(tmp_path / "runs"))
-    assert "| TVLARS | 1 | 70.00 | – |" in table.markdown and "Selected point" not in table.markdown  # 1 seed
+    # chosen on validation (no select_on: the default), reported on test: final_test_top1 = 70 - 1
+    assert "| TVLARS | constant | 1 | 69.00 | – |" in table.markdown and "Selected point" not in table.markdown
     assert "LARS @ lr=10: 0 of 1 runs finished (1 grid point(s) × 1 seed(s)); 1 missing (seed 0)" in table.problems
 
 

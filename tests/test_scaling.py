@@ -21,19 +21,20 @@ from tvlars.report.scaling import (
     COMPARE_FIELDS,
     build_scaling,
     fit_critical_batch,
+    km_median,
     scaling_axes,
     scaling_figure,
 )
 from tvlars.spec import load_spec, smoke_spec
 
 ROOT = Path(__file__).resolve().parent.parent
-TARGET = {"metric": "test_top1", "value": 80.0, "stop": True}
+TARGET = {"metric": "val_top1", "value": 80.0, "stop": True}
 SPEC = """\
 kind: scaling
 title: Fake scaling study
 columns: {key: batch_size, values: [64, 128, 256, 512]}
 seeds: [0, 1]
-base: [target.metric=test_top1, target.value=80, target.stop=true, eval_every_steps=4]
+base: [target.metric=val_top1, target.value=80, target.stop=true, eval_every_steps=4]
 rows:
   - label: SGD
     overrides: [optimizer=sgd]
@@ -55,7 +56,8 @@ def write_run(root: Path, row: str, batch: int, lr: float, seed: int, steps: flo
     run_dir = root / f"{table}-{row}-b{batch}-lr{lr}-s{seed}-{status}-{json.dumps(target)}".replace(" ", "")
     run_dir.mkdir(parents=True)
     point = {"optimizer.lr": lr}
-    config = {"optimizer": {"_target_": "tvlars.optim.LARS", "lr": lr}, "batch_size": batch, "epochs": epochs,
+    config = {"optimizer": {"_target_": "tvlars.optim.LARS", "lr": lr},
+              "schedule": {"_target_": "tvlars.schedules.Constant"}, "batch_size": batch, "epochs": epochs,
               "seed": seed, "eval_every_steps": 4, "labels": {"table": table, "row": row, "column": batch,
                                                                 "point": point},
               **({"target": target} if target is not None else {})}
@@ -68,7 +70,8 @@ def write_run(root: Path, row: str, batch: int, lr: float, seed: int, steps: flo
 
 
 def lars_steps(batch: int) -> float:
-    """LARS's cells follow the model exactly: S_min = 50, B_noise = 200 (inside the measured 64 … 512)."""
+    """LARS's cells follow the model: S_min = 50, B_noise = 200 (inside the measured 64 … 512); its two seeds at
+    0.98 and 1.02 times it have the mean on the model and the median (the first seed to reach) at 0.98 times it."""
     return 50.0 * (1 + 200.0 / batch)
 
 
@@ -83,7 +86,8 @@ def write_study(root: Path) -> Path:
     for lr, pair in ((0.1, (60, 64)), (0.2, (50, 54))):
         for seed, steps in enumerate(pair):
             write_run(root, "SGD", 128, lr, seed, steps)
-    # SGD @ 256: no trial reached with both seeds -> lr 0.1 (1 of 2) is chosen, reported as 30 (1/2 reached).
+    # SGD @ 256: no trial reached with both seeds -> lr 0.1 (1 of 2) is chosen, reported as 30 (1/2 reached: the
+    # median is the step by which half the seeds reached it).
     write_run(root, "SGD", 256, 0.1, 0, 30)
     for lr, seed in ((0.1, 1), (0.2, 0), (0.2, 1)):
         write_run(root, "SGD", 256, lr, seed, None)
@@ -103,7 +107,7 @@ def write_study(root: Path) -> Path:
             write_run(root, "AdamW", 128, lr, seed, None, status="failed", error="RuntimeError: boom")
             write_run(root, "AdamW", 512, lr, seed, 40 if lr == 0.001 else None)
     # Noise: a run against another target, one without a target, a run of another table.
-    write_run(root, "LARS", 64, 1, 0, 5, target={"metric": "test_top1", "value": 50.0})
+    write_run(root, "LARS", 64, 1, 0, 5, target={"metric": "val_top1", "value": 50.0})
     write_run(root, "LARS", 64, 1, 1, 5, target=None)
     write_run(root, "LARS", 64, 1, 0, 1, table="other")
     return root
@@ -150,7 +154,8 @@ def test_fit_with_noise_is_sensible() -> None:
 def test_fit_degenerate_cases() -> None:
     batches = [64.0, 128.0, 256.0, 512.0]
     assert fit_critical_batch(batches[:2], [10.0, 6.0]).status == "too_few"
-    assert "2 batch size(s) reached the target, the fit needs 3" in fit_critical_batch(batches[:2], [10., 6.]).text()
+    assert "2 batch size(s) with a finite median steps to target, the fit needs 3" in \
+        fit_critical_batch(batches[:2], [10., 6.]).text()
     assert fit_critical_batch([], []).status == "too_few"
     perfect = fit_critical_batch(batches, [6400 / b for b in batches])  # S ∝ 1/B throughout: only a lower bound
     assert perfect.status == "above" and "B_noise > 512" in perfect.text()
@@ -161,17 +166,44 @@ def test_fit_degenerate_cases() -> None:
     assert worse.status == "below"
 
 
+def test_a_fit_from_few_batch_sizes_or_with_a_wide_interval_is_uninformative() -> None:
+    batches = [64.0, 128.0, 256.0, 512.0]
+    exact = fit_critical_batch(batches[:3], [50 * (1 + 200 / b) for b in batches[:3]])
+    assert exact.status == "fit" and exact.b_noise == pytest.approx(200, rel=0.01)  # right, but from 3 points
+    assert exact.text().endswith("; uninformative: only 3 batch sizes fitted (fewer than 4)")
+    noisy = fit_critical_batch(batches, [50 * (1 + 200 / b) * f for b, f in zip(batches, (1.1, 0.9, 1.1, 0.9),
+                                                                                 strict=True)])
+    assert noisy.status == "fit" and noisy.high / noisy.low > 10
+    assert noisy.caveats() == [f"the 95 % interval spans a factor {noisy.high / noisy.low:.3g} (more than 10)"]
+    tight = fit_critical_batch(batches, [50 * (1 + 200 / b) * f for b, f in zip(batches, (1.05, 0.95, 1.05, 0.95),
+                                                                                 strict=True)])
+    assert tight.caveats() == [] and "uninformative" not in tight.text()
+
+
+def test_kaplan_meier_median_by_hand() -> None:
+    # 5 runs reached the target at 50, 80 and 150 steps; 2 stopped short at caps of 60 and 100. At 50, 5 at risk:
+    # S = 4/5 = 0.8; the run censored at 60 leaves 3 at risk; at 80: S = 0.8 × 2/3 = 0.533 (> ½); the run censored
+    # at 100 leaves 1; at 150: S = 0. The median, the first step with S ≤ ½, is 150 (dropping the censored runs
+    # would give 80; counting them as reaching at their cap, 100).
+    assert km_median([50.0, 80.0, 150.0], [60.0, 100.0]) == 150.0
+    # Censored at the cap, after every reached step, KM is the plain fraction: 2 of 4 reached, S = ½ at 120.
+    assert km_median([120.0, 90.0], [200.0, 200.0]) == 120.0
+    assert km_median([90.0], [200.0, 200.0]) == math.inf  # fewer than half reached: beyond the cap
+    assert km_median([], [200.0]) == math.inf and math.isnan(km_median([], []))
+    assert km_median([90.0], [math.nan]) == 90.0  # an unknown cap counts as after every reached step
+
+
 # --------------------------------------------------------------------------------------------- the spec
 def test_scaling_spec_loads(spec) -> None:
-    assert spec.kind == "scaling" and spec.metric == "steps_to_target" and spec.target == ("test_top1", 80.0)
+    assert spec.kind == "scaling" and spec.metric == "steps_to_target" and spec.target == ("val_top1", 80.0)
     smoke = smoke_spec(spec, "/data")
-    assert smoke.kind == "scaling" and smoke.target == ("test_top1", 80.0) and smoke.columns == [16, 32]
+    assert smoke.kind == "scaling" and smoke.target == ("val_top1", 80.0) and smoke.columns == [16, 32]
 
 
 def test_smoke_overrides_replace_the_target(tmp_path: Path) -> None:
     path = tmp_path / "scal.yaml"
     path.write_text(SPEC + "smoke: [target.value=10]\n")
-    assert smoke_spec(load_spec(path), "/data").target == ("test_top1", 10.0)
+    assert smoke_spec(load_spec(path), "/data").target == ("val_top1", 10.0)
 
 
 @pytest.mark.parametrize(
@@ -187,7 +219,7 @@ def test_smoke_overrides_replace_the_target(tmp_path: Path) -> None:
         (lambda s: s.replace("[optimizer=lars]", "[optimizer=lars, target.value=70]"),
          "row 'LARS' sets target.value: every cell of a scaling table has the same target"),
         (lambda s: s.replace("{optimizer.lr: [1, 2]}", "{target.value: [70, 80]}"), "row 'LARS' sets target.value"),
-        (lambda s: s.replace("kind: scaling", "kind: curve"), "kind must be one of ('table', 'scaling')"),
+        (lambda s: s.replace("kind: scaling", "kind: curve"), "kind must be one of ('table', 'scaling', 'lr_window')"),
         (lambda s: s.replace("kind: scaling\n", ""), "metric must be one of"),  # a table of steps_to_target? no
     ],
 )
@@ -209,19 +241,22 @@ def test_selection_takes_the_fewest_steps_among_trials_that_always_reach(spec, r
     sgd64 = cells[("SGD", 64)]
     assert sgd64.status == "ok" and sgd64.point == {"optimizer.lr": 0.1}  # not lr 0.2's 80 with a seed unreached
     assert sgd64.mean == pytest.approx(110) and sgd64.std == pytest.approx(math.sqrt(200)) and sgd64.n == 2
+    assert sgd64.median == 100 and sgd64.values == [100, 120] and sgd64.trials == [100, 80]  # seed 1 of lr 0.2: no
     assert sgd64.images == pytest.approx(110 * 64) and sgd64.time_s == pytest.approx(11)
     assert cells[("SGD", 128)].point == {"optimizer.lr": 0.2} and cells[("SGD", 128)].mean == pytest.approx(52)
     sgd256 = cells[("SGD", 256)]
-    assert (sgd256.status, sgd256.mean, sgd256.n, sgd256.finished) == ("ok", 30, 1, 2)
+    assert (sgd256.status, sgd256.median, sgd256.mean, sgd256.n, sgd256.finished) == ("ok", 30, 30, 1, 2)
     assert sgd256.point == {"optimizer.lr": 0.1}
-    assert cells[("SGD", 512)].status == "not_reached" and cells[("SGD", 512)].budget_steps == 100
+    assert cells[("SGD", 512)].status == "not_reached" and cells[("SGD", 512)].cap == 100
+    assert cells[("SGD", 512)].trials == [math.inf, math.inf]
     for batch in spec.columns:
         assert cells[("LARS", batch)].mean == pytest.approx(lars_steps(batch))  # the stray targets are ignored
+        assert cells[("LARS", batch)].median == pytest.approx(0.98 * lars_steps(batch))
         assert cells[("LARS", batch)].point == {"optimizer.lr": 1}
     assert [cells[("AdamW", b)].status for b in spec.columns] == ["diverged", "failed", "missing", "ok"]
     assert cells[("AdamW", 512)].point == {"optimizer.lr": 0.001}
     problems = "\n".join(table.problems)
-    assert "1 run(s) measured against target test_top1=50 instead of the spec's test_top1=80 (ignored)" in problems
+    assert "1 run(s) measured against target val_top1=50 instead of the spec's val_top1=80 (ignored)" in problems
     assert "1 run(s) without target.metric/target.value in their config (ignored)" in problems
     assert "AdamW @ B=128: lr=0.001 seed 0 failed: RuntimeError: boom" in problems
     assert "AdamW @ B=256: 0 of 4 runs finished" in problems
@@ -229,7 +264,7 @@ def test_selection_takes_the_fewest_steps_among_trials_that_always_reach(spec, r
 
 def test_confirmation_seeds_are_reported(tmp_path: Path) -> None:
     path = tmp_path / "scal.yaml"
-    path.write_text(SPEC.replace("seeds: [0, 1]", "seeds: [0]\nconfirm_seeds: [0, 1, 2]"))
+    path.write_text(SPEC.replace("seeds: [0, 1]", "seeds: [0]\nconfirm_seeds: [0, 1, 2]\nreuse_search_seeds: true"))
     spec = load_spec(path)
     root = tmp_path / "runs"
     write_run(root, "SGD", 64, 0.1, 0, 100)
@@ -238,10 +273,18 @@ def test_confirmation_seeds_are_reported(tmp_path: Path) -> None:
     write_run(root, "SGD", 64, 0.2, 2, None)  # a confirmation seed that never reached the target
     write_run(root, "SGD", 128, 0.1, 0, 50)
     write_run(root, "SGD", 128, 0.2, 0, 60)  # the search picks lr 0.1; its confirmation has not run yet
+    write_run(root, "SGD", 256, 0.1, 0, 40)
+    for seed in (1, 2):  # the confirmation of SGD @ 256: 1 of 3 seeds reached the target
+        write_run(root, "SGD", 256, 0.1, seed, None)
     table = build_scaling(spec, collect(root))
     cell = table.cells[("SGD", 64)]
     assert (cell.point, cell.mean, cell.n, cell.finished, cell.expected) == ({"optimizer.lr": 0.2}, 85, 2, 3, 3)
-    assert cell.search_done and "85 ± 7.07 (2/3 reached)" in table.markdown
+    # seeds reached at 80 and 90, the third censored at its 100-step cap: S = 2/3 after 80, 1/3 after 90
+    assert cell.search_done and cell.median == 90 and "| 90 (2/3 reached) |" in table.markdown
+    short = table.cells[("SGD", 256)]
+    assert short.median == math.inf and "| > 100 (1/3 reached) |" in table.markdown  # fewer than half reached
+    assert table.fits["SGD"].cells == 2  # the fit leaves SGD @ 256 out: its median is beyond the cap
+    assert "The confirmation includes the search seed 0 (`reuse_search_seeds: true`)" in table.markdown
     pending = table.cells[("SGD", 128)]
     assert pending.point == {"optimizer.lr": 0.1} and pending.search_done and pending.finished == 1
     assert "SGD @ B=128: confirmation of the chosen point (lr=0.1): 1 of 3 seeds finished (seeds 1, 2 not)" in \
@@ -253,24 +296,29 @@ def test_markdown_and_csv(spec, runs: Path) -> None:
     table = build_scaling(spec, collect(runs))
     md = table.markdown
     assert md.startswith("# Fake scaling study\n")
-    assert "optimizer steps until `test_top1` reaches 80 (the target of the runs' configs" in md
+    assert "optimizer steps until `val_top1` reaches 80 (the target of the runs' configs" in md
+    assert "Selection rule: chosen on validation (steps until val_top1 reaches 80, search seeds 0, 1), reported on " \
+           "the same target over the same seeds 0, 1 (no confirmation runs)." in md and "Warning" not in md
     assert "evaluations every 4 optimizer steps (`eval_every_steps`) and at the end of every evaluated epoch" in md
-    assert "| SGD | 4 | 110 ± 14.1 | 52 ± 2.83 | 30 (1/2 reached) | not reached (in 100 steps) |" in md
-    assert "| AdamW | 4 | div | failed‡ | – | 40 ± 0 |" in md
+    assert "| SGD | constant | 4 | 100 (2/2 reached) | 50 (2/2 reached) | 30 (1/2 reached) | not reached (in 100 " \
+           "steps) |" in md
+    assert "| AdamW | constant | 4 | div | failed‡ | – | 40 (2/2 reached) |" in md
     assert "## Critical batch size" in md and "## What this study can and cannot show" in md
-    fits = table.fits
+    fits = table.fits  # of the medians: 0.98 times the model, the same B_noise
     assert fits["LARS"].status == "fit" and fits["LARS"].b_noise == pytest.approx(200, rel=0.01)
-    assert fits["LARS"].s_min == pytest.approx(50, rel=0.01)
+    assert fits["LARS"].s_min == pytest.approx(49, rel=0.01) and fits["LARS"].caveats() == []
     assert fits["AdamW"].status == "too_few"
-    assert f"| LARS | 4 | 50 | {fits['LARS'].text()} |" in md
-    assert "| AdamW | 1 | – | not identifiable: 1 batch size(s) reached the target, the fit needs 3 |" in md
+    assert f"| LARS | 4 | 49 | {fits['LARS'].text()} |" in md
+    assert "| AdamW | 1 | – | not identifiable: 1 batch size(s) with a finite median steps to target, the fit needs " \
+           "3 |" in md
     assert "## Selected point per cell" in md and "Notes: Synthetic records." in md
     lines = list(csv.DictReader(io.StringIO(table.csv)))
     assert len(lines) == 3 * 4
-    assert list(lines[0]) == ["row", "batch_size", "steps_mean", "steps_std", "images_mean", "time_mean_s",
-                              "n_reached", "n_seeds", "chosen_point", "status"]
-    assert lines[0] == {"row": "SGD", "batch_size": "64", "steps_mean": "110.0000", "steps_std": "14.1421",
-                        "images_mean": "7040.0000", "time_mean_s": "11.0000", "n_reached": "2", "n_seeds": "2",
+    assert list(lines[0]) == ["row", "batch_size", "steps_median", "steps_mean", "steps_std", "images_mean",
+                              "time_mean_s", "n_reached", "n_seeds", "cap_steps", "chosen_point", "status"]
+    assert lines[0] == {"row": "SGD", "batch_size": "64", "steps_median": "100.0000", "steps_mean": "110.0000",
+                        "steps_std": "14.1421", "images_mean": "7040.0000", "time_mean_s": "11.0000",
+                        "n_reached": "2", "n_seeds": "2", "cap_steps": "100.0000",
                         "chosen_point": '{"optimizer.lr": 0.1}', "status": "ok"}
     assert [line["status"] for line in lines[8:]] == ["diverged", "failed", "missing", "ok"]
     assert lines[3]["steps_mean"] == "" and lines[3]["status"] == "not_reached"
@@ -280,21 +328,22 @@ def test_figure(spec, runs: Path, tmp_path: Path) -> None:
     table = build_scaling(spec, collect(runs))
     ax = scaling_axes(spec, table)
     labels = ax.get_legend_handles_labels()[1]
-    assert labels[:3] == ["SGD", "LARS", "AdamW"]  # the perfect-scaling line goes through SGD's 110 (LARS: 206)
-    assert labels[3:] == ["perfect scaling S ∝ 1/B (through SGD at B=64)", "fit S_min (1 + B_noise / B) (row colour)",
-                          "target not reached or diverged (top edge)"]
+    assert labels[:3] == ["SGD", "LARS", "AdamW"]  # the perfect-scaling line goes through SGD's 100 (LARS: 202)
+    assert labels[3:] == ["perfect scaling S ∝ 1/B (through SGD at B=64)", "a seed that reached the target",
+                          "fit S_min (1 + B_noise / B) (row colour)",
+                          "beyond the cap: under half the seeds reached, or diverged (top edge)"]
     assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
-    tops = [line for line in ax.lines if line.get_marker() == "^" and not line.get_label().startswith("target")]
+    tops = [line for line in ax.lines if line.get_marker() == "^" and not line.get_label().startswith("beyond")]
     assert sorted(x for line in tops for x in line.get_xdata()) == [64, 512]  # AdamW diverged, SGD not reached
     first, second = tmp_path / "a", tmp_path / "b"
     for out in (first, second):
         out.mkdir()
-        assert scaling_figure(spec, table, out) == [out / "scaling.png"]
+        assert scaling_figure(spec, table, out) == [out / "scaling.png", out / "tuning_curve.png"]
     assert (first / "scaling.png").read_bytes() == (second / "scaling.png").read_bytes()
     nothing = tmp_path / "none"
     nothing.mkdir()
     write_run(nothing, "SGD", 64, 0.1, 0, None)
-    assert scaling_figure(spec, build_scaling(spec, collect(nothing)), nothing) == []
+    assert scaling_figure(spec, build_scaling(spec, collect(nothing)), nothing) == []  # 1 trial: no tuning curve
 
 
 def _script(name: str) -> Any:
@@ -306,9 +355,11 @@ def test_make_tables_writes_the_scaling_outputs(spec, runs: Path, tmp_path: Path
     out = tmp_path / "results"
     main = _script("make_tables").main
     assert main(["--table", str(spec.path), "--source", str(runs), "--out", str(out)]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["runs", "scaling.csv", "scaling.md", "scaling.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["RUN.md", "runs", "scaling.csv", "scaling.md", "scaling.png",
+                                                     "tuning_curve.png"]
     assert len(list((out / "runs").iterdir())) == 3 * 4 * 2 * 2 - 2 * 2 + 2  # AdamW @ 256 none; 2 stray targets
-    first = {name: (out / name).read_bytes() for name in ("scaling.md", "scaling.csv", "scaling.png")}
+    first = {name: (out / name).read_bytes() for name in ("scaling.md", "scaling.csv", "scaling.png",
+                                                          "tuning_curve.png", "RUN.md")}
     assert main(["--table", str(spec.path), "--out", str(out), "--source", str(out / "runs")]) == 0
     assert {name: (out / name).read_bytes() for name in first} == first  # the records rebuild the same bytes
     assert "scaling.md" in capsys.readouterr().out

@@ -9,10 +9,11 @@ import pytest
 import yaml
 
 from tests.helpers import foreign_lock, run_cli
+from tvlars import reproduce
 from tvlars.errors import UserError
 from tvlars.lock import LOCK_NAME
-from tvlars.spec import EXPERIMENTS_DIR, load_spec, smoke_spec
-from tvlars.sweep import describe, job_file, plan, write_job_files
+from tvlars.spec import EXPERIMENTS_DIR, Job, load_spec, smoke_spec
+from tvlars.sweep import PlannedJob, describe, job_file, plan, write_job_files
 
 SPECS = sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
 
@@ -117,11 +118,9 @@ def test_a_second_reproduction_of_a_table_is_refused_before_it_writes_anything(t
 
 def test_slurm_jobs_get_a_time_limit_cpus_and_requeues_the_launcher_accepts() -> None:
     """Without them submitit's defaults apply: a 60-minute limit, no requeue, no CPUs per task."""
-    from tvlars import reproduce
-
     args = reproduce.parse_args(["--launcher", "submitit_slurm", "--gpus-per-node", "4", "--partition", "gpu",
                                  "--qos", "high"])
-    result = run_cli([*reproduce.launcher_defaults(args), "hydra/launcher=submitit_slurm", "--cfg", "hydra", "-p",
+    result = run_cli([*reproduce.launcher_defaults(args, 1), "hydra/launcher=submitit_slurm", "--cfg", "hydra", "-p",
                       "hydra.launcher"])
     assert result.returncode == 0, result.stderr[-2000:]
     launcher = yaml.safe_load(result.stdout)
@@ -153,3 +152,30 @@ def test_smoke_sweep_end_to_end_and_idempotent(table: str, launcher: str, tmp_pa
     capsys.readouterr()
     _reproduce(table, launcher, tmp_path)  # a second sweep finds everything done and launches nothing
     assert "to run: 0 jobs" in capsys.readouterr().out
+
+
+def _planned(memory: int | None, status: str = "pending") -> PlannedJob:
+    return PlannedJob(Job("row", 512, 0, {}, ()), [], Path("run"), status, 0, memory)
+
+
+def test_jobs_sharing_a_gpu_run_as_many_at_a_time_as_their_memory_fits() -> None:
+    """Largest first; an estimate too large for the GPU still runs, alone; a finished job is not planned."""
+    gib = 2**30
+    jobs = [_planned(9 * gib), _planned(3 * gib), _planned(30 * gib), _planned(None), _planned(9 * gib, "completed"),
+            _planned(200 * gib)]
+    groups = reproduce.concurrent_groups(jobs, 4, free=40 * gib)  # 36 GiB usable
+    assert [(n, [p.memory for p in group]) for n, group in groups] == [
+        (1, [30 * gib, 200 * gib]), (4, [9 * gib, 3 * gib, None])]
+
+
+def test_the_cifar10_gpu_table_is_sized_per_batch_size(tmp_path: Path) -> None:
+    """The estimate grows with the batch (the saved activations) and is the same for every point of a cell."""
+    planned = plan(load_spec("cifar10-gpu"), tmp_path)
+    by_batch = {}
+    for p in planned:
+        by_batch.setdefault(p.job.column, set()).add(p.memory)
+    assert all(len(memories) == 1 for memories in by_batch.values())
+    small, medium, large = (by_batch[b].pop() for b in (512, 2048, 4096))
+    assert small < medium < large < 16 * 2**30  # four jobs fit a 80 GB card
+    activations = (large - small) / (4096 - 512)  # bytes per image of the batch: a half-width ResNet-18 in bf16
+    assert 0.5e6 < activations < 3e6

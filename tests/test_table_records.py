@@ -1,6 +1,7 @@
 """Records travel with the tables: tvlars.make_tables copies a table's run records into results/<table>/runs,
-rebuilds byte for byte from them, refuses empty sources and dropped records, removes stale figures; the commands
-import the checkout they run from (tvlars.report.records, tvlars.make_tables, tvlars.reproduce)."""
+rebuilds byte for byte from them (RUN.md included), refuses empty sources and dropped records, removes stale
+figures; the commands import the checkout they run from (tvlars.report.records, tvlars.make_tables,
+tvlars.reproduce)."""
 
 from __future__ import annotations
 
@@ -68,8 +69,8 @@ def test_records_travel_and_rebuild_byte_for_byte(study: Path) -> None:
     assert {p.name for p in (study / "runs" / "mini").iterdir()} >= {"jobs"}  # the source is untouched
     first = _outputs(results)
     assert set(first) == {"table.md", "table.tex", "table.csv", "accuracy_vs_epoch.png", "trust_ratio.png",
-                          "phi.png", "tuning_curve.png", "noise_scale.png"}  # the records hold noise_scale.jsonl
-    for name in ("table.md", "table.tex", "table.csv"):
+                          "phi.png", "tuning_curve.png", "noise_scale.png", "RUN.md"}  # records hold noise_scale.jsonl
+    for name in ("table.md", "table.tex", "table.csv", "RUN.md"):
         assert str(study) not in first[name].decode()  # nothing machine-specific
 
     # A fresh clone: no runs/, so the committed records are the source; the rebuild is byte-identical.
@@ -90,7 +91,7 @@ def test_empty_sources_dropped_records_and_stale_figures(study: Path, capsys: py
     assert len(err) == 1 and err[0].startswith("error: ") and "holds no run of table mini" in err[0]
     assert not (study / "results").exists()  # nothing was overwritten
     assert main(["--table", "mini.yaml", "--source", str(empty), "--out", str(study / "blank"), "--allow-empty"]) == 0
-    assert "| TVLARS | 4 | – |" in (study / "blank" / "table.md").read_text()
+    assert "| TVLARS | – | 4 | – |" in (study / "blank" / "table.md").read_text()
     broken = study / "broken"  # a reproduction where every run failed must not replace a table with failures
     write_run(broken, "TVLARS", 512, {"optimizer.lr": 1, "optimizer.lam": 1e-3}, 0, None, status="failed",
               error="AttributeError: 'Process' object has no attribute 'env'")
@@ -156,14 +157,14 @@ COMMITTED = sorted(p.name for p in (ROOT / "results").iterdir() if p.is_dir()) i
 
 @pytest.mark.parametrize("table", COMMITTED)
 def test_committed_tables_rebuild_from_their_records(table: str, tmp_path: Path) -> None:
-    """Every committed results/<table>/ rebuilds byte for byte from its records (as on a fresh clone)."""
+    """Every committed results/<table>/ rebuilds byte for byte from its records (as on a fresh clone), RUN.md
+    included."""
     committed = ROOT / "results" / table
     if not (committed / "runs").is_dir():
         pytest.skip(f"results/{table} has no runs/ yet: re-run it with `make reproduce-table TABLE={table}`")
     assert _script("make_tables").main(["--table", table, "--source", str(committed / "runs"),
                                         "--out", str(tmp_path)]) == 0
-    expected = {name: data for name, data in _outputs(committed).items() if name != "RUN.md"}
-    assert _outputs(tmp_path) == expected
+    assert _outputs(tmp_path) == _outputs(committed)
 
 
 @pytest.fixture

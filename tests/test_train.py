@@ -39,6 +39,33 @@ def test_run_writes_records(tiny_cfg, tmp_path: Path) -> None:
     assert on_disk["best_test_top1"] > 30.0
 
 
+def test_validation_every_evaluation_test_once_and_precise_bn_beside_the_raw_statistics(tiny_cfg,
+                                                                                          tmp_path: Path) -> None:
+    summary = run(tiny_cfg("epochs=3", "dataset.val_size=64", "precise_bn_images=128"))
+    rows = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    assert all({"val_top1", "val_loss", "val_top1_rawbn"} <= r.keys() for r in rows)
+    assert ["test_top1" in r for r in rows] == [False, False, True]  # the test set is evaluated once, at the end
+    assert {"test_top1_rawbn", "test_top5"} <= rows[-1].keys()
+    assert summary["final_val_top1"] == rows[-1]["val_top1"] and summary["final_test_top1"] == rows[-1]["test_top1"]
+    assert summary["best_val_top1"] == max(r["val_top1"] for r in rows)
+    assert summary["final_test_top1_rawbn"] == rows[-1]["test_top1_rawbn"]
+    assert summary["final_train_top1"] == rows[-1]["train_top1"]
+    assert summary["steps_per_epoch"] == (256 - 64) // 64
+    # recalibrating is not a no-op: after a few large steps the raw running statistics lag behind the weights
+    assert any(r["val_loss"] != r["val_loss_rawbn"] for r in rows)
+
+
+def test_precise_bn_leaves_training_untouched(tiny_cfg, tmp_path: Path) -> None:
+    """Training with and without precise BN is bit-identical (the recalibration restores every buffer and random
+    state); only the evaluated numbers differ."""
+    run(tiny_cfg(f"run_dir={tmp_path / 'a'}", "precise_bn_images=0"))
+    run(tiny_cfg(f"run_dir={tmp_path / 'b'}", "precise_bn_images=128"))
+    a, b = (read_jsonl(tmp_path / d / "metrics.jsonl") for d in "ab")
+    assert [r["train_loss"] for r in a] == [r["train_loss"] for r in b]
+    assert [r["test_loss"] for r in a] != [r["test_loss"] for r in b]
+    assert "test_top1_rawbn" not in a[-1] and b[-1]["test_loss_rawbn"] == a[-1]["test_loss"]
+
+
 def test_completed_run_is_skipped(tiny_cfg, caplog: pytest.LogCaptureFixture) -> None:
     first = run(tiny_cfg())
     with caplog.at_level("INFO", logger="tvlars"):

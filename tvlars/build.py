@@ -10,11 +10,22 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from hydra.utils import get_object
 from omegaconf import DictConfig
 
+from tvlars import distributed
 from tvlars.config import DATASET_KEYS, Precision, Progress, instantiate_node, resolved_lr, run_dir, run_id, val_size
 from tvlars.data import DataBundle, DatasetInfo
-from tvlars.data.loaders import DeviceLoader, ShardSampler, device_loader, sampler_loader, train_sampler, worker_count
+from tvlars.data.loaders import (
+    DeviceLoader,
+    ShardSampler,
+    cpu_sharers,
+    device_loader,
+    placement,
+    sampler_loader,
+    train_sampler,
+    worker_count,
+)
 from tvlars.data.splits import subset, validation_split
 from tvlars.distributed import DistInfo
 from tvlars.engine import Engine, EngineOptions, progress_mode, seed_all
@@ -70,7 +81,8 @@ def make_loaders(cfg: DictConfig, dist: DistInfo, data: DataBundle, task: Task) 
     split) of the device path where it applies (see :func:`device_transforms`), else of the sampler path. Both
     visit the same indices in the same order; per-process batch = batch_size / world_size."""
     per_device, eval_per_device = cfg.batch_size // dist.world_size, cfg.eval_batch_size // dist.world_size
-    workers = worker_count(cfg.num_workers, dist.device, dist.world_size)
+    here = placement()  # the run's processes on this host that use these CPUs divide them
+    workers = worker_count(cfg.num_workers, dist.device, cpu_sharers(here, distributed.all_gather_object(here)))
     sampler = train_sampler(len(data.train), dist.rank, dist.world_size, cfg.seed)
     if len(sampler) < per_device:
         raise UserError(f"batch_size={cfg.batch_size} exceeds the training set ({len(data.train)} images); "
@@ -121,9 +133,20 @@ def wrap_for_training(model: torch.nn.Module, cfg: DictConfig, dist: DistInfo) -
     return train_model
 
 
+def check_process_group(cfg: DictConfig, dist: DistInfo) -> None:
+    """Refuse an optimizer that needs a closure (CDAT: ``backward(create_graph=True)``) in a process group: DDP's
+    reducer gives it gradients without a graph, and :func:`wrap_for_training` wraps every run of a process group in
+    DDP, a one-process ``torchrun`` included (so that one GPU rehearses the multi-GPU code path)."""
+    if dist.distributed and getattr(get_object(cfg.optimizer._target_), "needs_closure", False):
+        raise UserError(f"optimizer {cfg.optimizer._target_} differentiates through the loss twice, which "
+                        "DistributedDataParallel does not support, and every torchrun or SLURM launch trains through "
+                        "it (one process too); run it without a launcher: python -m tvlars.train ...")
+
+
 def build(cfg: DictConfig, dist: DistInfo, records: RunRecords | None = None,
           logger: NullLogger | None = None) -> Built:
     """Data, task, model, optimizer, schedule and loaders from ``cfg``, ready to train."""
+    check_process_group(cfg, dist)
     data = split_data(cfg, instantiate_node(cfg.dataset, "dataset", skip=DATASET_KEYS))
     info = data.info
     task: Task = instantiate_node(cfg.task, "task", device=dist.device)
@@ -151,6 +174,7 @@ def build(cfg: DictConfig, dist: DistInfo, records: RunRecords | None = None,
                          name=run_name(cfg), precise_bn_images=cfg.precise_bn_images)
     engine = Engine(opts, dist, task=task, model=model, train_model=wrap_for_training(model, cfg, dist),
                     optimizer=optimizer, schedule=schedule, train_loader=train_loader, eval_loaders=eval_loaders,
-                    records=records, logger=logger, instruments=Instruments.from_config(cfg, model))
+                    records=records, logger=logger,
+                    instruments=Instruments.from_config(cfg, model, dist.world_size))
     data_path = "device" if isinstance(train_loader, DeviceLoader) else "sampler"
     return Built(engine, info, lr, steps_per_epoch, data_path, rid)

@@ -85,6 +85,7 @@ class Config:
     channels_last: bool = False
     compile: bool = False
     deterministic: bool = False  # CUDA: deterministic kernels, no cuDNN autotuning (bit-exact resume; slower)
+    tf32: bool = True  # CUDA: TF32 tensor cores for float32 matmuls and convolutions (false: full float32)
     data: DataOptions = field(default_factory=DataOptions)
     num_workers: int = -1  # DataLoader workers per process; -1 = 1 on CPU, up to 8 on CUDA (cores allowing)
     eval_batch_size: int = 1024  # global batch for evaluation (no effect on results)
@@ -112,22 +113,25 @@ class Config:
     log_sharpness_every: int = 0  # top Hessian eigenvalue on a fixed batch every N steps, into sharpness.jsonl
     sharpness_iters: int = 20  # power iterations (Hessian-vector products) per sharpness measurement
     sharpness_batch: int = 0  # >0: measure on the first N samples of the fixed batch (per process); 0: all of it
+    # also the top eigenvalue of P^1/2 H P^1/2, P the optimizer's diagonal preconditioner (tvlars.optim.stability)
+    sharpness_preconditioned: bool = False
 
 
 ConfigStore.instance().store(name="tvlars_schema", node=Config)
 
 # Keys that do not change what is computed: they are left out of the run identity (the run id).
 # `data` (sampler or device path) and `num_workers` change only how augmentations are drawn, not their distribution.
-# `deterministic` changes floating-point noise on CUDA, not the experiment.
+# `deterministic` and `tf32` change floating-point noise on CUDA, not the experiment.
 _NON_SEMANTIC = {"logger", "out_dir", "run_dir", "name", "progress", "data_root", "data", "num_workers",
-                 "log_every", "checkpoint_every", "eval_batch_size", "labels", "deterministic"}
+                 "log_every", "checkpoint_every", "eval_batch_size", "labels", "deterministic", "tf32"}
 _NON_SEMANTIC_DATASET = {"root", "download", "verify_checksums"}
 DATASET_KEYS = ("augment", "val_size")  # dataset keys the builder applies; the rest go to the loader
 _NON_SEMANTIC_OPTIMIZER = {"fused"}  # the compiled step equals the eager one up to floating-point noise
 # Keys added after run records existed, with the value that does what the code did before them: at that value a
 # key is left out of the run id, so earlier runs keep their ids (a sweep still finds them). Adding a config key
 # that changes results? Add it here with its behaviour-preserving value (docs/running.md#run-identity).
-ID_NEUTRAL: dict[str, Any] = {"dataset.val_size": 0, "val_subset": 0, "precise_bn_images": 0}
+ID_NEUTRAL: dict[str, Any] = {"dataset.val_size": 0, "val_subset": 0, "precise_bn_images": 0,
+                               "sharpness_preconditioned": False}
 
 
 def _positive(cfg: DictConfig, key: str, minimum: int = 1) -> None:
@@ -202,6 +206,9 @@ def validate(cfg: DictConfig, world_size: int = 1) -> None:
                 "eval_every_steps", "log_noise_scale_every", "log_sharpness_every", "sharpness_batch"):
         _positive(cfg, key, minimum=0)
     _positive(cfg, "sharpness_iters")
+    if cfg.sharpness_preconditioned and not cfg.log_sharpness_every:
+        raise UserError("sharpness_preconditioned=true measures with the sharpness, which is off; set "
+                        "log_sharpness_every > 0 (e.g. log_sharpness_every=100) or sharpness_preconditioned=false")
     if cfg.log_noise_scale_every and world_size == 1 and cfg.batch_size % 2:
         raise UserError(f"log_noise_scale_every compares the two halves of the batch, so batch_size must be even "
                         f"(got {cfg.batch_size}); choose an even batch_size or set log_noise_scale_every=0")

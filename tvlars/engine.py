@@ -395,7 +395,7 @@ class Engine:
         """``<split>_<key>`` metrics of ``splits`` (default: those of an evaluation during training), with
         BatchNorm statistics recomputed over ``precise_bn_images`` training images first (precise BN; the weights
         and the training state are untouched)."""
-        with self._precise_bn():
+        with self.precise_bn():
             return {k: v for split in splits or self.eval_splits(final=False)
                     for k, v in self._evaluate_split(split).items()}
 
@@ -406,7 +406,7 @@ class Engine:
             return {}
         return {f"{k}_rawbn": v for split in splits for k, v in self._evaluate_split(split).items()}
 
-    def _precise_bn(self) -> contextlib.AbstractContextManager[int]:
+    def precise_bn(self) -> contextlib.AbstractContextManager[int]:
         """:func:`~tvlars.evaluation.recalibrated` over the first training batches of the current epoch's order
         (ceil(precise_bn_images / global batch) of them), with a fixed per-rank seed for their augmentations."""
         images = self.opts.precise_bn_images

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import types
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -44,6 +45,20 @@ def untouched(model: nn.Module, device: torch.device) -> Iterator[None]:
         with torch.no_grad():
             for buffer, saved in zip(model.buffers(), buffers, strict=True):
                 buffer.copy_(saved)
+
+
+@contextlib.contextmanager
+def per_process_batchnorm(model: nn.Module) -> Iterator[None]:
+    """Within the block every SyncBatchNorm layer of ``model`` normalises with this process's own batch statistics,
+    as BatchNorm does (its forward is BatchNorm's, set as an instance attribute and removed on exit)."""
+    layers = [m for m in model.modules() if isinstance(m, nn.SyncBatchNorm)]
+    for layer in layers:
+        layer.forward = types.MethodType(_BatchNorm.forward, layer)
+    try:
+        yield
+    finally:
+        for layer in layers:
+            del layer.forward
 
 
 def tracked_batchnorms(model: nn.Module) -> list[_BatchNorm]:

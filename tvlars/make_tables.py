@@ -5,14 +5,15 @@ Never re-runs anything.
         [--out results/fmnist-mini] [--profile full|smoke] [--allow-empty] [--replace-records]
 
 The source defaults to ``runs/<table>`` when it exists, else to the committed records ``results/<table>/runs``.
-Holds ``--out`` (tvlars.lock) while it writes there: the table files (``kind: scaling`` specs: ``scaling.md``,
-``scaling.csv``), the figures its records support (figures of an older build that this one does not draw are
-removed) and, from a local source, a copy of the table's run
-records in ``<out>/runs/`` (no checkpoints, backbones, W&B files). Prints the runs found by status, the problems
-and the table. Exit code 0 whenever the table was written; 2 with one ``error:`` line for an unknown table, an
-unreadable source, a source without any run of the table or without any finished one (unless --allow-empty),
-records of an older build that this one would drop (unless --replace-records), an output directory that another
-process holds, or one that cannot be written (full).
+Writes into ``--out`` (default ``results/<table>``) the table files (``kind: scaling`` specs: ``scaling.md``,
+``scaling.csv``; ``kind: lr_window``: ``lr_window.md``, ``lr_window.csv``, ``lr_window_rows.csv``), the figures its
+records support (figures of an older build that this one does not draw are removed), from a local source a copy
+of the table's run records in ``<out>/runs/`` (no checkpoints, backbones, W&B files), and ``RUN.md``, how the results
+were produced, from those records and the spec (tvlars.report.run_md). Prints the runs found by
+status, the problems and the table. It holds ``--out`` (tvlars.lock) while it writes there. Exit code 0 whenever the
+table was written; 2 with one ``error:`` line for an unknown table, an unreadable source, a source without any run
+of the table or without any finished one (unless --allow-empty), records of an older build that this one would
+drop (unless --replace-records), an output directory another process holds, or one that cannot be written (full).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 from tvlars.errors import UserError
 from tvlars.lock import DirLock
 from tvlars.records import FINAL, Status, write_atomic
-from tvlars.report import build_table, collect, records, status_summary, write_figures
+from tvlars.report import build_table, collect, lr_window, records, run_md, status_summary, write_figures
 from tvlars.report.collect import WANDB_PREFIX
 from tvlars.report.figures import FIGURES
 from tvlars.report.instrument_figures import FIGURES as INSTRUMENT_FIGURES
@@ -91,18 +92,23 @@ def make(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     names = records.record_names(mine["run_dir"]) if local else {}
     if not in_place:
         records.check_replace(out / "runs", names, args.replace_records)
-    scaling = spec.kind == "scaling"
-    table = build_scaling(spec, df) if scaling else build_table(spec, df)
+    scaling, window = spec.kind == "scaling", spec.kind == lr_window.KIND
+    table = lr_window.build(spec, df) if window else build_scaling(spec, df) if scaling else build_table(spec, df)
     written = []
     for name, text in table.files.items():
         write_atomic(out / name, text.encode())
         written.append(out / name)
-    figures = scaling_figure(spec, table, out) if scaling else write_figures(spec, table, df, out)
-    figures += write_instrument_figures(spec, df, out)
-    for stale in (out / name for name in (*FIGURES, SCALING_FIGURE, *INSTRUMENT_FIGURES) if out / name not in figures):
+    if window:
+        figures = lr_window.figures(spec, table, out)
+    else:
+        figures = scaling_figure(spec, table, out) if scaling else write_figures(spec, table, df, out)
+        figures += write_instrument_figures(spec, df, out)
+    drawn = (*FIGURES, SCALING_FIGURE, *INSTRUMENT_FIGURES, *lr_window.FIGURES)
+    for stale in (out / name for name in drawn if out / name not in figures):
         stale.unlink(missing_ok=True)  # a figure of an older build that these records no longer support
     if not in_place:
         records.copy_records(names, out / "runs")
+    written.append(run_md.write(spec, df, out, source))
     count, size = records.size(out / "runs")
     print(status_summary(spec, df))
     print(f"{len(table.problems)} problem(s)" + (" (listed under Problems below)" if table.problems else "") + "\n")

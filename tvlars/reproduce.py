@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -27,22 +28,15 @@ import torch
 
 from tvlars import make_tables
 from tvlars.data import DATASETS, write_fake
+from tvlars.data.loaders import usable_cpus
 from tvlars.errors import UserError
 from tvlars.lock import DirLock
 from tvlars.records import write_atomic
-from tvlars.report import collect, records, scaling
+from tvlars.report import collect, lr_window, records, scaling
 from tvlars.report.compare import TABLE_FIELDS, compare
 from tvlars.report.tables import build_table, select
 from tvlars.spec import Spec, load_spec, smoke_spec
 from tvlars.sweep import HELD, PlannedJob, describe, launch, measured_throughput, plan, write_job_files
-
-
-def usable_cpus() -> int:
-    """The CPUs this process may run on (its affinity mask), not every CPU of the machine."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS has no affinity masks
-        return os.cpu_count() or 1
 
 
 def fake_data(root: Path) -> None:
@@ -54,12 +48,12 @@ def fake_data(root: Path) -> None:
             done.write_text("ok")
 
 
-def launcher_defaults(args: argparse.Namespace) -> list[str]:
-    """Sensible launcher settings: parallel CPU jobs for joblib; on SLURM one DDP process per GPU, the job's time
-    limit, CPUs, partition, account and QOS, and how often a job that reaches its time limit is requeued (it
+def launcher_defaults(args: argparse.Namespace, jobs: int) -> list[str]:
+    """Sensible launcher settings: ``jobs`` parallel jobs for joblib; on SLURM one DDP process per GPU, the job's
+    time limit, CPUs, partition, account and QOS, and how often a job that reaches its time limit is requeued (it
     checkpoints on submitit's timeout signal and resumes, tvlars.preemption)."""
     if args.launcher == "joblib":
-        return [f"hydra.launcher.n_jobs={args.jobs}"]
+        return [f"hydra.launcher.n_jobs={jobs}"]
     if args.launcher == "submitit_slurm":
         g = args.gpus_per_node
         return [f"hydra.launcher.gpus_per_node={g}", f"hydra.launcher.tasks_per_node={g}",
@@ -70,22 +64,58 @@ def launcher_defaults(args: argparse.Namespace) -> list[str]:
     return []
 
 
+MEMORY_USE = 0.9  # of the GPU's free memory, for the jobs sharing it
+
+
+def free_gpu_memory() -> int:
+    """Free bytes of the GPU the jobs will share (``torch.cuda.mem_get_info``), asked in a child process, so that
+    this one holds no CUDA context of its own during the sweep."""
+    done = subprocess.run([sys.executable, "-c", "import torch; print(torch.cuda.mem_get_info()[0])"],
+                          capture_output=True, text=True, check=True)
+    return int(done.stdout.split()[-1])
+
+
+def concurrent_groups(planned: list[PlannedJob], jobs: int, free: int) -> list[tuple[int, list[PlannedJob]]]:
+    """The pending jobs of ``planned`` grouped by how many of them fit the GPU's ``free`` bytes at once (their
+    estimated memory against :data:`MEMORY_USE` of it, at most ``jobs``, at least 1; without an estimate,
+    ``jobs``), the largest jobs first."""
+    groups: dict[int, list[PlannedJob]] = {}
+    for p in planned:
+        if p.status not in HELD:
+            fits = jobs if p.memory is None else max(1, min(jobs, int(free * MEMORY_USE // p.memory)))
+            groups.setdefault(fits, []).append(p)
+    return sorted(groups.items())
+
+
 def sweep(spec: Spec, planned: list[PlannedJob], jobs_root: Path, out_dir: Path, args: argparse.Namespace) -> None:
-    """Launch the pending jobs of ``planned`` (if any) as one multirun."""
-    if not write_job_files(spec, planned, jobs_root):
-        return
-    if args.launcher == "joblib":  # parallel jobs share the cores instead of oversubscribing them
-        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, usable_cpus() // args.jobs)))
-    code = launch(jobs_root, args.launcher, launcher_defaults(args) + args.launcher_args,
-                  out_dir / f"multirun-{jobs_root.name}")
-    if code:
-        print(f"warning: the sweep exited with code {code}; going on with the runs that finished", file=sys.stderr)
+    """Launch the pending jobs of ``planned`` (if any) as one multirun; joblib jobs sharing one GPU as one multirun
+    per group of :func:`concurrent_groups`, so that jobs that together exceed its memory never run at once."""
+    groups = [(args.jobs, planned)]
+    if args.launcher == "joblib" and torch.cuda.is_available():
+        free = free_gpu_memory()
+        groups = concurrent_groups(planned, args.jobs, free)
+        for jobs, group in groups:
+            largest = max((p.memory or 0) for p in group)
+            print(f"  GPU memory: {len(group)} job(s) of up to {largest / 2**30:.1f} GiB (estimated) run {jobs} at a "
+                  f"time against {free / 2**30:.1f} GiB free", flush=True)
+    for jobs, group in groups:
+        root = jobs_root if len(groups) == 1 else jobs_root / f"{jobs}-at-a-time"
+        if not write_job_files(spec, group, root):
+            continue
+        if args.launcher == "joblib":  # parallel jobs share the cores instead of oversubscribing them
+            os.environ.setdefault("OMP_NUM_THREADS", str(max(1, usable_cpus() // args.jobs)))
+        code = launch(root, args.launcher, launcher_defaults(args, jobs) + args.launcher_args,
+                      out_dir / f"multirun-{root.name}")
+        if code:
+            print(f"warning: the sweep exited with code {code}; going on with the runs that finished", file=sys.stderr)
 
 
 def kind(spec: Spec) -> tuple[Callable[..., Any], Callable[..., Any], str, dict[str, str]]:
     """The spec kind's cell selection, table builder, CSV file and the CSV's fields for the comparison."""
     if spec.kind == "scaling":
         return scaling.select, scaling.build_scaling, "scaling.csv", scaling.COMPARE_FIELDS
+    if spec.kind == lr_window.KIND:
+        return lr_window.select, lr_window.build, lr_window.CSV, lr_window.COMPARE_FIELDS
     return select, build_table, "table.csv", TABLE_FIELDS
 
 
@@ -107,7 +137,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--runs", default="runs", help="root of the run directories")
     parser.add_argument("--results", default="results", help="root of the generated tables")
     parser.add_argument("--jobs", type=int, default=usable_cpus(),
-                        help="parallel jobs for --launcher joblib (default: one per usable CPU, one thread each)")
+                        help="parallel jobs for --launcher joblib (default: one per usable CPU, one thread each; "
+                        "on a GPU at most this many, fewer where their estimated memory does not fit)")
     parser.add_argument("--gpus-per-node", type=int, default=1,
                         help="SLURM: GPUs (= DDP processes) per run for --launcher submitit_slurm")
     parser.add_argument("--time-min", type=int, default=240,
@@ -176,7 +207,9 @@ def reproduce(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     code = make_tables.main(["--table", str(spec.path), "--profile", args.profile, "--source", str(out_dir),
                              "--out", str(results), *(["--replace-records"] if args.replace_records else [])])
     if code == 0 and committed is not None:
-        report = compare(committed, build(spec, collect(out_dir)), fields)
+        table = build(spec, collect(out_dir))
+        report = lr_window.compare(committed, table) if spec.kind == lr_window.KIND else \
+            compare(committed, table, fields)
         write_atomic(out_dir / "comparison.md", report.encode())
         print(f"\n{report}(also in {out_dir / 'comparison.md'})")
     return code

@@ -39,7 +39,7 @@ FOLLOW_UP_KEYS = ("best_val_top1", "best_val_epoch", "final_val_top1", "final_va
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Run one experiment described by a composed config; returns its summary (rank 0) or ``{}``."""
     validate(cfg, distributed.world_size_from_env())
-    dist = distributed.init(cfg.device, cfg.deterministic)
+    dist = distributed.init(cfg.device, cfg.deterministic, cfg.tf32)
     try:
         with preemption.handling():
             return _run(cfg, dist)
@@ -244,6 +244,7 @@ def follow_up_config(cfg: DictConfig, option: str, parent_dir: Path, settings: d
     sub.compile, sub.channels_last = False, False  # a linear head on feature vectors
     sub.target = {"metric": None, "value": None, "stop": False}  # the instruments measure the parent run only
     sub.eval_every_steps = sub.log_noise_scale_every = sub.log_sharpness_every = 0
+    sub.sharpness_preconditioned = False
     return sub
 
 

@@ -7,7 +7,12 @@ Spec keys::
 
     name, title, claim      table id (= file name), caption, the paper's claim this table tests
     kind                    table (default: accuracy per row × column) | scaling (steps to target against batch
-                            size and the critical batch size, tvlars.report.scaling)
+                            size and the critical batch size, tvlars.report.scaling) | lr_window (accuracy against
+                            one swept key per row, and each row's stable window of it, tvlars.report.lr_window)
+    sweep                   kind lr_window: the swept config key (e.g. optimizer.lr); every row's grid is
+                            {<sweep>: [values]} (at least 2 distinct numbers > 0; a {column: [values]} map also works)
+    window_tolerance        kind lr_window: the window holds the swept values whose mean validation top-1 is within
+                            this many points of the row's best (default 2)
     base                    Hydra overrides shared by every job (e.g. [dataset=cifar10, model=resnet18])
     columns                 {key: batch_size, values: [512, 1024, ...]}  (the table's columns)
     seeds                   [0, 1, ...]  (every grid point / search trial runs with each)
@@ -25,8 +30,16 @@ Spec keys::
     rows                    [{label, overrides: [...], grid: {...} | search: {...}}]
     compare                 {method: [labels], baselines: [labels], no_warmup: [labels]} for the claim section
                             (baselines default to every other row; no_warmup is a subset of the baselines)
+    claims                  [{a: <row label>, b: <row label>, question: <text>, margin: <points>}]: named pairwise
+                            claims, a − b per column by Welch's test and, with the optional margin, an equivalence
+                            test (TOST) within ± margin points (tvlars.report.tables)
     chance                  chance-level accuracy in % (used when a run's summary has no num_classes)
-    notes                   free text printed under the table
+    notes                   free text printed under the table: design only (what the runs are and why); numbers the
+                            records give (steps per epoch, run times...) are generated in RUN.md, not typed here
+    discussion              optional: the reading of the results, printed at the end of RUN.md; it may quote only
+                            numbers of the spec itself (design values: its base, columns, seeds, rows, notes...),
+                            checked at load: measured numbers live in the generated table and RUN.md, which it
+                            points to. Not inherited through ``extends`` (it reads one study's records)
     smoke                   extra overrides for --profile smoke (e.g. dataset.verify_checksums=false)
     extends                 another spec whose keys this one inherits (top-level keys replace, not merge)
 
@@ -68,16 +81,29 @@ METRICS = ("final_test_top1", "best_test_top1")
 SPLITS = ("val", "test")  # where a spec selects (select_on)
 MIN_STEPS = 50  # default min_steps: fewer optimizer steps cannot tell schedules apart
 MIN_WARMUP_STEPS = 10  # default min_warmup_steps (tvlars.schedules.warmup_cosine.MIN_WARMUP_STEPS)
-KINDS = ("table", "scaling")
+KINDS = ("table", "scaling", "lr_window")
 SCALING_METRIC = "steps_to_target"  # the metric of kind scaling: fewest optimizer steps to the target
+WINDOW_METRIC = "final_val_top1"  # the metric of kind lr_window's window (validation; test is reported beside)
+WINDOW_TOLERANCE = 2.0  # default window_tolerance: points of validation top-1 below the row's best
 _SPEC_KEYS = {"name", "title", "claim", "kind", "base", "columns", "seeds", "confirm_seeds", "metric", "rows",
               "select_on", "reuse_search_seeds", "min_steps", "min_warmup_steps",
-              "compare", "chance", "notes", "smoke", "extends"}
+              "compare", "claims", "chance", "notes", "smoke", "extends", "sweep", "window_tolerance", "discussion"}
 _ROW_KEYS = {"label", "overrides", "grid", "search"}
 _SEARCH_KEYS = {"trials", "space", "seed"}
 _COMPARE_KEYS = {"method", "baselines", "no_warmup"}
+_CLAIM_KEYS = {"a", "b", "question", "margin"}
 _DISTRIBUTIONS = ("log", "linear")
 SIGNIFICANT_DIGITS = 3  # search values are rounded to this many significant digits (readable, stable run ids)
+# A number in prose: not part of a name (CIFAR-10, top-1, ResNet-18, log10, v2), optionally decimal or in e-notation.
+_NUMBER = re.compile(r"(?<![\w.])(?<![^\W\d_]-)\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
+
+
+def _is_number(value: Any) -> bool:
+    """A grid value that is a number (``1e-3`` arrives from YAML as a string)."""
+    try:
+        return not isinstance(value, bool) and math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
 
 
 @dataclass(frozen=True)
@@ -86,13 +112,24 @@ class Row:
     overrides: tuple[str, ...]
     grid: dict[str, Any]  # key -> list of values, or {column value: list of values}
     trials: dict[Any, list[dict[str, Any]]] | None = None  # search rows: column -> trial points, in trial order
+    ranges: dict[Any, tuple[str, ...]] = field(default_factory=dict)  # search rows: column -> keys drawn from a range
+
+    def _axes(self, column: Any) -> dict[str, list[Any]]:
+        return {k: (v.get(column, []) if isinstance(v, dict) else v) for k, v in self.grid.items()}
 
     def points(self, column: Any) -> list[dict[str, Any]]:
         """The grid points or search trials (``{key: value}``) of this row at ``column``, in trial order."""
         if self.trials is not None:
             return [dict(p) for p in self.trials[column]]
-        axes = {k: (v.get(column, []) if isinstance(v, dict) else v) for k, v in self.grid.items()}
+        axes = self._axes(column)
         return [dict(zip(axes, combo, strict=True)) for combo in itertools.product(*axes.values())]
+
+    def continuous(self, column: Any) -> list[str]:
+        """The keys along which this row's points at ``column`` sample a numeric range: a search's ``log`` or
+        ``linear`` dimensions (not its lists of choices), or a grid key whose values are all numbers."""
+        if self.trials is not None:
+            return list(self.ranges.get(column, ()))
+        return [key for key, values in self._axes(column).items() if all(_is_number(v) for v in values)]
 
 
 @dataclass(frozen=True)
@@ -102,6 +139,16 @@ class Job:
     seed: int
     point: dict[str, Any]
     overrides: tuple[str, ...]  # complete Hydra overrides of this run
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A named pairwise claim: row ``a`` against row ``b`` in every column, with an equivalence margin (points)."""
+
+    a: str
+    b: str
+    question: str
+    margin: float | None = None
 
 
 @dataclass(frozen=True)
@@ -129,6 +176,7 @@ class Spec:
     path: Path | None = field(default=None, compare=False)
     confirm_seeds: list[int] = field(default_factory=list)
     compare: Compare | None = None
+    claims: tuple[Claim, ...] = ()
     chance: float | None = None  # chance-level accuracy (%) when the runs do not record num_classes
     profile: str = "full"  # full | smoke (smoke tables and figures say so in their titles)
     kind: str = "table"  # table | scaling
@@ -137,6 +185,9 @@ class Spec:
     reuse_search_seeds: bool = False  # confirm_seeds may include search seeds (older records)
     min_steps: int = MIN_STEPS
     min_warmup_steps: int = MIN_WARMUP_STEPS
+    sweep: str | None = None  # kind lr_window: the swept key (each row's only grid key)
+    window_tolerance: float = WINDOW_TOLERANCE  # kind lr_window: points below the row's best that stay in the window
+    discussion: str = ""  # the reading of the results (RUN.md); quotes no number the spec does not hold
 
     @property
     def selection_metric(self) -> str:
@@ -223,7 +274,9 @@ def sobol_points(count: int, dimensions: int, seed: int) -> list[list[float]]:
         return sampler.random(count).tolist()
 
 
-def _search_trials(name: str, label: str, columns: list[Any], raw: Any) -> dict[Any, list[dict[str, Any]]]:
+def _search_trials(name: str, label: str, columns: list[Any],
+                   raw: Any) -> tuple[dict[Any, list[dict[str, Any]]], dict[Any, tuple[str, ...]]]:
+    """The trial points per column, and per column the keys drawn from a range (not from a list of choices)."""
     where = f"row {label!r}"
     if not isinstance(raw, dict) or set(raw) - _SEARCH_KEYS or not raw.get("space"):
         raise _fail(name, f"{where}: search must be {{trials: N, space: {{key: ...}}}} with optional seed "
@@ -250,7 +303,9 @@ def _search_trials(name: str, label: str, columns: list[Any], raw: Any) -> dict[
             raise _fail(name, f"{where}: {trials} search trials at {column} include duplicate points (the space is "
                               "too small for that many distinct trials); widen the space or lower search.trials")
         out[column] = points
-    return out
+    ranges = {column: tuple(key for key, dim in dims.items() if not isinstance(dim, list))
+              for column, dims in per_column.items()}
+    return out, ranges
 
 
 def _check_row(name: str, columns: list[Any], raw: Any) -> Row:
@@ -269,8 +324,10 @@ def _check_row(name: str, columns: list[Any], raw: Any) -> Row:
             if not isinstance(got, list) or not got:
                 raise _fail(name, f"row {raw['label']!r}: grid {key} has no values for {column} "
                                   "(give a non-empty list, or a {column: list} map covering every column)")
-    trials = _search_trials(name, str(raw["label"]), columns, raw["search"]) if "search" in raw else None
-    return Row(str(raw["label"]), tuple(raw.get("overrides") or ()), grid, trials)
+    overrides = tuple(raw.get("overrides") or ())
+    if "search" not in raw:
+        return Row(str(raw["label"]), overrides, grid)
+    return Row(str(raw["label"]), overrides, grid, *_search_trials(name, str(raw["label"]), columns, raw["search"]))
 
 
 def _check_budgets(name: str, columns: list[Any], rows: list[Row]) -> None:
@@ -298,6 +355,30 @@ def _check_compare(name: str, labels: list[str], raw: Any) -> Compare | None:
     if set(baselines) & set(groups["method"]) or not set(groups["no_warmup"]) <= set(baselines):
         raise _fail(name, "compare: the method rows must not be baselines, and no_warmup must list baselines only")
     return Compare(tuple(groups["method"]), tuple(baselines), tuple(groups["no_warmup"]))
+
+
+def _check_claims(name: str, labels: list[str], raw: Any) -> tuple[Claim, ...]:
+    shape = "claims must be a list of {a: <row label>, b: <row label>, question: <text>, margin: <points, optional>}"
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise _fail(name, f"{shape} (got {raw!r})")
+    claims = []
+    for item in raw:
+        if not isinstance(item, dict) or set(item) - _CLAIM_KEYS or not {"a", "b", "question"} <= set(item):
+            raise _fail(name, f"{shape} (got {item!r})")
+        a, b, question, margin = str(item["a"]), str(item["b"]), item["question"], item.get("margin")
+        for label in (a, b):
+            if label not in labels:
+                raise _fail(name, f"claims name {label!r}, not a row label (rows: {', '.join(labels)})")
+        if a == b:
+            raise _fail(name, f"claim {question!r} compares row {a!r} with itself")
+        if not isinstance(question, str) or not question.strip():
+            raise _fail(name, f"claim {a!r} vs {b!r}: question must be a non-empty text (got {question!r})")
+        if margin is not None and (isinstance(margin, bool) or not isinstance(margin, int | float) or margin <= 0):
+            raise _fail(name, f"claim {a!r} vs {b!r}: margin must be a positive number of points (got {margin!r})")
+        claims.append(Claim(a, b, question.strip(), None if margin is None else float(margin)))
+    return tuple(claims)
 
 
 def _seeds(name: str, key: str, raw: Any) -> list[int]:
@@ -331,7 +412,7 @@ def _scaling_target(name: str, raw: dict[str, Any], rows: list[Row]) -> tuple[st
                           f"batch_size (got {raw['columns']['key']!r})")
     if raw.get("metric", SCALING_METRIC) != SCALING_METRIC:
         raise _fail(name, f"the metric of kind scaling is {SCALING_METRIC} (got {raw['metric']!r}); drop metric")
-    for key in ("compare", "chance"):
+    for key in ("compare", "claims", "chance"):
         if raw.get(key) is not None:
             raise _fail(name, f"{key} applies to accuracy tables, not to kind scaling; remove it (or set it to null)")
     target = _target(raw.get("base"))
@@ -345,6 +426,40 @@ def _scaling_target(name: str, raw: dict[str, Any], rows: list[Row]) -> tuple[st
             raise _fail(name, f"row {row.label!r} sets {next(k for k in keys if k.startswith('target.'))}: every "
                               "cell of a scaling table has the same target; set target.* in base only")
     return target
+
+
+def _lr_window(name: str, raw: dict[str, Any], rows: list[Row]) -> dict[str, Any]:
+    """Check a ``kind: lr_window`` spec; returns its ``sweep`` and ``window_tolerance``."""
+    sweep, columns = raw.get("sweep"), raw["columns"]
+    if not isinstance(sweep, str) or not sweep:
+        raise _fail(name, f"kind lr_window needs sweep: <config key> (the swept key, e.g. optimizer.lr; got {sweep!r})")
+    if len(columns["values"]) != 1 or columns["key"] == sweep:
+        raise _fail(name, f"kind lr_window measures one window per row at one setting: give columns one value of "
+                          f"another key than {sweep} (e.g. {{key: batch_size, values: [4096]}}; got {columns!r})")
+    for key, why in (("confirm_seeds", "every swept value is reported, nothing is selected"),
+                     ("metric", f"the window is on {WINDOW_METRIC}, test top-1 is reported beside it"),
+                     ("chance", "no cell is compared with chance level")):
+        if raw.get(key):
+            raise _fail(name, f"{key} does not apply to kind lr_window ({why}); remove it")
+    if raw.get("select_on", SPLITS[0]) != "val":
+        raise _fail(name, f"kind lr_window's window is on validation ({WINDOW_METRIC}); drop select_on")
+    tolerance = raw.get("window_tolerance", WINDOW_TOLERANCE)
+    if not isinstance(tolerance, int | float) or isinstance(tolerance, bool) or not 0 < tolerance < 100:
+        raise _fail(name, f"window_tolerance must be a number of accuracy points in (0, 100) (got {tolerance!r})")
+    column = columns["values"][0]
+    for row in rows:
+        where = f"row {row.label!r}"
+        if row.trials is not None or set(row.grid) != {sweep}:
+            raise _fail(name, f"{where}: kind lr_window sweeps {sweep} alone, so the row needs grid: {{{sweep}: "
+                              f"[values]}} and nothing else (got {sorted(row.grid) or 'a search'})")
+        if sweep in _assignments(row.overrides):
+            raise _fail(name, f"{where} sets {sweep} in its overrides; give its values in the grid only")
+        values = [p[sweep] for p in row.points(column)]
+        if len(values) < 2 or len(set(values)) < len(values) or not all(
+                isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in values):
+            raise _fail(name, f"{where}: the values of {sweep} must be at least 2 distinct numbers > 0 (a log axis; "
+                              f"got {values})")
+    return {"sweep": sweep, "window_tolerance": float(tolerance)}
 
 
 def _protocol(name: str, raw: dict[str, Any], kind: str, metric: str) -> dict[str, Any]:
@@ -378,6 +493,35 @@ def _yaml_error(path: Path, exc: yaml.YAMLError) -> str:
     return f"{path}:{mark.line + 1}:{mark.column + 1}: {problem}" + (f" ({context})" if context else "")
 
 
+def _numbers(value: Any) -> set[float]:
+    """Every number in a spec value: numbers themselves, and the numbers written in its strings (:data:`_NUMBER`),
+    through lists and mappings (keys included)."""
+    if isinstance(value, bool) or value is None:
+        return set()
+    if isinstance(value, int | float):
+        return {abs(float(value))}
+    if isinstance(value, dict):
+        return set().union(*(_numbers(k) | _numbers(v) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return set().union(*(_numbers(v) for v in value))
+    return {float(match) for match in _NUMBER.findall(str(value))}
+
+
+def _discussion(name: str, raw: dict[str, Any]) -> str:
+    """The spec's ``discussion``, checked: every number it quotes is a number of the spec's other keys (a design
+    value); a measured number belongs in the generated table or RUN.md, which the discussion points to."""
+    text = raw.get("discussion") or ""
+    if not isinstance(text, str):
+        raise _fail(name, f"discussion must be a text (got {text!r})")
+    design = _numbers({key: value for key, value in raw.items() if key != "discussion"})
+    quoted = [m for m in _NUMBER.findall(text) if float(m) not in design]
+    if quoted:
+        raise _fail(name, f"discussion quotes {', '.join(dict.fromkeys(quoted))}, not a number of the spec (its base, "
+                          "columns, seeds, rows, notes...): measured numbers are generated in the table and RUN.md; "
+                          "point to them instead of quoting them")
+    return text.strip()
+
+
 def _read(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as f:
@@ -405,7 +549,7 @@ def load_spec(name_or_path: str | Path) -> Spec:
         parent = EXPERIMENTS_DIR / f"{raw['extends']}.yaml"
         if not parent.is_file():
             raise _fail(name, f"extends unknown spec {raw['extends']!r}")
-        raw = {**{k: v for k, v in _read(parent).items() if k != "extends"}, **raw}
+        raw = {**{k: v for k, v in _read(parent).items() if k not in ("extends", "discussion")}, **raw}
         del raw["extends"]
     unknown = set(raw) - _SPEC_KEYS
     if unknown:
@@ -419,7 +563,10 @@ def load_spec(name_or_path: str | Path) -> Spec:
     kind = raw.get("kind", "table")
     if kind not in KINDS:
         raise _fail(name, f"kind must be one of {KINDS} (got {kind!r})")
-    metric = raw.get("metric", SCALING_METRIC if kind == "scaling" else METRICS[0])
+    metric = WINDOW_METRIC if kind == "lr_window" else raw.get("metric", SCALING_METRIC if kind == "scaling"
+                                                                 else METRICS[0])
+    if kind != "lr_window" and ("sweep" in raw or "window_tolerance" in raw):
+        raise _fail(name, "sweep and window_tolerance belong to kind lr_window; remove them or set kind: lr_window")
     if kind == "table" and metric not in METRICS:
         raise _fail(name, f"metric must be one of {METRICS} (got {metric!r})")
     protocol = _protocol(name, raw, kind, metric)
@@ -433,6 +580,7 @@ def load_spec(name_or_path: str | Path) -> Spec:
         raise _fail(name, "row labels must be unique")
     _check_budgets(name, columns["values"], rows)
     target = _scaling_target(name, raw, rows) if kind == "scaling" else None
+    window = _lr_window(name, raw, rows) if kind == "lr_window" else {}
     if target is not None and not target[0].startswith(f"{protocol['select_on']}_"):
         raise _fail(name, f"target.metric={target[0]} is not measured on the selection split "
                           f"(select_on: {protocol['select_on']}); use target.metric="
@@ -448,18 +596,22 @@ def load_spec(name_or_path: str | Path) -> Spec:
                 metric=metric, rows=rows, notes=raw.get("notes", ""), smoke=tuple(raw.get("smoke") or ()), path=path,
                 confirm_seeds=confirm, **protocol,
                 compare=_check_compare(name, labels, raw.get("compare")),
-                chance=None if chance is None else float(chance), kind=kind, target=target)
+                claims=_check_claims(name, labels, raw.get("claims")),
+                chance=None if chance is None else float(chance), kind=kind, target=target,
+                discussion=_discussion(name, raw), **window)
 
 
 def smoke_spec(spec: Spec, data_root: str) -> Spec:
-    """The same table shrunk to minutes: 1 seed, 2 small columns, the first grid point or trial, 1 epoch, a tiny
-    model, no confirmation runs, and the spec's own ``smoke`` overrides (e.g. fake data under ``data_root``)."""
+    """The same table shrunk to minutes: 1 seed, 2 small columns, the first grid point or trial (kind lr_window: the
+    first two swept values), 1 epoch, a tiny model, no confirmation runs, and the spec's own ``smoke`` overrides
+    (e.g. fake data under ``data_root``)."""
     small = [16, 32][: len(spec.columns)] if spec.column_key == "batch_size" else spec.columns[:2]
     column_map = dict(zip(spec.columns, small, strict=False))
     rows = []
+    kept = 2 if spec.kind == "lr_window" else 1
     for row in spec.rows:
-        first = row.points(spec.columns[0])[0]
-        rows.append(Row(row.label, row.overrides, {key: [value] for key, value in first.items()}))
+        points = row.points(spec.columns[0])[:kept]
+        rows.append(Row(row.label, row.overrides, {key: [p[key] for p in points] for key in points[0]}))
     shrink = ("epochs=1", "model.width=0.0625", f"dataset.val_size={16 if spec.select_on == 'val' else 0}",
               "train_subset=64", "test_subset=32",
               "eval_batch_size=32", "precise_bn_images=32",
@@ -468,6 +620,7 @@ def smoke_spec(spec: Spec, data_root: str) -> Spec:
     return Spec(name=spec.name, title=spec.title, claim=spec.claim, base=(*spec.base, *shrink, *spec.smoke),
                 column_key=spec.column_key, columns=list(column_map.values()), seeds=spec.seeds[:1],
                 metric=spec.metric, rows=rows, notes=spec.notes, smoke=spec.smoke, path=spec.path,
-                compare=spec.compare, chance=spec.chance, profile="smoke", kind=spec.kind,
+                compare=spec.compare, claims=spec.claims, chance=spec.chance, profile="smoke", kind=spec.kind,
                 target=_target((*spec.base, *spec.smoke)) if spec.kind == "scaling" else None,
-                select_on=spec.select_on, reuse_search_seeds=spec.reuse_search_seeds, min_steps=0, min_warmup_steps=0)
+                select_on=spec.select_on, reuse_search_seeds=spec.reuse_search_seeds, min_steps=0, min_warmup_steps=0,
+                sweep=spec.sweep, window_tolerance=spec.window_tolerance)

@@ -32,6 +32,7 @@ from tvlars.config import CONFIG_DIR, default_run_dir, instantiate_node, resolve
 from tvlars.data import train_size
 from tvlars.errors import UserError
 from tvlars.records import FINAL, RunRecords, Status
+from tvlars.sizing import training_memory
 from tvlars.spec import Job, Spec, slug
 
 GROUPS = tuple(p.name for p in Path(CONFIG_DIR).iterdir() if p.is_dir())
@@ -44,6 +45,7 @@ class PlannedJob:
     run_dir: Path
     status: str  # pending | running | failed | completed | diverged | corrupt
     train_images: int  # images the optimizer under test processes (epochs × train set; SSL: × 2 views)
+    memory: int | None = None  # estimated GPU bytes of the run in one process (tvlars.sizing.training_memory)
 
 
 def job_overrides(spec: Spec, job: Job, out_dir: Path) -> list[str]:
@@ -135,6 +137,7 @@ def plan(spec: Spec, out_dir: Path, jobs: list[Job] | None = None) -> list[Plann
     defaults to the spec's search-phase jobs."""
     planned: list[PlannedJob] = []
     cells: dict[Any, DictConfig] = {}
+    memories: dict[str, int | None] = {}  # by what the estimate reads: one per row and batch size, not per point
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         for job in spec.jobs() if jobs is None else jobs:
             overrides = job_overrides(spec, job, out_dir)
@@ -145,7 +148,13 @@ def plan(spec: Spec, out_dir: Path, jobs: list[Job] | None = None) -> list[Plann
             except UserError as exc:
                 raise UserError(f"table {spec.name}, row {job.row!r}, {spec.column_key}={job.column}: {exc}") from None
             run_dir = default_run_dir(cfg, run_id(cfg))
-            planned.append(PlannedJob(job, overrides, run_dir, recorded_status(run_dir), _train_images(cfg)))
+            resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+            sized = json.dumps([resolved[key] for key in ("model", "task", "dataset", "batch_size", "precision")],
+                               sort_keys=True, default=str)
+            if sized not in memories:
+                memories[sized] = training_memory(cfg)
+            planned.append(PlannedJob(job, overrides, run_dir, recorded_status(run_dir), _train_images(cfg),
+                                      memories[sized]))
     return planned
 
 

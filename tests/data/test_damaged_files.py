@@ -251,7 +251,7 @@ def test_cli_damaged_jpeg_device_path_is_one_error_line(tmp_path: Path) -> None:
     path = Path(bundle.test.samples[2][0])
     _truncate(path)
     result = run_cli(tiny(f"out_dir={tmp_path}", "dataset=cifar10", f"data_root={tmp_path}", "batch_size=8",
-                          "num_workers=1"))
+                          "num_workers=1", "dataset.val_size=0"))
     _assert_one_error_line(result, f"error: {path} is not a readable image", "cifar10-jpeg.tar.gz")
 
 
@@ -262,7 +262,8 @@ def test_cli_damaged_jpeg_sampler_path_is_one_error_line(tmp_path: Path) -> None
     path = Path(bundle.train.samples[7][0])
     _truncate(path)
     result = run_cli(tiny(f"out_dir={tmp_path}", f"run_dir={tmp_path / 'run'}", "dataset=cifar10",
-                          f"data_root={tmp_path}", "batch_size=4", "data.on_device=false", "num_workers=1"))
+                          f"data_root={tmp_path}", "batch_size=4", "data.on_device=false", "num_workers=1",
+                          "dataset.val_size=0"))
     _assert_one_error_line(result, f"error: {path} is not a readable image", "cifar10-jpeg.tar.gz")
 
 

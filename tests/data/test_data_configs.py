@@ -11,7 +11,7 @@ from hydra.utils import get_object
 from omegaconf import OmegaConf
 
 from tests.helpers import compose_config
-from tvlars.config import CONFIG_DIR, instantiate_node, validate
+from tvlars.config import CONFIG_DIR, DATASET_KEYS, instantiate_node, validate
 from tvlars.data import DATASETS, DataBundle, classification_transforms, registered, train_size, write_fake
 
 DATASET_CONFIGS = Path(CONFIG_DIR) / "dataset"
@@ -31,7 +31,8 @@ def test_yaml_keys_match_the_loader_and_transforms(name: str, tmp_path: Path) ->
     assert isinstance(config, dict)
     assert set(config["augment"]) == set(inspect.signature(classification_transforms).parameters) - {"info"}
     loader_parameters = inspect.signature(get_object(config["_target_"])).parameters
-    assert set(config) - {"_target_", "augment"} <= set(loader_parameters)
+    assert set(config) - {"_target_", *DATASET_KEYS} <= set(loader_parameters)
+    assert isinstance(config["val_size"], int) and 0 <= config["val_size"] < train_size(config)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -41,7 +42,7 @@ def test_yaml_composes_validates_and_its_fake_loads(name: str, tmp_path: Path) -
     assert registered(cfg.dataset).name == name
     assert isinstance(train_size(cfg.dataset), int) and train_size(cfg.dataset) > 0
     keys = write_fake(cfg.dataset, tmp_path, n_train=20, n_test=10)
-    bundle = instantiate_node(OmegaConf.merge(cfg.dataset, keys), "dataset", skip=("augment",))
+    bundle = instantiate_node(OmegaConf.merge(cfg.dataset, keys), "dataset", skip=DATASET_KEYS)
     assert isinstance(bundle, DataBundle) and bundle.info.name == name
     assert len(bundle.train) >= 10 and len(bundle.test) >= 5
     train, test = classification_transforms(bundle.info, **cfg.dataset.augment)

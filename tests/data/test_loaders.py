@@ -3,21 +3,31 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
-from torch.utils.data import DataLoader, Subset
+import torch.multiprocessing as mp
+from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.datasets import ImageFolder
 
 from tests.helpers import compose_config, tiny
 from tvlars import distributed
 from tvlars.build import build
-from tvlars.data import TensorImageDataset, load_cifar10
+from tvlars.data import TensorImageDataset, load_cifar10, loaders
 from tvlars.data.cifar import write_fake_cifar10
 from tvlars.data.fake import write_class_folders
 from tvlars.data.imagenet import write_fake_imagenet
-from tvlars.data.loaders import DeviceLoader, ShardSampler, in_memory, train_sampler, usable_cpus, worker_count
+from tvlars.data.loaders import (
+    DeviceLoader,
+    ShardSampler,
+    cpu_sharers,
+    in_memory,
+    train_sampler,
+    usable_cpus,
+    worker_count,
+)
 from tvlars.data.tinyimagenet import write_fake_tinyimagenet
 from tvlars.errors import UserError
 from tvlars.records import read_jsonl
@@ -83,6 +93,54 @@ def test_in_memory_views_subsets_and_decodes_image_files(tmp_path: Path) -> None
         assert torch.equal(images[i], torch.as_tensor(list(pil.getdata()), dtype=torch.uint8).T.reshape(3, 32, 32))
 
 
+def test_image_files_are_decoded_once_and_mapped_after(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first reader decodes every file of the folder into the cache; later readers of the folder or of a subset
+    of it (a run's second split, linear evaluation, the sweep's next run) map it; a changed file decodes anew."""
+    write_fake_cifar10(tmp_path, n_train=20, n_test=20, format="imagefolder", ext="png")
+    folder = load_cifar10(str(tmp_path), format="imagefolder").train
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    decodes: list[int] = []
+    decode = loaders._decode
+
+    def counted(dataset: Dataset, *args: object) -> tuple[torch.Tensor, torch.Tensor]:
+        decodes.append(len(dataset))
+        return decode(dataset, *args)
+
+    monkeypatch.setattr(loaders, "_decode", counted)
+    images, labels = in_memory(Subset(Subset(folder, list(range(2, 20))), [5, 0, 9]))  # indices 7, 2, 11
+    assert decodes == [20] and len(list(loaders.decoded_cache_dir().glob("*.npy"))) == 1
+    whole, all_labels = in_memory(folder)
+    assert decodes == [20]  # mapped
+    assert torch.equal(images, whole[[7, 2, 11]]) and torch.equal(labels, all_labels[[7, 2, 11]])
+    assert torch.equal(whole, decode(folder, 0, "")[0]) and all_labels.tolist() == [y for _, y in folder.samples]
+    changed = Path(folder.samples[3][0])
+    os.utime(changed, ns=(changed.stat().st_atime_ns, changed.stat().st_mtime_ns + 10**9))
+    in_memory(folder)
+    assert decodes == [20, 20]
+
+
+def _decode_on_two_processes(rank: int, store: str, root: str, out: str) -> None:
+    os.environ["LOCAL_RANK"] = str(rank)
+    tempfile.tempdir = f"{root}/tmp"  # the node's temporary directory
+    torch.distributed.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    try:
+        decode = loaders._decode
+        counted = Path(out) / f"decoded.{rank}"
+        loaders._decode = lambda *args: counted.write_text("yes") and decode(*args)
+        images, _ = in_memory(load_cifar10(root, format="imagefolder").train)
+        torch.save(images, Path(out) / f"images.{rank}")
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_processes_of_a_node_map_what_local_rank_0_decoded(tmp_path: Path) -> None:
+    write_fake_cifar10(tmp_path, n_train=20, n_test=10, format="imagefolder", ext="png")
+    mp.spawn(_decode_on_two_processes, args=(str(tmp_path / "store"), str(tmp_path), str(tmp_path)), nprocs=2)
+    assert [(tmp_path / f"decoded.{rank}").exists() for rank in range(2)] == [True, False]
+    assert torch.equal(torch.load(tmp_path / "images.0"), torch.load(tmp_path / "images.1"))
+
+
 def test_images_of_different_sizes_cannot_go_on_the_device(tmp_path: Path) -> None:
     write_class_folders(tmp_path / "a" / "train", ["x"], n_per_class=1, size=32)
     write_class_folders(tmp_path / "a" / "train", ["y"], n_per_class=1, size=16)
@@ -113,19 +171,19 @@ def test_auto_chooses_the_device_path_where_it_applies(overrides: list[str], pat
     cfg = compose_config(tiny(*overrides))
     engine = build(cfg, distributed.init("cpu")).engine
     assert isinstance(engine.train_loader, DeviceLoader) == (path == "device")
-    assert isinstance(engine.test_loader, DeviceLoader) == (path == "device")
+    assert isinstance(engine.eval_loaders["test"], DeviceLoader) == (path == "device")
 
 
 def test_on_device_true_refuses_large_images_before_training(tmp_path: Path) -> None:
     write_fake_tinyimagenet(tmp_path)  # 64 px: applies
     cfg = compose_config(tiny("dataset=tinyimagenet", f"data_root={tmp_path}", "data.on_device=true",
-                              "batch_size=4", "dataset.augment.crop_padding=0"))
+                              "batch_size=4", "dataset.augment.crop_padding=0", "dataset.val_size=8"))
     engine = build(cfg, distributed.init("cpu")).engine
     assert isinstance(engine.train_loader, DeviceLoader) and engine.train_loader.inputs.shape[1:] == (3, 64, 64)
     write_fake_imagenet(tmp_path, n_train=4, n_test=4, wnids=("n01", "n02"), size=160)
     for setting, expected in (("true", UserError), ("auto", None)):
         cfg = compose_config(tiny("dataset=imagenet", f"data_root={tmp_path}", f"data.on_device={setting}",
-                                  "batch_size=2"))
+                                  "batch_size=2", "dataset.val_size=2"))
         if expected:
             with pytest.raises(UserError, match="data.on_device=true does not apply: .*128"):
                 build(cfg, distributed.init("cpu"))
@@ -143,3 +201,13 @@ def test_worker_count_uses_the_cpus_this_process_may_use(monkeypatch: pytest.Mon
     assert worker_count(-1, cpu, 1) == 1 and worker_count(5, cuda, 1) == 5  # an explicit count is kept
     monkeypatch.delattr(os, "sched_getaffinity", raising=False)  # macOS, Windows: no affinity call
     assert usable_cpus() == 64 and worker_count(-1, cuda, 1) == 8
+
+
+def test_cpus_are_shared_by_the_processes_of_this_host_whose_masks_overlap() -> None:
+    """Not by the run's world size: two nodes of four GPUs each are eight processes, four per node."""
+    node, other = frozenset(range(32)), frozenset(range(32))
+    torchrun_on_two_nodes = [("a", node)] * 4 + [("b", other)] * 4  # torchrun's processes share its task's mask
+    assert cpu_sharers(("a", node), torchrun_on_two_nodes) == 4
+    bound = [("a", frozenset(range(8 * i, 8 * i + 8))) for i in range(4)]  # SLURM binds each task to 8 CPUs
+    assert cpu_sharers(bound[2], bound + [("b", frozenset(range(8)))]) == 1
+    assert cpu_sharers(("a", node), [("a", node)]) == 1  # one process

@@ -8,7 +8,13 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 
-from tvlars.report.instrument_figures import _curves, noise_scale_figure, sharpness_figure
+from tvlars.report.instrument_figures import (
+    _curves,
+    noise_scale_figure,
+    preconditioned_figure,
+    preconditioned_ratio,
+    sharpness_figure,
+)
 
 
 def _run(root: Path, name: str, batch: int, scale: float, threshold: float | None) -> Path:
@@ -47,6 +53,21 @@ def test_figures_are_written_with_one_panel_per_batch_size(runs: dict[str, list[
     for name in ("noise_scale.png", "sharpness.png"):
         height, width, _ = matplotlib.image.imread(out / name).shape
         assert width > height  # two panels side by side
+
+
+def test_the_preconditioned_figure_draws_the_ratio_to_the_threshold(runs: dict[str, list[Path]],
+                                                                    tmp_path: Path) -> None:
+    out = tmp_path / "figures"
+    assert preconditioned_figure(runs, out) == []  # no run measured it
+    run_dir = runs["LARS"][0]
+    rows = [{"step": 8, "lambda_max": 30.0, "lambda_max_preconditioned": 1.5, "preconditioned_threshold": 3.0},
+            {"step": 16, "lambda_max": 31.0, "lambda_max_preconditioned": None, "preconditioned_threshold": None},
+            {"step": 24, "lambda_max": 32.0, "lambda_max_preconditioned": 4.5, "preconditioned_threshold": 3.0}]
+    (run_dir / "sharpness.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert [preconditioned_ratio(r) for r in rows] == [0.5, None, 1.5]
+    assert _curves(runs, "sharpness.jsonl", preconditioned_ratio)[256]["LARS"].iloc[:, 0].to_dict() == \
+        {8: 0.5, 24: 1.5}
+    assert preconditioned_figure(runs, out) == [out / "preconditioned_sharpness.png"]
 
 
 def test_no_records_no_figure(tmp_path: Path) -> None:

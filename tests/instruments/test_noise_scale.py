@@ -1,5 +1,6 @@
 """The gradient noise scale: McCandlish et al.'s unbiased estimators against the closed form of linear least squares
-with Gaussian data, the DDP split against the one-process split, the EMA and its checkpoint round trip."""
+with Gaussian data, the DDP split against the one-process split (with SyncBatchNorm and a loss over the gathered
+global batch too), the EMA and its checkpoint round trip."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import torch.multiprocessing as mp
 from fakes import LeastSquares, fake_engine
 from torch import nn
 
+from tvlars.distributed import gather
 from tvlars.instruments.base import split_batch
 from tvlars.instruments.noise_scale import NoiseScale, unbiased_estimates
 
@@ -110,3 +112,42 @@ def test_two_processes_estimate_what_one_process_does_with_their_batches_as_halv
                                                                   LeastSquares()), batch))
     torch.testing.assert_close(ranks[0], ranks[1], rtol=0, atol=0)
     torch.testing.assert_close(ranks[0], single, rtol=1e-12, atol=1e-12)
+
+
+class GatheredLoss:
+    """A loss over the global batch, as the SSL losses are: it couples the samples, and under DDP it gathers the
+    embeddings of every process (:func:`tvlars.distributed.gather`)."""
+
+    def training_step(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, dict]:
+        z = gather(model(batch[0]))
+        return (z.T @ z / len(z)).square().sum(), {}
+
+
+def _bn_model() -> nn.Module:
+    torch.manual_seed(3)
+    return nn.Sequential(nn.Linear(DIM, 6), nn.BatchNorm1d(6), nn.Tanh(), nn.Linear(6, 4)).to(DTYPE)
+
+
+def _coupled_worker(rank: int, store: str, batch: tuple[torch.Tensor, torch.Tensor], out: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    try:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(_bn_model())  # as wrap_for_training does on CUDA
+        assert any(isinstance(m, nn.SyncBatchNorm) for m in model.modules())
+        engine = fake_engine(model, GatheredLoss(), world_size=2, rank=rank)
+        local = tuple(t[rank * BATCH // 2:(rank + 1) * BATCH // 2] for t in batch)
+        torch.save(torch.stack(NoiseScale(every=1).estimate(engine, local)), f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_processes_with_syncbatchnorm_and_a_gathered_loss_estimate_what_one_process_does(tmp_path: Path) -> None:
+    """Each process's gradient is that of its own batch alone (its own BatchNorm statistics, its own loss), as each
+    half's is on one process: with global statistics or the gathered loss the small-batch gradients would be
+    another quantity."""
+    batch = _draw(torch.Generator().manual_seed(4), BATCH)
+    mp.spawn(_coupled_worker, args=(str(tmp_path / "store"), batch, str(tmp_path / "out")), nprocs=2)
+    ranks = [torch.load(tmp_path / f"out.{r}") for r in range(2)]
+    single = torch.stack(NoiseScale(every=1).estimate(fake_engine(_bn_model(), GatheredLoss()), batch))
+    torch.testing.assert_close(ranks[0], ranks[1], rtol=0, atol=0)
+    torch.testing.assert_close(ranks[0], single, rtol=1e-10, atol=1e-12)

@@ -15,8 +15,8 @@ from tvlars import distributed
 from tvlars.build import build
 from tvlars.engine import TrainState, seed_all
 from tvlars.errors import UserError
-from tvlars.instruments import Instruments
 from tvlars.evaluation import untouched
+from tvlars.instruments import Instruments
 from tvlars.instruments.sharpness import DEFAULT_ITERS, Sharpness, first_training_batch, stability_threshold
 from tvlars.optim import LARS
 
@@ -37,10 +37,10 @@ def test_lambda_max_of_least_squares_on_the_fixed_batch_within_1e3_after_the_def
     engine = fake_engine(model, LeastSquares(), batches=[batch, other])
     instrument = Sharpness(every=1)
     assert instrument.iters == DEFAULT_ITERS == 20
-    value = instrument.measure(engine)
-    assert value.item() == pytest.approx(10.0, rel=1e-3)
+    value, scaled = instrument.measure(engine)
+    assert value.item() == pytest.approx(10.0, rel=1e-3) and scaled is None
     engine.train_loader.reverse()  # later batches never replace the fixed one
-    assert instrument.measure(engine).item() == pytest.approx(10.0, rel=1e-6)  # warm-started: converged further
+    assert instrument.measure(engine)[0].item() == pytest.approx(10.0, rel=1e-6)  # warm-started: converged further
 
 
 class Quadratic(nn.Module):
@@ -68,7 +68,7 @@ def test_the_eigenvalue_of_largest_magnitude_is_reported_with_its_sign(spectrum:
     q = _orthogonal(9, 3)
     model = Quadratic(q @ torch.diag(torch.tensor(spectrum, dtype=DTYPE)) @ q.T)
     engine = fake_engine(model, QuadraticTask(), batches=[None])
-    assert Sharpness(every=1).measure(engine).item() == pytest.approx(reported, rel=1e-3)
+    assert Sharpness(every=1).measure(engine)[0].item() == pytest.approx(reported, rel=1e-3)
 
 
 def test_state_round_trip_gives_the_same_measurements() -> None:
@@ -78,7 +78,7 @@ def test_state_round_trip_gives_the_same_measurements() -> None:
     first, resumed = Sharpness(every=1, iters=3), Sharpness(every=1, iters=3)
     first.measure(engine)
     resumed.load_state_dict(first.state_dict(), torch.device("cpu"))
-    assert first.measure(engine).item() == resumed.measure(engine).item()
+    assert first.measure(engine)[0].item() == resumed.measure(engine)[0].item()
 
 
 def _diverges(optimizer_kwargs: dict[str, Any], curvature: float, steps: int = 3000) -> bool:
@@ -124,12 +124,14 @@ def test_the_fixed_batch_drawn_again_is_the_runs_first_batch(on_device: str) -> 
     assert not torch.equal(seen[0][0], seen[4][0])  # epoch 2 began with another batch
 
 
-def test_sharpness_is_refused_with_syncbatchnorm(tiny_cfg) -> None:
-    """SyncBatchNorm's backward has no double backward: the run must stop before training, with one line."""
+def test_sharpness_is_refused_with_syncbatchnorm_across_processes(tiny_cfg) -> None:
+    """SyncBatchNorm's backward has no double backward: with several processes the run must stop before training,
+    with one line. With one (a one-process torchrun) SyncBatchNorm runs plain batch norm, which has one."""
     model = nn.SyncBatchNorm.convert_sync_batchnorm(nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2)))
     with pytest.raises(UserError, match="log_sharpness_every needs double backward"):
-        Instruments.from_config(tiny_cfg("log_sharpness_every=10"), model)
-    assert Instruments.from_config(tiny_cfg("log_noise_scale_every=10"), model).noise_scale is not None
+        Instruments.from_config(tiny_cfg("log_sharpness_every=10"), model, world_size=2)
+    assert Instruments.from_config(tiny_cfg("log_noise_scale_every=10"), model, world_size=2).noise_scale is not None
+    assert Instruments.from_config(tiny_cfg("log_sharpness_every=10"), model, world_size=1).sharpness is not None
 
 
 def test_sharpness_batch_takes_the_first_samples_of_the_fixed_batch() -> None:
@@ -138,7 +140,7 @@ def test_sharpness_batch_takes_the_first_samples_of_the_fixed_batch() -> None:
     sharpness = Instruments.from_config(cfg, engine.model).sharpness
     assert sharpness is not None
     with untouched(engine.model, engine.device):
-        value = sharpness.measure(engine)
+        value, _ = sharpness.measure(engine)
         full = first_training_batch(engine)
     assert torch.isfinite(value)
     assert torch.equal(sharpness._batch[0], full[0][:8]) and torch.equal(sharpness._batch[1], full[1][:8])

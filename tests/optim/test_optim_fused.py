@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import copy
 import functools
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 
 import pytest
 import torch
@@ -26,7 +27,7 @@ from tests.optim.optim_cases import (
     relative_error,
     set_random_grads,
 )
-from tvlars.optim import CDAT
+from tvlars.optim import CDAT, LAMB, LAMBC, LARS, TVLARS
 
 STEPS = 50
 NO_GRAD = 5  # gets no gradient every fourth step: a second specialisation of the adapting-free group
@@ -156,3 +157,53 @@ def test_cdat_direction_from_a_fused_base(base: str, eager_backend: None) -> Non
         trajectories.append(params)
     for p, q in zip(*trajectories, strict=True):
         assert relative_error(q, p) <= 1e-9
+
+
+# Twenty configurations of one process (a sweep's worker runs many runs in a row), beyond Dynamo's recompile limit
+# of 8 per function if every value compiled a variant: LARS and TVLARS share LARS._update, LAMB and LAMBC LAMB's.
+VARIANTS: list[Callable[[list], Optimizer]] = [
+    *(functools.partial(LARS, lr=0.5, momentum=0.8 + 0.02 * i, trust_coefficient=0.001 * (i + 1)) for i in range(5)),
+    *(functools.partial(TVLARS, lr=0.5, lam=0.01 * (i + 1), delay_steps=i, gamma_min=0.01 * i, norm_clamp=3.0 + i)
+      for i in range(5)),
+    *(functools.partial(LAMB, lr=0.01, betas=(0.85 + 0.01 * i, 0.99 + 0.001 * i), eps=10.0 ** -(i + 4))
+      for i in range(5)),
+    *(functools.partial(LAMBC, lr=0.01, clip_max=0.5 + 0.1 * i, weight_decay=0.001 * (i + 1)) for i in range(5)),
+]
+
+
+def _steps(factory: Callable[[list], Optimizer], fused: bool, steps: int = 3) -> list[torch.Tensor]:
+    params = make_params()
+    opt = factory(make_groups(params))
+    opt.fused = fused
+    gen = torch.Generator().manual_seed(13)
+    for _ in range(steps):
+        set_random_grads(params, gen)
+        opt.step()
+    return params
+
+
+def test_twenty_configurations_in_one_process_share_the_fused_graphs(eager_backend: None) -> None:
+    """Hyper-parameters reach the compiled step as device tensors: a new value is no new variant, so 20
+    configurations compile each update's two groups once, and none falls back to the eager step."""
+    torch._dynamo.reset()
+    start = graphs()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the fallback's warning would fail here
+        for factory in VARIANTS:
+            for p, q in zip(_steps(factory, fused=True), _steps(factory, fused=False), strict=True):
+                assert relative_error(p, q) <= 1e-6
+    assert graphs() - start <= 8  # LARS (with/without a norm clamp) and LAMB (with/without decay), two groups each
+
+
+def test_the_recompile_limit_falls_back_to_the_eager_step_with_one_warning(eager_backend: None,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The adapting and the non-adapting group are two variants: with a limit of one, the second group's step
+    hits it, and the optimizer warns once and goes on eagerly, as the eager step would."""
+    torch._dynamo.reset()
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 1)
+    factory = functools.partial(LARS, lr=0.5)
+    with pytest.warns(UserWarning, match="recompile_limit") as caught:
+        fused = _steps(factory, fused=True, steps=5)
+    assert len([w for w in caught if "recompile_limit" in str(w.message)]) == 1
+    for p, q in zip(fused, _steps(factory, fused=False, steps=5), strict=True):
+        assert relative_error(p, q) <= 1e-6

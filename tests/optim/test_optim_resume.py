@@ -95,11 +95,13 @@ CUDA_CASES: dict[str, Callable[[list, bool], torch.optim.Optimizer]] = {
 }
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("fused", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["eager", "fused"])
+@pytest.mark.parametrize("fused", [False, True], ids=["eager", "fused"])
 @pytest.mark.parametrize("name", CUDA_CASES)
 def test_cuda_round_trip_through_a_cpu_mapped_checkpoint(name: str, fused: bool) -> None:
-    """The bug this guards: LAMB crashed on the first step after ``torch.load(map_location="cpu")``."""
+    """The bug this guards: LAMB crashed on the first step after ``torch.load(map_location="cpu")``; fused: the
+    compiled step after such a load (``make gpu-check`` runs both)."""
     factory = CUDA_CASES[name]
     params = [nn.Parameter(p.detach().cuda()) for p in make_params()]
     opt = factory(make_groups(params), fused)

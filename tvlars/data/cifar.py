@@ -12,6 +12,7 @@ import torch
 from torchvision.datasets import CIFAR10, CIFAR100
 from torchvision.datasets.utils import check_integrity, download_and_extract_archive
 
+from tvlars import distributed
 from tvlars.data._folder import image_folder
 from tvlars.data._memory import TensorImageDataset
 from tvlars.data.base import DataBundle, DatasetInfo
@@ -80,8 +81,9 @@ def _load_pickles(
 ) -> DataBundle:
     """Read torchvision's pickled CIFAR batches into memory (``uint8`` ``3×32×32`` tensors)."""
     folder = root / spec.base_folder
-    if download and _bad_files(folder, spec, verify_checksums):
-        download_and_extract_archive(spec.url, str(root), filename=spec.filename, md5=spec.tgz_md5)
+    with distributed.local_rank_first():  # one download per node
+        if download and _bad_files(folder, spec, verify_checksums):
+            download_and_extract_archive(spec.url, str(root), filename=spec.filename, md5=spec.tgz_md5)
     if missing := _bad_files(folder, spec, verify_checksums=False):
         raise UserError(
             f"{info.name} pickles not found (or incomplete: no {folder / missing[0]}) in {folder}; set "
@@ -172,7 +174,7 @@ def write_fake_cifar100(root: str | Path, n_train: int = 50, n_test: int = 20) -
     return {"verify_checksums": False}
 
 
-@register_dataset("cifar10", train_size=50_000, write_fake=write_fake_cifar10)
+@register_dataset("cifar10", train_size=50_000, write_fake=write_fake_cifar10, image=(3, 32))
 def load_cifar10(
     root: str, download: bool = False, format: str = "auto", verify_checksums: bool = True
 ) -> DataBundle:
@@ -202,7 +204,7 @@ def load_cifar10(
     return _load_pickles(base, CIFAR10, "labels", CIFAR10_INFO, download, verify_checksums)
 
 
-@register_dataset("cifar100", train_size=50_000, write_fake=write_fake_cifar100)
+@register_dataset("cifar100", train_size=50_000, write_fake=write_fake_cifar100, image=(3, 32))
 def load_cifar100(root: str, download: bool = False, verify_checksums: bool = True) -> DataBundle:
     """CIFAR-100 (fine labels) from torchvision's ``<root>/cifar-100-python`` pickles, as uint8 tensors."""
     return _load_pickles(

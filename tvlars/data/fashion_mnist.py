@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from tvlars import distributed
 from tvlars.data._memory import TensorImageDataset
 from tvlars.data.base import DataBundle, DatasetInfo
 from tvlars.data.fake import fake_label, fake_pixels
@@ -106,7 +107,7 @@ def write_fake_fashion_mnist(
     return {"system_dir": str(directory.parent / "no-system-copy")}
 
 
-@register_dataset("fashion_mnist", train_size=60_000, write_fake=write_fake_fashion_mnist)
+@register_dataset("fashion_mnist", train_size=60_000, write_fake=write_fake_fashion_mnist, image=(1, 28))
 def load_fashion_mnist(root: str, download: bool = False, system_dir: str = SYSTEM_DIR) -> DataBundle:
     """Fashion-MNIST as in-memory ``uint8`` tensors (``1×28×28``, labels 0–9).
 
@@ -114,12 +115,13 @@ def load_fashion_mnist(root: str, download: bool = False, system_dir: str = SYST
     torchvision when neither has the files and ``download`` is true.
     """
     system, raw = Path(system_dir), raw_dir(root)
-    paths = idx_paths(system) or idx_paths(raw)
-    if paths is None and download:
-        from torchvision.datasets import FashionMNIST
+    with distributed.local_rank_first():  # one download per node
+        paths = idx_paths(system) or idx_paths(raw)
+        if paths is None and download:
+            from torchvision.datasets import FashionMNIST
 
-        FashionMNIST(root, train=True, download=True)
-        paths = idx_paths(raw)
+            FashionMNIST(root, train=True, download=True)
+            paths = idx_paths(raw)
     if paths is None:
         raise UserError(
             f"Fashion-MNIST IDX files not found in {system} nor in {raw}; install them with "

@@ -46,7 +46,7 @@ def _check_layout(base: Path) -> None:
             )
 
 
-@register_dataset("imagenet", train_size=1_281_167, write_fake=write_fake_imagenet)
+@register_dataset("imagenet", train_size=1_281_167, write_fake=write_fake_imagenet, image=(3, 224))
 def load_imagenet(root: str) -> DataBundle:
     """ImageNet as two torchvision ImageFolders (items ``(PIL RGB image, int)``, labels = sorted wnids)."""
     base = Path(root).expanduser() / IMAGENET_DIR

@@ -10,24 +10,32 @@ visit the same images in the same order; only the random augmentation draws diff
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import logging
 import math
 import multiprocessing as mp
 import os
+import socket
+import tempfile
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset, TensorDataset
 from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
+from tvlars import distributed
 from tvlars.data._memory import TensorImageDataset
 from tvlars.errors import UserError
 
 log = logging.getLogger("tvlars")
 BatchTransform = Callable[[Tensor], Any]
+DECODED_FORMAT = 1  # in the decoded arrays' names: raise it when what _decode returns changes
 
 
 class ShardSampler(Sampler[int]):
@@ -43,19 +51,41 @@ class ShardSampler(Sampler[int]):
         return len(self.indices)
 
 
-def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask: a SLURM job's allocation, ``taskset``), else all of them."""
+Placement = tuple[str, frozenset[int]]  # (host name, CPU affinity mask) of a process
+
+
+def cpu_mask() -> frozenset[int]:
+    """CPUs this process may run on (its affinity mask: a SLURM job's allocation or binding, ``taskset``), else all
+    of them."""
     if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+        return frozenset(os.sched_getaffinity(0))
+    return frozenset(range(os.cpu_count() or 1))
 
 
-def worker_count(requested: int, device: torch.device, world_size: int) -> int:
+def usable_cpus() -> int:
+    """The number of CPUs in :func:`cpu_mask`."""
+    return len(cpu_mask())
+
+
+def placement() -> Placement:
+    """This process's host and CPU mask, for :func:`cpu_sharers`."""
+    return socket.gethostname(), cpu_mask()
+
+
+def cpu_sharers(mine: Placement, everyone: list[Placement]) -> int:
+    """How many of the run's processes (``everyone``'s placements, this one's included) share this process's CPUs:
+    those on its host whose masks overlap its own. Processes that ``torchrun`` starts share its mask; a SLURM task
+    bound to its own CPUs shares them with nobody; other nodes' processes never count."""
+    host, mask = mine
+    return max(1, sum(1 for other_host, other_mask in everyone if other_host == host and other_mask & mask))
+
+
+def worker_count(requested: int, device: torch.device, sharers: int) -> int:
     """``requested`` DataLoader workers, or for -1: 1 on CPU, up to 8 on CUDA, leaving a core to the trainer
-    (cores = the CPUs this process may use, shared by the ``world_size`` processes of a node)."""
+    (cores = the CPUs this process may use, divided among the ``sharers`` processes using them: :func:`cpu_sharers`)."""
     if requested >= 0:
         return requested
-    cores = max(1, usable_cpus() // world_size)
+    cores = max(1, usable_cpus() // sharers)
     return min(8 if device.type == "cuda" else 1, cores - 1) if cores > 1 else 0
 
 
@@ -150,13 +180,9 @@ def _stack_same_size(batch: list[tuple[Tensor, int, int]], dataset: Dataset,
     return torch.stack([image for image, _, _ in batch]), torch.tensor([label for _, label, _ in batch])
 
 
-def in_memory(dataset: Dataset, workers: int = 0, desc: str = "decoding") -> tuple[Tensor, Tensor]:
-    """``(inputs, labels)`` of a whole dataset as tensors: uint8 ``N×C×H×W`` images (or a ``TensorDataset``'s
-    features). In-memory datasets are used as they are; image files are decoded once, in ``workers`` processes,
-    with a progress bar. Every image must have the same size."""
-    view = _tensor_view(dataset)
-    if view is not None:
-        return view
+def _decode(dataset: Dataset, workers: int, desc: str) -> tuple[Tensor, Tensor]:
+    """Every image of ``dataset`` decoded to uint8 ``N×C×H×W`` (one size), in ``workers`` processes, with a
+    progress bar; and the labels."""
     decoded = _Decoded(dataset)
     collate = functools.partial(_stack_same_size, dataset=dataset, shape=decoded[0][0].shape)
     batches = DataLoader(decoded, batch_size=500, num_workers=workers, collate_fn=collate,
@@ -166,6 +192,69 @@ def in_memory(dataset: Dataset, workers: int = 0, desc: str = "decoding") -> tup
         images.append(x)
         labels.append(y)
     return torch.cat(images).contiguous(), torch.cat(labels).to(torch.int64)
+
+
+def _listed_files(dataset: Dataset) -> tuple[Dataset, list[int]] | None:
+    """``(base, indices)`` when ``dataset`` is a dataset that lists its image files (``samples``: ImageFolder,
+    Tiny-ImageNet), or a chain of subsets of one; else ``None``."""
+    indices: list[int] | None = None
+    while isinstance(dataset, Subset):
+        indices = [dataset.indices[i] for i in indices] if indices is not None else list(dataset.indices)
+        dataset = dataset.dataset
+    samples = getattr(dataset, "samples", None)
+    if samples is None:
+        return None
+    return dataset, indices if indices is not None else list(range(len(samples)))
+
+
+def decoded_cache_dir() -> Path:
+    """Where image-file datasets are kept decoded: ``tvlars-decoded`` in the temporary directory (``$TMPDIR``,
+    node-local on most clusters, else ``/tmp``)."""
+    return Path(tempfile.gettempdir()) / "tvlars-decoded"
+
+
+def _decoded_files(base: Dataset, workers: int, desc: str) -> np.ndarray:
+    """The images of every file ``base`` lists, decoded once per node: local rank 0 decodes them into an array in
+    :func:`decoded_cache_dir` (written atomically) while the node's other processes wait, then every process maps it.
+    Its name hashes the files' paths, sizes and modification times, so a later run (a sweep's next job, the test
+    split's second reader, linear evaluation's features) maps it too, and a changed file decodes anew. Where it
+    cannot be written, the process keeps what it decoded (with a warning) and the others decode for themselves."""
+    stats = []
+    for file, _ in base.samples:  # type: ignore[attr-defined]
+        stat = os.stat(file)
+        stats.append((str(file), stat.st_size, stat.st_mtime_ns))
+    key = hashlib.sha1(json.dumps([DECODED_FORMAT, stats]).encode()).hexdigest()[:16]
+    path = decoded_cache_dir() / f"{key}.npy"
+    with distributed.local_rank_first():
+        if not path.exists():
+            images = _decode(base, workers, desc)[0].numpy()
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as part:
+                    np.save(part, images)
+                os.replace(part.name, path)
+            except OSError as exc:
+                log.warning("warning: cannot keep the decoded %s in %s (%s); each process decodes it", desc,
+                            path.parent, exc.strerror or exc)
+                return images
+    return np.load(path, mmap_mode="r")
+
+
+def in_memory(dataset: Dataset, workers: int = 0, desc: str = "decoding") -> tuple[Tensor, Tensor]:
+    """``(inputs, labels)`` of a whole dataset as tensors: uint8 ``N×C×H×W`` images (or a ``TensorDataset``'s
+    features). In-memory datasets are used as they are; image files are decoded in ``workers`` processes, once
+    per node and file set (:func:`_decoded_files`); other datasets are decoded here. Every image must have the same
+    size."""
+    view = _tensor_view(dataset)
+    if view is not None:
+        return view
+    listed = _listed_files(dataset)
+    if listed is None:
+        return _decode(dataset, workers, desc)
+    base, indices = listed
+    labels = torch.tensor([label for _, label in base.samples], dtype=torch.int64)  # type: ignore[attr-defined]
+    index = torch.as_tensor(indices, dtype=torch.int64)
+    return torch.from_numpy(_decoded_files(base, workers, desc)[index.numpy()]), labels[index]  # a copy
 
 
 def device_loader(dataset: Dataset, device: torch.device, batch_size: int, sampler: Sampler[int], *,

@@ -2,7 +2,7 @@
 tiny fake in the real on-disk format, so adding a dataset is one loader module, one YAML and one test.
 
 A dataset is looked up by its name (``cifar10``), by its YAML's ``_target_`` (``tvlars.data.load_cifar10``) or by a
-dataset config node holding that ``_target_``; nothing is loaded to answer :func:`train_size`.
+dataset config node holding that ``_target_``; nothing is loaded to answer :func:`train_size` or :func:`image_shape`.
 """
 
 from __future__ import annotations
@@ -26,25 +26,28 @@ FakeWriter = Callable[[Path, int, int], dict[str, Any]]
 @dataclass(frozen=True)
 class RegisteredDataset:
     """A loader and the facts known without loading: ``train_size`` is the number of training images, or the
-    name of the loader argument that sets it (synthetic data: ``"num_train"``)."""
+    name of the loader argument that sets it (synthetic data: ``"num_train"``); ``image`` the channels and side
+    of an image as the model sees it, each likewise a number or an argument name (``None``: not declared)."""
 
     name: str
     load: Callable[..., DataBundle]
     train_size: int | str
     write_fake: FakeWriter
+    image: tuple[int | str, int | str] | None = None
 
 
 DATASETS: dict[str, RegisteredDataset] = {}
 
 
-def register_dataset(name: str, *, train_size: int | str, write_fake: FakeWriter) -> Callable[[Loader], Loader]:
+def register_dataset(name: str, *, train_size: int | str, write_fake: FakeWriter,
+                     image: tuple[int | str, int | str] | None = None) -> Callable[[Loader], Loader]:
     """Decorator registering a loader under ``name`` (the name its :class:`DatasetInfo` and YAML file carry)."""
 
     def decorate(load: Loader) -> Loader:
         if name in DATASETS:
             raise ValueError(f"dataset {name!r} is registered twice ({DATASETS[name].load.__module__}, "
                              f"{load.__module__})")
-        DATASETS[name] = RegisteredDataset(name, load, train_size, write_fake)
+        DATASETS[name] = RegisteredDataset(name, load, train_size, write_fake, image)
         return load
 
     return decorate
@@ -69,15 +72,29 @@ def registered(dataset: str | Mapping[str, Any]) -> RegisteredDataset:
                     "loader with @register_dataset(name, train_size=..., write_fake=...) from tvlars.data.registry")
 
 
+def _declared(entry: RegisteredDataset, value: int | str, dataset_cfg: Mapping[str, Any]) -> int:
+    """A declared fact: the number itself, or the loader argument's value in ``dataset_cfg`` (else its default)."""
+    if isinstance(value, int):
+        return value
+    if value in dataset_cfg:
+        return int(dataset_cfg[value])
+    return int(inspect.signature(entry.load).parameters[value].default)
+
+
 def train_size(dataset_cfg: Mapping[str, Any]) -> int:
     """Training images of a composed dataset config, without loading any data (e.g. for cost estimates)."""
     entry = registered(dataset_cfg)
-    if isinstance(entry.train_size, int):
-        return entry.train_size
-    argument = entry.train_size
-    if argument in dataset_cfg:
-        return int(dataset_cfg[argument])
-    return int(inspect.signature(entry.load).parameters[argument].default)
+    return _declared(entry, entry.train_size, dataset_cfg)
+
+
+def image_shape(dataset_cfg: Mapping[str, Any]) -> tuple[int, int] | None:
+    """``(channels, side)`` of an image as the model sees it, without loading any data; ``None`` if the loader
+    does not declare it."""
+    entry = registered(dataset_cfg)
+    if entry.image is None:
+        return None
+    channels, side = entry.image
+    return _declared(entry, channels, dataset_cfg), _declared(entry, side, dataset_cfg)
 
 
 def write_fake(dataset: str | Mapping[str, Any], root: str | Path, n_train: int = 96,

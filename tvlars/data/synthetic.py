@@ -38,7 +38,8 @@ def write_fake_synthetic(root: Path, n_train: int, n_test: int) -> dict[str, Any
     return {"num_train": n_train, "num_test": n_test}
 
 
-@register_dataset("synthetic", train_size="num_train", write_fake=write_fake_synthetic)
+@register_dataset("synthetic", train_size="num_train", write_fake=write_fake_synthetic,
+                  image=("channels", "image_size"))
 def load_synthetic(
     num_train: int = 2048,
     num_test: int = 512,

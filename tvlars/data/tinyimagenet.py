@@ -120,7 +120,7 @@ def _val_samples(val_dir: Path, class_index: dict[str, int], root: Path) -> list
     return [(str(images / name), label) for name, label in samples]
 
 
-@register_dataset("tinyimagenet", train_size=100_000, write_fake=write_fake_tinyimagenet)
+@register_dataset("tinyimagenet", train_size=100_000, write_fake=write_fake_tinyimagenet, image=(3, 64))
 def load_tinyimagenet(root: str) -> DataBundle:
     """Tiny-ImageNet from ``<root>/tiny-imagenet-200`` (class index = position in sorted ``wnids.txt``).
 

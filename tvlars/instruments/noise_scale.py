@@ -10,7 +10,10 @@ estimates of both (appendix A)::
 
 Chunks: on one process the local batch is cut into two halves (``B_small = B/2``, ``B_big = B``); under DDP each
 process's local batch is one chunk (``B_small = B/W``, ``B_big = B``). ``|G_small|²`` is the mean over chunks
-(and processes) of each chunk's squared gradient norm, ``|G_big|²`` the squared norm of their mean.
+(and processes) of each chunk's squared gradient norm, ``|G_big|²`` the squared norm of their mean. A chunk's
+gradient is that of the chunk alone, under DDP as on one process: SyncBatchNorm normalises with the process's own
+statistics (:func:`~tvlars.evaluation.per_process_batchnorm`) and a loss over the global batch (SSL) sees the
+process's batch only (:func:`~tvlars.distributed.per_process`), so 1 and W processes estimate alike.
 Each estimate is smoothed by an EMA over measurements (``β = 0.9``, bias-corrected);
 ``b_simple = EMA(tr Σ) / EMA(|G|²)``.
 """
@@ -23,6 +26,7 @@ import torch
 from torch import Tensor
 
 from tvlars import distributed
+from tvlars.evaluation import per_process_batchnorm
 from tvlars.instruments.base import (
     all_reduce_mean,
     batch_size,
@@ -68,7 +72,7 @@ class NoiseScale:
         chunks = split_batch(batch, 2) if world == 1 else [batch]
         params = optimized_params(engine.optimizer)
         small_sq, total = None, None
-        with torch.enable_grad():
+        with torch.enable_grad(), distributed.per_process(), per_process_batchnorm(engine.model):
             for chunk in chunks:
                 loss, _ = engine.task.training_step(engine.model, chunk)
                 grads = torch.autograd.grad(loss, params, allow_unused=True, materialize_grads=True)

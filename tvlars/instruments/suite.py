@@ -46,15 +46,18 @@ class Instruments(InstrumentHooks):
         self._epoch_start = 0.0
 
     @classmethod
-    def from_config(cls, cfg: DictConfig, model: nn.Module) -> Instruments:
-        """The instruments ``cfg`` asks for (validated by :func:`tvlars.config.validate`) on ``model``."""
+    def from_config(cls, cfg: DictConfig, model: nn.Module, world_size: int = 1) -> Instruments:
+        """The instruments ``cfg`` asks for (validated by :func:`tvlars.config.validate`) on ``model``, trained by
+        ``world_size`` processes."""
         target = Target(cfg.target.metric, float(cfg.target.value), bool(cfg.target.stop)) \
             if cfg.target.metric is not None else None
         evals = StepsToTarget(cfg.eval_every_steps, target) if cfg.eval_every_steps or target else None
         noise = NoiseScale(cfg.log_noise_scale_every) if cfg.log_noise_scale_every else None
-        sharpness = Sharpness(cfg.log_sharpness_every, cfg.sharpness_iters, cfg.seed, cfg.sharpness_batch) \
-            if cfg.log_sharpness_every else None
-        if sharpness and any(isinstance(m, nn.SyncBatchNorm) for m in model.modules()):
+        sharpness = Sharpness(cfg.log_sharpness_every, cfg.sharpness_iters, cfg.seed, cfg.sharpness_batch,
+                              cfg.sharpness_preconditioned) if cfg.log_sharpness_every else None
+        # SyncBatchNorm synchronises (and has no double backward) only with more than one process; with one it
+        # runs plain batch norm
+        if sharpness and world_size > 1 and any(isinstance(m, nn.SyncBatchNorm) for m in model.modules()):
             raise UserError("log_sharpness_every needs double backward, which SyncBatchNorm (multi-GPU runs) does not "
                             "have; measure sharpness on one GPU or set log_sharpness_every=0")
         return cls(evals, noise, sharpness, next(model.parameters()).device)

@@ -22,7 +22,8 @@ and dtype; a list of 0-d tensors beside the parameters sends the op to its per-t
 kernel per tensor (≈ 120–190 launches more per ResNet-18 step). Two answers, chosen per step:
 
 * the **fused** step (default on CUDA): ``torch.compile(fullgraph=True)`` of ``_update``; Inductor
-  reads each 0-d ratio inside the generated kernels, so nothing is materialised;
+  reads each 0-d ratio inside the generated kernels, so nothing is materialised. Its numeric hyper-parameters
+  arrive as 0-d device tensors (:func:`device_hyperparameters`), so one graph serves every value;
 * the **eager** step off the CPU (``fused=False``): :func:`spread` writes the ratios into one flat buffer
   with a single ``repeat_interleave`` (``output_size`` given: no sync) and views it with each
   parameter's shape and strides, so every list matches and the fast path applies. It costs one write
@@ -37,6 +38,7 @@ import functools
 import inspect
 import itertools
 import math
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -74,19 +76,19 @@ def trust_ratio(
     weight_norm: Tensor,
     update_norm: Tensor,
     *,
-    coefficient: float = 1.0,
+    coefficient: float | Tensor = 1.0,
     scale: Tensor | float | None = None,
-    weight_norm_max: float | None = None,
-    update_norm_max: float | None = None,
-    clip_min: float | None = None,
-    clip_max: float | None = None,
+    weight_norm_max: float | Tensor | None = None,
+    update_norm_max: float | Tensor | None = None,
+    clip_min: float | Tensor | None = None,
+    clip_max: float | Tensor | None = None,
 ) -> Tensor:
     """Per-tensor trust ratios from vectors of weight norms ``‖w‖`` and update norms ``‖u‖``.
 
     ``r = coefficient · scale · min(‖w‖, weight_norm_max) / min(‖u‖, update_norm_max)`` where both
     (clamped) norms are positive, else the fallback ``r = 1`` (not multiplied by ``coefficient`` or
     ``scale``); finally ``r`` is clamped to ``[clip_min, clip_max]`` (fallback included). ``None``
-    disables the corresponding clamp or factor.
+    disables the corresponding clamp or factor. Any number may be a 0-d tensor (the fused step's).
 
     * LARS: ``coefficient = η``; TVLARS adds ``scale = φ(t)`` and optional norm clamps.
     * LAMB: ``coefficient = 1`` and optional ``weight_norm_max``; LAMBC adds ``clip_min``/``clip_max``.
@@ -96,7 +98,7 @@ def trust_ratio(
     if update_norm_max is not None:
         update_norm = update_norm.clamp(max=update_norm_max)
     ratio = weight_norm / update_norm
-    if coefficient != 1.0:
+    if isinstance(coefficient, Tensor) or coefficient != 1.0:
         ratio = ratio * coefficient
     if scale is not None:
         ratio = ratio * scale
@@ -160,6 +162,77 @@ def descend(params: list[Tensor], directions: list[Tensor], scales: list[Tensor]
     else:
         torch._foreach_addcmul_(params, directions, scales, value=-lr)
     return None
+
+
+# ----------------------------------------------------------------------------- hyper-parameters as tensors
+Number = float | Tensor  # a hyper-parameter: a Python number (eager step) or a 0-d device tensor (fused step)
+
+
+def device_hyperparameters(hp: Mapping[str, Any], cache: dict[str, tuple[Any, Tensor]], dtype: torch.dtype,
+                           device: torch.device) -> dict[str, Any]:
+    """``hp`` for the compiled step: every non-zero number as a 0-d ``dtype`` tensor on ``device`` (tuples element
+    by element), so that Dynamo guards on its dtype and device, not on its value, and one graph serves every
+    configuration. Zeros, ``None`` and booleans stay Python values: they choose the update's branches (which
+    state exists, which terms are added), see :func:`is_zero`. What the update derives from the numbers is derived
+    on the host first (:meth:`TrustRatioOptimizer._derived`): ``1 − β2`` of a float32 ``β2`` would lose digits.
+    ``cache`` maps ``key`` (``key[i]`` inside a tuple) to ``(value, tensor)``; a tensor is refilled in place (no
+    sync) when its value changes. (Not float64: Dynamo guards on the value of a 0-d float64 CPU tensor.)"""
+
+    def convert(key: str, value: Any) -> Any:
+        if isinstance(value, tuple):
+            return tuple(convert(f"{key}[{i}]", v) for i, v in enumerate(value))
+        if isinstance(value, bool) or not isinstance(value, int | float) or value == 0:
+            return value
+        if key not in cache:
+            cache[key] = (value, torch.full((), value, dtype=dtype, device=device))
+        elif cache[key][0] != value:
+            cache[key] = (value, cache[key][1].fill_(value))
+        return cache[key][1]
+
+    return {key: convert(key, value) for key, value in hp.items()}
+
+
+def is_zero(value: Number) -> bool:
+    """Whether a hyper-parameter is zero, decided without reading a tensor: :func:`device_hyperparameters` keeps
+    zeros as Python numbers, so a 0-d tensor is never zero."""
+    return not isinstance(value, Tensor) and value == 0
+
+
+def add_scaled(xs: list[Tensor], ys: list[Tensor], alpha: Number) -> list[Tensor]:
+    """``x + alpha · y`` for each pair: a float as the foreach ``alpha``, a 0-d tensor as a product (fused)."""
+    if isinstance(alpha, Tensor):
+        return torch._foreach_add(xs, torch._foreach_mul(ys, alpha))
+    return torch._foreach_add(xs, ys, alpha=alpha)
+
+
+def add_scaled_(xs: list[Tensor], ys: list[Tensor], alpha: Number) -> None:
+    """In place: ``x ← x + alpha · y`` (see :func:`add_scaled`)."""
+    if isinstance(alpha, Tensor):
+        torch._foreach_add_(xs, torch._foreach_mul(ys, alpha))
+    else:
+        torch._foreach_add_(xs, ys, alpha=alpha)
+
+
+def add_constant_(xs: list[Tensor], value: Number) -> None:
+    """In place: ``x ← x + value``. ``other=`` selects the Tensor overload for a tensor (the Scalar one would
+    read it on the host)."""
+    if isinstance(value, Tensor):
+        torch._foreach_add_(xs, other=value)
+    else:
+        torch._foreach_add_(xs, value)
+
+
+def lerp_(xs: list[Tensor], ys: list[Tensor], weight: Number) -> None:
+    """In place: ``x ← x + weight · (y − x)``; a tensor weight goes through the List overload (fused step)."""
+    torch._foreach_lerp_(xs, ys, [weight] * len(xs) if isinstance(weight, Tensor) else weight)
+
+
+def addcmul_(xs: list[Tensor], ys: list[Tensor], zs: list[Tensor], value: Number) -> None:
+    """In place: ``x ← x + value · y · z``; a tensor value multiplies ``z`` first (fused step)."""
+    if isinstance(value, Tensor):
+        torch._foreach_addcmul_(xs, ys, torch._foreach_mul(zs, value))
+    else:
+        torch._foreach_addcmul_(xs, ys, zs, value=value)
 
 
 # ---------------------------------------------------------------------------------------------- checks
@@ -263,10 +336,12 @@ class TrustRatioOptimizer(Optimizer):
 
     ``fused``: ``True`` runs :meth:`_update` compiled (``torch.compile(fullgraph=True)``; the first step
     compiles, tens of seconds); ``False`` runs it eagerly; ``None`` (default) fuses on CUDA only. Both
-    compute the same update and share ``state_dict``. The LR reaches the compiled step as a device
-    tensor refreshed in place every step, so a schedule changing it causes no recompilation; the other
-    hyper-parameters are compiled in as constants (a new value compiles a new variant; Dynamo keeps up
-    to ``torch._dynamo.config.recompile_limit`` per process and runs the rest eagerly).
+    compute the same update and share ``state_dict``. The LR and the other numeric hyper-parameters reach
+    the compiled step as device tensors refreshed in place (:func:`device_hyperparameters`), so neither a
+    schedule nor a new configuration in the same process recompiles it; only a new structure does (a zero
+    becoming non-zero, a flag, other tensor shapes). Should Dynamo still reach its
+    ``torch._dynamo.config.recompile_limit`` for the update, this optimizer warns once and runs the eager step
+    from then on.
     """
 
     def __init__(self, params: ParamsT, defaults: dict[str, Any], fused: bool | None = None) -> None:
@@ -279,6 +354,8 @@ class TrustRatioOptimizer(Optimizer):
         self._reset_observables()
         self._directions: list[Tensor] | None = None  # a list while :meth:`direction` runs
         self._lr_tensors: dict[int, Tensor] = {}  # group index -> the LR as a device tensor (fused step)
+        self._hp_tensors: dict[int, dict[str, tuple[Any, Tensor]]] = {}  # group index -> device_hyperparameters' cache
+        self._compile_failed = False  # Dynamo's recompile limit was hit: eager from then on
         self._layouts: dict[tuple[int, ...], Layout] = {}  # ids of a group's tensors -> their Layout
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -321,6 +398,12 @@ class TrustRatioOptimizer(Optimizer):
     def _state_keys(cls, hp: Mapping[str, Any]) -> tuple[str, ...]:
         """Names of the per-parameter state tensors a group with hyper-parameters ``hp`` needs (zeros first)."""
         return ()
+
+    @classmethod
+    def _derived(cls, hp: Mapping[str, Any]) -> dict[str, Any]:
+        """Numbers :meth:`_update` reads that are functions of the hyper-parameters alone, added to ``hp`` on the
+        host in double precision before either step runs (see :func:`device_hyperparameters`)."""
+        return {}
 
     @classmethod
     def _step_scalars(cls, hp: Mapping[str, Any], step: Tensor, dtype: torch.dtype) -> dict[str, Tensor]:
@@ -374,6 +457,8 @@ class TrustRatioOptimizer(Optimizer):
         return out
 
     def _is_fused(self, device: torch.device) -> bool:
+        if self._compile_failed:
+            return False
         return self.fused if self.fused is not None else device.type == "cuda"
 
     def _update_group(self, index: int, group: dict[str, Any], params: list[Tensor],
@@ -381,18 +466,28 @@ class TrustRatioOptimizer(Optimizer):
         """Advance the group's step count, create what its update needs (state, step scalars, LR tensor,
         layout) and run it."""
         hp = {key: group[key] for key in self._hyperparameters}
+        hp |= self._derived(hp)
         state = {key: self._buffers(params, key) for key in self._state_keys(hp)}
         if "step" not in group:
             group["step"] = torch.zeros((), dtype=STEP_DTYPE, device=params[0].device)
         scalars = self._step_scalars(hp, group["step"].add_(1.0), accumulation_dtype(params))
         capture = self._directions is not None
-        if self._is_fused(params[0].device):
+        device = params[0].device
+        if self._is_fused(device):
+            dtype = accumulation_dtype(params)
             if index not in self._lr_tensors:
-                self._lr_tensors[index] = torch.zeros((), dtype=accumulation_dtype(params), device=params[0].device)
+                self._lr_tensors[index] = torch.zeros((), dtype=dtype, device=device)
             lr = self._lr_tensors[index].fill_(group["lr"])  # a device-side fill: no sync, no recompilation
-            return _compiled(type(self)._update)(hp, params, grads, state, scalars, lr, capture, None)
+            numbers = device_hyperparameters(hp, self._hp_tensors.setdefault(index, {}), dtype, device)
+            try:
+                return _compiled(type(self)._update)(numbers, params, grads, state, scalars, lr, capture, None)
+            except torch._dynamo.exc.FailOnRecompileLimitHit:  # raised before the graph runs: nothing was written
+                self._compile_failed = True
+                warnings.warn(f"{type(self).__name__}: torch.compile reached torch._dynamo.config.recompile_limit "
+                              f"({torch._dynamo.config.recompile_limit}) variants of the fused step in this process; "
+                              "this optimizer runs the eager step from now on (same update, slower)", stacklevel=3)
         layout = None
-        if dense_scales(params[0].device):
+        if dense_scales(device):
             key = tuple(map(id, params))
             if key not in self._layouts:
                 self._layouts[key] = Layout.of(params)

@@ -13,8 +13,9 @@ from torch.optim import Optimizer
 
 from tvlars.curvature import hessian_vector_product
 from tvlars.optim._trust import ParamsT, TrustRatioOptimizer, accumulation_dtype, check_range
-from tvlars.optim.lamb import LAMB, as_betas, one_minus_pow
+from tvlars.optim.lamb import LAMB, as_betas
 from tvlars.optim.lars import LARS
+from tvlars.optim.stability import one_minus_pow
 
 BASES = ("sgd", "lars", "lamb")
 

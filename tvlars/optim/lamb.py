@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -14,12 +13,18 @@ from tvlars.optim._trust import (
     Layout,
     ParamsT,
     TrustRatioOptimizer,
+    add_constant_,
+    add_scaled_,
+    addcmul_,
     batched_norms,
     check_bool,
     check_range,
     descend,
+    is_zero,
+    lerp_,
     spread,
 )
+from tvlars.optim.stability import Preconditioner, adam_diagonal, first_group, one_minus_pow, relative_to_lr
 
 # The TVLARS paper's released LAMB (opt/lamb.py, from cybertronai/pytorch-lamb): no bias correction, ‖w‖ ≤ 10.
 OFFICIAL = {"bias_correction": False, "weight_norm_clamp": 10.0}
@@ -32,11 +37,6 @@ def as_betas(betas: Sequence[float]) -> tuple[float, float]:
     except (TypeError, ValueError):
         raise ValueError(f"betas must be a pair (beta1, beta2), each in [0, 1) (got {betas!r})") from None
     return float(beta1), float(beta2)
-
-
-def one_minus_pow(beta: float, step: Tensor) -> Tensor:
-    """``1 − β^t`` as ``−expm1(t · ln β)``: no cancellation in float32 when β is close to 1."""
-    return torch.expm1(step * (math.log(beta) if beta > 0 else -math.inf)).neg()
 
 
 class LAMB(TrustRatioOptimizer):
@@ -104,6 +104,26 @@ class LAMB(TrustRatioOptimizer):
         """The TVLARS paper's released LAMB (:data:`OFFICIAL`); ``options``: LAMB's other arguments (they win)."""
         return cls(params, lr, **{**OFFICIAL, **options})
 
+    def preconditioner(self) -> Preconditioner | None:
+        r"""The last step as ``w ← w − lr · P · m`` (:mod:`tvlars.optim.stability`): per coordinate
+        ``P = τ / (c1 (√(v / c2) + ε))``, the tensor's trust ratio ``τ`` (clipped; 1 where the group does not adapt)
+        times Adam's :func:`~tvlars.optim.stability.adam_diagonal`, on the EMA momentum ``m`` (threshold
+        ``(2 + 2β1)/((1 − β1) lr)``). The decay term ``wd · w`` inside ``u`` is left out (weight decay is ignored
+        everywhere). ``None`` before the first step."""
+        stats = self.trust_stats()
+        if not stats:
+            return None
+        # NaN: no gradient at the last step, not moved (P = 0); such a tensor may also have no moments yet
+        ratios = iter(stats["trust_ratio"].nan_to_num(0.0).unbind())
+        diagonal = []
+        for group in self.param_groups:
+            step = group.get("step") if group["bias_correction"] else None
+            for p in group["params"]:
+                ratio, v = next(ratios), self.state[p].get("exp_avg_sq")
+                diagonal.append(ratio if v is None else ratio * adam_diagonal(v, step, group["betas"], group["eps"]))
+        beta1 = first_group(self)["betas"][0]
+        return relative_to_lr(self, diagonal, beta1, dampening=beta1)
+
     def _check_hyperparameters(self, hp: Mapping[str, Any]) -> None:
         super()._check_hyperparameters(hp)
         beta1, beta2 = as_betas(hp["betas"])
@@ -120,6 +140,11 @@ class LAMB(TrustRatioOptimizer):
     @classmethod
     def _state_keys(cls, hp: Mapping[str, Any]) -> tuple[str, ...]:
         return ("exp_avg", "exp_avg_sq")
+
+    @classmethod
+    def _derived(cls, hp: Mapping[str, Any]) -> dict[str, Any]:
+        beta1, beta2 = hp["betas"]
+        return {"one_minus_betas": (1.0 - beta1, 1.0 - beta2)}
 
     @classmethod
     def _step_scalars(cls, hp: Mapping[str, Any], step: Tensor, dtype: torch.dtype) -> dict[str, Tensor]:
@@ -141,26 +166,24 @@ class LAMB(TrustRatioOptimizer):
     def _update(cls, hp: Mapping[str, Any], params: list[Tensor], grads: list[Tensor], state: dict[str, list[Tensor]],
                 scalars: dict[str, Tensor], lr: float | Tensor, capture: bool, layout: Layout | None) -> GroupUpdate:
         eps, wd = hp["eps"], hp["weight_decay"]
-        beta1, beta2 = hp["betas"]
+        beta2 = hp["betas"][1]
+        one_minus_beta1, one_minus_beta2 = hp["one_minus_betas"]
         exp_avgs, exp_avg_sqs = state["exp_avg"], state["exp_avg_sq"]
-        torch._foreach_lerp_(exp_avgs, grads, 1.0 - beta1)
+        lerp_(exp_avgs, grads, one_minus_beta1)
         torch._foreach_mul_(exp_avg_sqs, beta2)
-        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1.0 - beta2)
+        addcmul_(exp_avg_sqs, grads, grads, one_minus_beta2)
         weight_norm = batched_norms(params)
         # One new tensor per parameter (as AdamW), turned in place into u / s: on the CPU a fresh
         # allocation costs several in-place passes (page faults), so ``1/x · m`` beats ``m / x`` here.
         directions = torch._foreach_sqrt(exp_avg_sqs)
         # With bias correction, u = s · (m / (√v + ε·√c2) + (wd / s) · w): the docstring's u in fewer passes.
         scale = scalars.get("scale")
-        if scale is not None:  # ``other=``: the Tensor overload (the Scalar one would read the tensor on the host)
-            torch._foreach_add_(directions, other=scalars["eps"])
-        else:
-            torch._foreach_add_(directions, eps)
+        add_constant_(directions, scalars["eps"] if scale is not None else eps)
         torch._foreach_reciprocal_(directions)
         torch._foreach_mul_(directions, exp_avgs)  # u / s, less the decay
-        if wd != 0 and scale is None:
-            torch._foreach_add_(directions, params, alpha=wd)
-        elif wd != 0:
+        if not is_zero(wd) and scale is None:
+            add_scaled_(directions, params, wd)
+        elif not is_zero(wd):
             torch._foreach_addcmul_(directions, params, spread(scalars["decay"].expand(len(params)), params, layout))
         update_norm = batched_norms(directions) if scale is None else batched_norms(directions) * scale
         trust, extras = cls._ratio(hp, scalars, weight_norm, update_norm)

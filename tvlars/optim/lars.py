@@ -13,12 +13,16 @@ from tvlars.optim._trust import (
     Layout,
     ParamsT,
     TrustRatioOptimizer,
+    add_scaled,
+    add_scaled_,
     batched_norms,
     check_bool,
     check_range,
     descend,
+    is_zero,
     spread,
 )
+from tvlars.optim.stability import Preconditioner, first_group, relative_to_lr
 
 
 class LARS(TrustRatioOptimizer):
@@ -71,6 +75,18 @@ class LARS(TrustRatioOptimizer):
                         nesterov=nesterov)
         super().__init__(params, defaults, fused)
 
+    def preconditioner(self) -> Preconditioner | None:
+        r"""The last step as ``w ← w − lr · P · b`` (:mod:`tvlars.optim.stability`): ``P = r`` per tensor, the
+        trust ratio actually applied (``η`` and TVLARS's ``φ(t)`` included; 1 where the group does not adapt), with
+        heavy-ball momentum on ``r · u`` without dampening (threshold ``(2 + 2m)/lr``; Nesterov
+        ``(2 + 2m)/((1 + 2m) lr)``). ``None`` before the first step."""
+        stats = self.trust_stats()
+        if not stats:
+            return None
+        ratios = list(stats["trust_ratio"].nan_to_num(0.0).unbind())  # NaN: no gradient at the last step, not moved
+        group = first_group(self)
+        return relative_to_lr(self, ratios, group["momentum"], nesterov=group["nesterov"])
+
     def _check_hyperparameters(self, hp: Mapping[str, Any]) -> None:
         super()._check_hyperparameters(hp)
         check_range("momentum", hp["momentum"], 0.0, 1.0, high_open=True)
@@ -92,19 +108,19 @@ class LARS(TrustRatioOptimizer):
     def _update(cls, hp: Mapping[str, Any], params: list[Tensor], grads: list[Tensor], state: dict[str, list[Tensor]],
                 scalars: dict[str, Tensor], lr: float | Tensor, capture: bool, layout: Layout | None) -> GroupUpdate:
         momentum, wd = hp["momentum"], hp["weight_decay"]
-        updates = torch._foreach_add(grads, params, alpha=wd) if wd != 0 else grads
+        updates = grads if is_zero(wd) else add_scaled(grads, params, wd)
         weight_norm, update_norm = batched_norms(params), batched_norms(updates)
         ratio, extras = cls._ratio(hp, scalars, weight_norm, update_norm)
         rows = torch.stack([ratio, weight_norm, update_norm])
         ratios = spread(rows[0], updates, layout)  # from the stored rows: see LAMB._update
-        if momentum == 0:
+        if is_zero(momentum):
             directions = descend(params, updates, ratios, lr, capture)
         elif hp["nesterov"]:
             bufs = state["momentum_buffer"]
             scaled = torch._foreach_mul(updates, ratios)
             torch._foreach_mul_(bufs, momentum)
             torch._foreach_add_(bufs, scaled)
-            torch._foreach_add_(scaled, bufs, alpha=momentum)
+            add_scaled_(scaled, bufs, momentum)
             directions = descend(params, scaled, None, lr, capture)
         else:
             bufs = state["momentum_buffer"]

@@ -84,6 +84,8 @@ class TVLARS(LARS):
         steps_per_epoch: optimizer steps per epoch (≥ 1); the training loop passes it.
     """
 
+    lr_factor = "φ(t) on the trust ratio"  # what TVLARS does to the LR besides the schedule (the tables' LR column)
+
     @extends(LARS)
     def __init__(
         self,

@@ -17,14 +17,19 @@ import pandas as pd
 from tvlars.errors import UserError
 from tvlars.records import Status
 
-# Summary numbers; steps/images/time to target are null (NaN here) when the run never reached its target.
+# Summary numbers (``lr``: the resolved base LR); steps/images/time to target are null (NaN here) when the run never
+# reached its target.
 METRIC_KEYS = ("best_test_top1", "final_test_top1", "best_test_top5", "final_test_top5", "images_per_s",
                "wall_time_s", "steps_to_target", "images_to_target", "time_to_target_s", "best_val_top1",
                "final_val_top1", "final_val_top1_rawbn", "final_test_top1_rawbn", "final_train_top1",
-               "final_train_loss")
+               "final_train_loss", "lr")
 INTEGER_KEYS = ("seed", "epochs_completed", "steps_per_epoch", "num_classes")
+# Where and with what a run ran, as its summary states it (tvlars.provenance.environment, the data path): RUN.md.
+PROVENANCE_KEYS = ("code_hash", "git_commit", "git_dirty", "git_diff_hash", "device", "device_name", "world_size",
+                   "versions", "data_path")
 COLUMNS = ("table", "row", "column", "seed", "point", "status", *METRIC_KEYS, "run_dir", "epochs_completed",
-           "steps_per_epoch", "num_classes", "epochs", "optimizer", "task", "config", "path", "error", "problem")
+           "steps_per_epoch", "num_classes", "epochs", "optimizer", "task", "config", "provenance", "path", "error",
+           "problem")
 WANDB_PREFIX = "wandb:"
 
 
@@ -115,13 +120,14 @@ def _row(summary: Mapping[str, Any], config: Mapping[str, Any], status: str, run
         "steps_per_epoch": _int_or_none(summary.get("steps_per_epoch")),
         "num_classes": _int_or_none(summary.get("num_classes")), "epochs": _int_or_none(config.get("epochs")),
         "optimizer": _target(config, "optimizer"), "task": _target(config, "task"), "config": dict(config),
-        "path": path, "error": str(error).strip().splitlines()[0] if error else None, "problem": None,
+        "provenance": {key: summary[key] for key in PROVENANCE_KEYS if key in summary}, "path": path,
+        "error": str(error).strip().splitlines()[0] if error else None, "problem": None,
     }
 
 
 def _corrupt(path: str, run_dir: str, problem: str) -> dict:
     return {**dict.fromkeys(COLUMNS), **dict.fromkeys(METRIC_KEYS, math.nan), "status": "corrupt",
-            "run_dir": run_dir, "path": path, "config": {}, "problem": problem}
+            "run_dir": run_dir, "path": path, "config": {}, "provenance": {}, "problem": problem}
 
 
 def _is_follow_up(summary: Mapping[str, Any]) -> bool:

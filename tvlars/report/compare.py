@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 from scipy import stats
 
 from tvlars.report.collect import normalize
-from tvlars.report.tables import ALPHA, Table, column_header, md_table
+from tvlars.report.significance import ALPHA
+from tvlars.report.tables import Table, column_header, md_table
 
 if TYPE_CHECKING:
     from tvlars.report.scaling import ScalingTable

@@ -15,7 +15,7 @@ from __future__ import annotations
 import io
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from matplotlib.ticker import MaxNLocator
 
 from tvlars.records import read_jsonl, write_atomic
 from tvlars.report.collect import normalize
-from tvlars.report.tables import METRIC_TEXT, Table, column_header, format_value
+from tvlars.report.tables import METRIC_TEXT, SPLIT_TEXT, Table, column_header, format_value
 from tvlars.spec import Spec
 
 # metrics.jsonl key -> y label; SSL pre-training rows have only the online probe (the linear eval runs after).
@@ -87,9 +87,10 @@ def _colours(spec: Spec) -> dict[str, Any]:
     return {row.label: palette[i % len(palette)] for i, row in enumerate(spec.rows)}
 
 
-def _save(fig: Figure, axes: list[Axes], ylabel: str, title: str, path: Path, shared_legend: bool = True) -> list[Path]:
-    """Label, mark empty panels, add one legend for the figure (every row once) unless panels have their own,
-    and write the PNG."""
+def _save(fig: Figure, axes: list[Axes], ylabel: str, title: str, path: Path, shared_legend: bool = True,
+          legend_columns: int = 4) -> list[Path]:
+    """Label, mark empty panels, add one legend for the figure (every row once, in up to ``legend_columns``
+    columns) unless panels have their own, and write the PNG."""
     legend: dict[str, Any] = {}
     for ax in axes:
         handles, labels = ax.get_legend_handles_labels()
@@ -98,7 +99,7 @@ def _save(fig: Figure, axes: list[Axes], ylabel: str, title: str, path: Path, sh
             ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center", va="center", color="grey")
     axes[0].set_ylabel(ylabel)
     if shared_legend:
-        fig.legend(legend.values(), legend.keys(), loc="outside lower center", ncols=min(len(legend), 4),
+        fig.legend(legend.values(), legend.keys(), loc="outside lower center", ncols=min(len(legend), legend_columns),
                    fontsize="small")
     fig.suptitle(title)
     buffer = io.BytesIO()
@@ -280,22 +281,39 @@ def phi_curves(spec: Spec, table: Table, df: pd.DataFrame, out_dir: Path) -> lis
 
 
 # ------------------------------------------------------------------------------------------ tuning curve
-def tuning_curve(spec: Spec, table: Table, out_dir: Path) -> list[Path]:
-    """``tuning_curve.png``: per column, each row's best metric (mean over the search seeds) among its first k
-    points in trial order, against k: how much tuning each optimizer needs. Only for budgets of 2 points or more."""
+EDGE_MARKERS = {"smallest": "<", "largest": ">"}  # matplotlib markers of tables.EDGE_MARKS (◂ ▸)
+
+
+def tuning_curve(spec: Spec, cells: dict[tuple[str, Any], Any], out_dir: Path, ylabel: str, title: str,
+                 improve: Callable[[np.ndarray], np.ndarray] = np.fmax.accumulate, count: str = "") -> list[Path]:
+    """``tuning_curve.png``: per column, each row's best value among its first k points in trial order (each cell's
+    ``trials``; ``improve`` keeps the best so far, and a NaN or infinite trial never improves it), against k: how
+    much tuning each optimizer needs. A row whose chosen point has the smallest or largest value of a searched range
+    (``cell.edges``) ends in a triangle pointing to that end. With ``count`` (e.g. "trials reached the target"), each
+    row's legend entry says how many of its trials have a finite value, column by column. Only for budgets of 2
+    points or more."""
     if spec.budget(spec.rows[0]) < 2:
         return []
     fig, axes = _grid(len(spec.columns))
-    colours, drawn = _colours(spec), False
+    colours, drawn = _colours(spec), set()
+    labels = {row.label: row.label for row in spec.rows}
+    for row in spec.rows if count else ():
+        trials = [np.asarray(cells[(row.label, c)].trials, dtype=float) for c in spec.columns]
+        labels[row.label] += ": " + " · ".join(f"{np.isfinite(t).sum()}/{len(t)}" for t in trials) + f" {count}"
     for ax, column in zip(axes, spec.columns, strict=True):
         for row in spec.rows:
-            trials = np.array(table.cells[(row.label, column)].trials, dtype=float)
-            if not np.isfinite(trials).any():
+            cell = cells[(row.label, column)]
+            trials = np.array(cell.trials, dtype=float)
+            best = improve(np.where(np.isinf(trials), np.nan, trials))
+            finite = np.isfinite(best)
+            if not finite.any():
                 continue
-            best = np.fmax.accumulate(trials)  # NaN (diverged, missing) never improves the best so far
-            k = np.arange(1, len(best) + 1, dtype=float)
-            _series(ax, k[np.isfinite(best)], best[np.isfinite(best)], None, None, colours[row.label], row.label)
-            drawn = True
+            k = np.arange(1, len(best) + 1, dtype=float)[finite]
+            _series(ax, k, best[finite], None, None, colours[row.label], labels[row.label])
+            for end, marker in EDGE_MARKERS.items():  # in a fixed order: the same records draw the same bytes
+                if any(e == end for _, e in cell.edges):
+                    ax.plot(k[-1], best[finite][-1], marker, color=colours[row.label], markersize=10)
+            drawn.add(row.label)
         ax.set_title(column_header(spec, column))
         ax.set_xlabel("trials k")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -303,14 +321,22 @@ def tuning_curve(spec: Spec, table: Table, out_dir: Path) -> list[Path]:
         _sensible_x(ax, spec.budget(spec.rows[0]))
     if not drawn:
         return []
-    return _save(fig, axes, f"best so far: {METRIC_TEXT[spec.metric]}",
-                 _title(spec, f"tuning curve: best of the first k points (mean over {len(spec.seeds)} search seed(s))"),
-                 out_dir / "tuning_curve.png")
+    for row in spec.rows if count else ():
+        if row.label not in drawn:  # its count (no trial reached anywhere), without a line
+            axes[0].plot([], [], color=colours[row.label], label=labels[row.label])
+    for end in EDGE_MARKERS:
+        if any(e == end for cell in cells.values() for _, e in cell.edges):
+            axes[0].plot([], [], EDGE_MARKERS[end], color="black", linestyle="none",
+                         label=f"chosen point: the {end} value of a searched range (too narrow to show an optimum)")
+    return _save(fig, axes, ylabel, title, out_dir / "tuning_curve.png", legend_columns=2 if count else 4)
 
 
 def write_figures(spec: Spec, table: Table, df: pd.DataFrame, out_dir: str | Path) -> list[Path]:
     """All figures of ``table`` that the records support, written into ``out_dir``; returns their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    tuning = tuning_curve(spec, table.cells, out, f"best so far: {METRIC_TEXT[spec.selection_metric]}",
+                          _title(spec, f"tuning curve: best of the first k points (mean over {len(spec.seeds)} "
+                                       f"search seed(s), chosen on {SPLIT_TEXT[spec.select_on]})"))
     return [*accuracy_vs_epoch(spec, table, out), *trust_ratio(spec, table, df, out),
-            *phi_curves(spec, table, df, out), *tuning_curve(spec, table, out)]
+            *phi_curves(spec, table, df, out), *tuning]

@@ -1,5 +1,6 @@
-"""Figures of the instruments' records (``docs/instruments.md``): the gradient noise scale and the sharpness
-against the step, one line per row of a table, one panel per batch size.
+"""Figures of the instruments' records (``docs/instruments.md``): the gradient noise scale, the sharpness and the
+preconditioned sharpness over its threshold against the step, one line per row of a table, one panel per batch
+size.
 
 Both take the local run directories of a table grouped by row label, read ``noise_scale.jsonl`` /
 ``sharpness.jsonl`` and each run's batch size from its ``summary.json``, draw the mean over a row's runs at a
@@ -9,8 +10,9 @@ batch size (seeds, grid points) with their min–max band, and write the PNG onl
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -32,19 +34,38 @@ def _batch_size(run_dir: Path) -> int | None:
         return None
 
 
-def _curves(runs: Runs, file: str, key: str) -> dict[int, dict[str, pd.DataFrame]]:
-    """``{batch size: {row: DataFrame(step × run) of key}}`` from each run's ``file`` (non-numeric values skipped)."""
+def preconditioned_ratio(row: Mapping[str, Any]) -> float | None:
+    """``lambda_max_preconditioned / preconditioned_threshold`` of a ``sharpness.jsonl`` row (1: the edge of
+    stability, docs/instruments.md#preconditioned-sharpness), ``None`` when the row has no such pair."""
+    value, threshold = row.get("lambda_max_preconditioned"), row.get("preconditioned_threshold")
+    if isinstance(value, int | float) and isinstance(threshold, int | float) and threshold > 0:
+        return value / threshold
+    return None
+
+
+def series(run_dir: str | Path, file: str, key: str | Callable[[Mapping[str, Any]], float | None]) -> pd.Series:
+    """``key`` (a field, or a function of the row) per step of a run's ``file``; non-numeric values skipped."""
+    value = key if callable(key) else (lambda row: row.get(key))
+    points = {}
+    for r in read_jsonl(Path(run_dir) / file):
+        v = value(r)
+        if isinstance(r.get("step"), int) and isinstance(v, int | float) and not isinstance(v, bool):
+            points[r["step"]] = float(v)
+    return pd.Series(points, name=str(run_dir), dtype=float).sort_index()
+
+
+def _curves(runs: Runs, file: str, key: str | Callable[[Mapping[str, Any]], float | None]
+            ) -> dict[int, dict[str, pd.DataFrame]]:
+    """``{batch size: {row: DataFrame(step × run) of key}}`` from each run's ``file`` (:func:`series`)."""
     out: dict[int, dict[str, pd.DataFrame]] = {}
     for row, run_dirs in runs.items():
         for run_dir in map(Path, run_dirs):
-            points = {int(r["step"]): float(r[key]) for r in read_jsonl(run_dir / file)
-                      if isinstance(r.get("step"), int) and isinstance(r.get(key), int | float)}
+            points = series(run_dir, file, key)
             size = _batch_size(run_dir)
-            if not points or size is None:
+            if points.empty or size is None:
                 continue
-            series = pd.Series(points, name=str(run_dir)).sort_index()
             frames = out.setdefault(size, {})
-            frames[row] = pd.concat([frames[row], series], axis=1) if row in frames else series.to_frame()
+            frames[row] = pd.concat([frames[row], points], axis=1) if row in frames else points.to_frame()
     return out
 
 
@@ -124,7 +145,28 @@ def sharpness_figure(runs: Runs, out_dir: str | Path, title: str = "") -> list[P
                  _out(out_dir) / "sharpness.png")
 
 
-FIGURES = ("noise_scale.png", "sharpness.png")
+def preconditioned_figure(runs: Runs, out_dir: str | Path, title: str = "") -> list[Path]:
+    """``preconditioned_sharpness.png``: ``λ_max(P^½ H P^½)`` over its stability threshold against the step
+    (:func:`preconditioned_ratio`), per row, one panel per batch size, the edge of stability dashed at 1: the
+    sharpness that compares optimizers and learning rates (runs measured with ``sharpness_preconditioned``)."""
+    curves = _curves(runs, "sharpness.jsonl", preconditioned_ratio)
+    if not curves:
+        return []
+    colours = {row: f"C{i % 10}" for i, row in enumerate(runs)}
+    sizes = sorted(curves)
+    fig, axes = _grid(len(sizes))
+    for ax, size in zip(axes, sizes, strict=True):
+        for row, frame in curves[size].items():
+            _draw(ax, frame, colours[row], row)
+        ax.axhline(1.0, color="black", linestyle="--", linewidth=0.8)
+        ax.set_title(f"batch size {size}")
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    return _save(fig, axes, "λ_max(P^½ H P^½) / threshold (dashed: edge of stability)",
+                 title or "preconditioned sharpness over its threshold", _out(out_dir) / "preconditioned_sharpness.png")
+
+
+FIGURES = ("noise_scale.png", "sharpness.png", "preconditioned_sharpness.png")
 
 
 def write_instrument_figures(spec: Spec, df: pd.DataFrame, out_dir: str | Path) -> list[Path]:
@@ -134,4 +176,5 @@ def write_instrument_figures(spec: Spec, df: pd.DataFrame, out_dir: str | Path) 
     runs = {row.label: [Path(d) for d in mine.loc[mine["row"] == row.label, "run_dir"]] for row in spec.rows}
     runs = {label: dirs for label, dirs in runs.items() if dirs}
     return [*noise_scale_figure(runs, out_dir, _title(spec, "gradient noise scale (dashed: the batch sizes)")),
-            *sharpness_figure(runs, out_dir, _title(spec, "sharpness on a fixed batch"))]
+            *sharpness_figure(runs, out_dir, _title(spec, "sharpness on a fixed batch")),
+            *preconditioned_figure(runs, out_dir, _title(spec, "preconditioned sharpness over its threshold"))]

@@ -9,21 +9,29 @@ first), then by the mean steps over the seeds that reached it, then by trial ord
 chosen trial is re-run with those seeds and the cell reports them. A cell where no trial reached the target is
 ``not_reached``.
 
-Per row, the cells that reached the target are fitted with McCandlish et al.'s
+A run that never reached the target (or diverged first) is censored at its step cap (epochs × steps per epoch),
+never dropped: a cell reports the Kaplan–Meier median of its seeds' steps to target (:func:`km_median`, scipy's
+``ecdf`` of ``CensoredData``) and how many of them reached it; where fewer than half did, the median is beyond the
+cap (``> cap``).
+
+Per row, the cells with a finite median are fitted with McCandlish et al.'s
 
     S(B) = S_min (1 + B_noise / B)
 
 by least squares of log S (``scipy.optimize.curve_fit`` in log S_min, log B_noise, so both stay positive).
 Under this model the critical batch size B_crit = E_min / S_min equals B_noise: at B = B_noise training takes twice
 the minimum steps and twice the minimum examples. The 95 % interval is exp(log B̂_noise ± t₀.₉₇₅,ₙ₋₂ · se).
-B_noise is reported only when at least :data:`MIN_CELLS` cells reached the target and the estimate lies within the
+B_noise is reported only when at least :data:`MIN_CELLS` cells have a finite median and the estimate lies within the
 measured batch sizes; otherwise the row is "not identifiable", with the bound the data give (steps still fall as
-1/B up to the largest batch size, or do not fall from the smallest one).
+1/B up to the largest batch size, or do not fall from the smallest one). A reported fit is labelled uninformative
+when it rests on fewer than :data:`MIN_INFORMATIVE` batch sizes or its interval spans more than a factor
+:data:`MAX_SPREAD`.
 
 Outputs: ``scaling.md`` (the table, the target, the selection rule, the fits and what such a study can show),
-``scaling.csv`` (one line per cell) and ``scaling.png`` (log-log, one line per row, the perfect-scaling line
-S ∝ 1/B through the best cell at the smallest batch size that any row measured, the fits dashed, unreached cells as
-open triangles at the top edge).
+``scaling.csv`` (one line per cell), ``scaling.png`` (log-log, one line per row through the medians, the
+perfect-scaling line S ∝ 1/B through the best cell at the smallest batch size that any row measured, the fits
+dashed, cells beyond the cap as open triangles at the top edge) and ``tuning_curve.png`` (the fewest steps so far
+against the number of trials, with how many trials reached the target).
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ import statistics
 import warnings
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,26 +58,36 @@ from scipy import stats
 from scipy.optimize import OptimizeWarning, curve_fit
 
 from tvlars.records import FINAL, Status
-from tvlars.report.figures import _colours, _save, _title
+from tvlars.report.figures import _colours, _save, _title, tuning_curve
+from tvlars.report.lr_schedule import describe_schedule
 from tvlars.report.tables import (
     FINISHED,
+    Record,
     _budget_text,
     _number,
     _state,
     column_header,
+    edge_legend,
+    edge_marks,
+    edges,
     format_point,
     format_value,
     gather,
     md_table,
+    protocol_text,
+    protocol_warnings,
+    schedule_column,
 )
 from tvlars.report.tables import select as select_cells
 from tvlars.spec import Row, Spec
 
-MIN_CELLS = 3  # reached batch sizes needed to fit two parameters with a residual degree of freedom
+MIN_CELLS = 3  # batch sizes with a finite median needed to fit two parameters with a residual degree of freedom
+MIN_INFORMATIVE = 4  # batch sizes a fit needs before its B_noise is informative
+MAX_SPREAD = 10.0  # a 95 % interval of B_noise spanning more than this factor leaves it uninformative
 CONFIDENCE = 0.95
 FIGURE = "scaling.png"
-CSV_HEADER = ("row", "batch_size", "steps_mean", "steps_std", "images_mean", "time_mean_s", "n_reached", "n_seeds",
-              "chosen_point", "status")
+CSV_HEADER = ("row", "batch_size", "steps_median", "steps_mean", "steps_std", "images_mean", "time_mean_s",
+              "n_reached", "n_seeds", "cap_steps", "chosen_point", "status")
 # tvlars.report.compare reads a committed scaling.csv through these names (its generic name -> our header).
 COMPARE_FIELDS = {"column": "batch_size", "mean": "steps_mean", "std": "steps_std", "n_seeds": "n_reached"}
 STATUS_TEXT = {"not_reached": "not reached", "diverged": "div", "failed": "failed", "missing": "–"}
@@ -77,22 +95,27 @@ STATUS_TEXT = {"not_reached": "not reached", "diverged": "div", "failed": "faile
 
 @dataclass
 class ScalingCell:
-    """One (row, batch size) cell: steps to target of the chosen trial over the reported seeds that reached it."""
+    """One (row, batch size) cell: steps to target of the chosen trial over its reported seeds."""
 
     row: str
     column: Any  # the batch size
-    status: str  # ok | not_reached | diverged (every run diverged) | failed | missing (no finished run)
-    mean: float = math.nan  # steps to target, mean over the reported seeds that reached it
+    status: str  # ok (a seed reached) | not_reached | diverged (every run diverged) | failed | missing (no run)
+    median: float = math.nan  # Kaplan–Meier median steps of the finished reported seeds; inf: under half reached
+    mean: float = math.nan  # steps to target, mean over the reported seeds that reached it (scaling.csv)
     std: float = math.nan  # sample std of those; NaN with one
     n: int = 0  # reported seeds that reached the target
     finished: int = 0  # reported seeds that finished (reached, not reached or diverged)
     expected: int = 0  # reported seeds the spec asks for
-    images: float = math.nan  # images to target, mean over the same seeds
+    images: float = math.nan  # images to target, mean over the seeds that reached it
     time_s: float = math.nan  # training seconds to target, mean over the same seeds
     point: dict[str, Any] | None = None  # the chosen trial
-    budget_steps: float = math.nan  # the most steps a run that never reached the target had (epochs × steps/epoch)
+    cap: float = math.nan  # step cap (epochs × steps per epoch) of the chosen trial, else the most any run had
     failed: int = 0  # failed runs anywhere in the cell (listed under Problems)
     search_done: bool = False  # every trial × search seed finished
+    values: list[float] = field(default_factory=list)  # steps of the reported seeds that reached the target
+    trials: list[float] = field(default_factory=list)  # per trial in order: KM median over its search seeds
+    edges: list[tuple[str, str]] = field(default_factory=list)  # the chosen trial's ends of a searched range
+    schedule: str = ""  # the LR schedule of the reported runs in words
 
 
 @dataclass(frozen=True)
@@ -115,11 +138,23 @@ class CriticalBatch:
     def identified(self) -> bool:
         return self.status == "fit"
 
+    def caveats(self) -> list[str]:
+        """Why an identified fit is uninformative: fewer than :data:`MIN_INFORMATIVE` batch sizes, or an interval
+        spanning more than a factor :data:`MAX_SPREAD` (nothing when it is informative)."""
+        reasons = []
+        if self.cells < MIN_INFORMATIVE:
+            reasons.append(f"only {self.cells} batch sizes fitted (fewer than {MIN_INFORMATIVE})")
+        if not self.high <= MAX_SPREAD * self.low:
+            reasons.append(f"the 95 % interval spans a factor {self.high / self.low:.3g} (more than {MAX_SPREAD:g})")
+        return reasons
+
     def text(self) -> str:
-        """B_noise with its interval, or why it is not identifiable."""
+        """B_noise with its interval (and why it is uninformative), or why it is not identifiable."""
         smallest, largest = (format_value(b) for b in self.batch_range)
         if self.status == "fit":
-            return f"{self.b_noise:.4g} (95 % interval {self.low:.3g} to {self.high:.3g})"
+            caveats = self.caveats()
+            return (f"{self.b_noise:.4g} (95 % interval {self.low:.3g} to {self.high:.3g})"
+                    + (f"; uninformative: {' and '.join(caveats)}" if caveats else ""))
         if self.status == "above":
             return (f"not identifiable: above the largest batch size, B_noise > {largest} (steps fall about as 1/B "
                     f"or faster up to it; the fit's {self.b_noise:.3g} is an extrapolation)")
@@ -127,7 +162,8 @@ class CriticalBatch:
             return (f"not identifiable: below the smallest batch size, B_noise < {smallest} (steps barely fall with "
                     f"B; the fit's {self.b_noise:.3g} is an extrapolation)")
         if self.status == "too_few":
-            return f"not identifiable: {self.cells} batch size(s) reached the target, the fit needs {MIN_CELLS}"
+            return (f"not identifiable: {self.cells} batch size(s) with a finite median steps to target, the fit "
+                    f"needs {MIN_CELLS}")
         return "not identifiable: the fit did not converge to a finite estimate"
 
 
@@ -137,7 +173,7 @@ def _log_steps(batch: np.ndarray, log_s_min: float, log_b_noise: float) -> np.nd
 
 
 def fit_critical_batch(batch_sizes: list[float], steps: list[float]) -> CriticalBatch:
-    """Least squares of log S against log(S_min (1 + B_noise / B)) over the cells that reached the target."""
+    """Least squares of log S against log(S_min (1 + B_noise / B)) over the cells with a finite median."""
     batch, s = np.asarray(batch_sizes, dtype=float), np.asarray(steps, dtype=float)
     if len(batch) < MIN_CELLS:
         return CriticalBatch("too_few", len(batch), batch_range=(min(batch, default=math.nan),
@@ -175,6 +211,33 @@ def _mean(values: list[float]) -> float:
     return statistics.fmean(finite) if finite else math.nan
 
 
+def km_median(reached: list[float], censored: list[float]) -> float:
+    """The Kaplan–Meier median of steps to target: ``reached`` are the steps of the runs that reached it, ``censored``
+    the caps of those that did not (an unknown cap, NaN, counts as after every reached step). The median is the first
+    step at which the estimated share of runs still short of the target is at most ½ (``scipy.stats.ecdf`` of
+    ``CensoredData``); inf when it stays above ½ (fewer than half reached, all censored at the cap), NaN without runs.
+    """
+    if not reached:
+        return math.inf if censored else math.nan
+    right = [c if math.isfinite(c) else max(reached) for c in censored]
+    survival = stats.ecdf(stats.CensoredData(uncensored=reached, right=right)).sf
+    below = survival.quantiles[survival.probabilities <= 0.5]
+    return float(below[0]) if below.size else math.inf
+
+
+def _cap(record: Record) -> float:
+    """The steps a run could take: epochs × steps per epoch (NaN when its record lacks either)."""
+    epochs, steps = record.run.epochs, record.run.steps_per_epoch
+    return math.nan if pd.isna(epochs) or pd.isna(steps) else float(epochs * steps)
+
+
+def _km(records: list[Record]) -> float:
+    """:func:`km_median` of finished runs: reached at their steps, censored at their cap otherwise."""
+    finished = [r for r in records if r.state in FINISHED]
+    return km_median([r.value for r in finished if r.state == "usable"],
+                     [_cap(r) for r in finished if r.state != "usable"])
+
+
 def _cell(spec: Spec, row: Row, column: Any, runs: pd.DataFrame) -> tuple[ScalingCell, list[str]]:
     """Choose the trial of one cell (fewest steps to target) and gather its reported seeds."""
     found = gather(spec, row, column, runs, _run_state)
@@ -186,10 +249,10 @@ def _cell(spec: Spec, row: Row, column: Any, runs: pd.DataFrame) -> tuple[Scalin
         if reached:
             candidates.append((-len(reached) / len(finished), statistics.fmean(reached), index, point, key))
     records = list(found.records.values())
-    budgets = [r.run.epochs * r.run.steps_per_epoch for r in records if r.state == "unreached"
-               and not pd.isna(r.run.epochs) and not pd.isna(r.run.steps_per_epoch)]
     base = {"expected": len(spec.reported_seeds), "failed": sum(r.state == "failed" for r in records),
-            "search_done": found.search_done, "budget_steps": float(max(budgets, default=math.nan))}
+            "search_done": found.search_done, "cap": max((c for r in records if math.isfinite(c := _cap(r))),
+                                                         default=math.nan),
+            "trials": [_km(found.search(spec, key)) for key in found.keys]}
     search = Counter(r.state for key in found.keys for r in found.search(spec, key))
     if not candidates:
         status = next((s for s, state in (("not_reached", "unreached"), ("diverged", "diverged"),
@@ -203,15 +266,20 @@ def _cell(spec: Spec, row: Row, column: Any, runs: pd.DataFrame) -> tuple[Scalin
                   if (r := found.records.get((key, s))) is None or r.state not in FINISHED]
         problems.append(f"{found.where}: confirmation of the chosen point ({format_point(point)}): {len(chosen)} of "
                         f"{len(spec.reported_seeds)} seeds finished (seeds {', '.join(absent)} not)")
+    if chosen:
+        first = chosen[0].run
+        base |= {"cap": max((c for r in chosen if math.isfinite(c := _cap(r))), default=base["cap"]),
+                 "schedule": describe_schedule(first.config, first.lr, first.steps_per_epoch)}
     if not reached:
         status = "missing" if not chosen else "diverged" if all(r.state == "diverged" for r in chosen) \
             else "not_reached"
         return ScalingCell(row.label, column, status, finished=len(chosen), point=point, **base), problems
     steps = [r.value for r in reached]
-    return ScalingCell(row.label, column, "ok", statistics.fmean(steps),
+    return ScalingCell(row.label, column, "ok", _km(chosen), statistics.fmean(steps),
                        statistics.stdev(steps) if len(steps) > 1 else math.nan, len(steps), len(chosen),
                        images=_mean([r.run.images_to_target for r in reached]),
-                       time_s=_mean([r.run.time_to_target_s for r in reached]), point=point, **base), problems
+                       time_s=_mean([r.run.time_to_target_s for r in reached]), point=point, values=steps,
+                       edges=edges(row, column, point), **base), problems
 
 
 def _run_target(config: Any) -> tuple[str, float] | None:
@@ -247,19 +315,19 @@ def _steps(value: float) -> str:
 
 
 def cell_text(cell: ScalingCell) -> str:
-    """``mean ± std`` steps with ``(k/n reached)``, ``(n=f/e)`` (seeds finished) and ``‡`` (runs failed), or the
-    status (``not reached`` with the steps the runs had)."""
+    """The Kaplan–Meier median steps (``> cap`` when fewer than half the seeds reached the target) with
+    ``(k/n reached)``, ``(n=f/e)`` (seeds finished), ``‡`` (runs failed) and the edge marks, or the status
+    (``not reached`` with the steps the runs had)."""
     if cell.status != "ok":
         text = STATUS_TEXT[cell.status]
-        if cell.status == "not_reached" and math.isfinite(cell.budget_steps):
-            text += f" (in {cell.budget_steps:.0f} steps)"
+        if cell.status == "not_reached" and math.isfinite(cell.cap):
+            text += f" (in {cell.cap:.0f} steps)"
         return text + ("‡" if cell.failed else "")
-    text = _steps(cell.mean) + ("" if math.isnan(cell.std) else f" ± {_steps(cell.std)}")
-    if cell.n < cell.finished:
-        text += f" ({cell.n}/{cell.finished} reached)"
+    text = _steps(cell.median) if math.isfinite(cell.median) else f"> {cell.cap:.0f}"
+    text += f" ({cell.n}/{cell.finished} reached)"
     if cell.finished < cell.expected:
         text += f" (n={cell.finished}/{cell.expected})"
-    return text + ("‡" if cell.failed else "")
+    return text + ("‡" if cell.failed else "") + edge_marks(cell)
 
 
 @dataclass
@@ -296,11 +364,13 @@ def _fit_section(spec: Spec, fits: dict[str, CriticalBatch]) -> list[str]:
     rows = [[label, str(fit.cells), _steps(fit.s_min) if fit.identified else "–", fit.text()]
             for label, fit in fits.items()]
     return ["## Critical batch size", "",
-            "Per row, least squares of log S over the batch sizes that reached the target (cell means) against "
-            "McCandlish et al.'s `S(B) = S_min (1 + B_noise / B)` (`scipy.optimize.curve_fit`, positive parameters); "
-            "the critical batch size B_crit ≈ B_noise is where training takes twice the minimum steps S_min. "
-            f"Reported only with at least {MIN_CELLS} reached batch sizes and an estimate within the measured ones; "
-            f"the interval is {CONFIDENCE * 100:g} % (Student t on log B_noise, n − 2 degrees of freedom).", "",
+            "Per row, least squares of log S over the batch sizes whose Kaplan–Meier median is finite (the cell "
+            "medians) against McCandlish et al.'s `S(B) = S_min (1 + B_noise / B)` (`scipy.optimize.curve_fit`, "
+            "positive parameters); the critical batch size B_crit ≈ B_noise is where training takes twice the "
+            f"minimum steps S_min. Reported only with at least {MIN_CELLS} such batch sizes and an estimate within the "
+            f"measured ones; the interval is {CONFIDENCE * 100:g} % (Student t on log B_noise, n − 2 degrees of "
+            f"freedom). A reported B_noise is uninformative when fewer than {MIN_INFORMATIVE} batch sizes were fitted "
+            f"or its interval spans more than a factor {MAX_SPREAD:g}; the row says which.", "",
             md_table(["Method", "batch sizes fitted", "S_min (steps)", "B_noise ≈ B_crit"], rows), ""]
 
 
@@ -316,47 +386,53 @@ def _scope(spec: Spec, eval_steps: list[int]) -> list[str]:
             "their order in steps at each batch size.",
             "- It cannot give the critical batch size of the paper-scale problems: B_crit grows as the target gets "
             "harder (McCandlish et al.), so a CPU-sized model, subset and target give a small problem's B_crit. "
-            "A `not reached` cell may be the epoch budget (fewer steps at larger B) rather than the optimizer."
-            + coarse,
-            f"- B_noise needs at least {MIN_CELLS} batch sizes that reached the target and the knee of the curve "
-            "inside the measured range; otherwise only a bound is stated. With few seeds the spread is rough, and "
-            "`time_to_target_s` (in `scaling.csv`) depends on the machine and its load.", ""]
+            "A `not reached` or `> cap` cell may be the epoch budget (fewer steps at larger B) rather than the "
+            "optimizer." + coarse,
+            f"- B_noise needs at least {MIN_CELLS} batch sizes with a finite median and the knee of the curve inside "
+            f"the measured range, and tells something only from {MIN_INFORMATIVE} batch sizes with an interval within "
+            f"a factor {MAX_SPREAD:g}. With few seeds the medians are rough, and `time_to_target_s` (in "
+            "`scaling.csv`) depends on the machine and its load.", ""]
 
 
 def _selection_rule(spec: Spec) -> str:
-    seeds = ", ".join(map(str, spec.seeds))
-    text = (f"Selection rule: per row and batch size, among the row's {spec.budget(spec.rows[0])} trial(s) run with "
-            f"seed(s) {seeds}, the trial whose finished seeds reached the target most often (all first), then in the "
-            "fewest steps (mean over the seeds that reached it; ties go to the first trial)")
+    metric, value = spec.target
+    target = f"steps until {metric} reaches {format_value(value)}"
+    text = (f"Selection rule: {protocol_text(spec, target, 'the same target')}. Per row and batch size, among the "
+            f"row's {spec.budget(spec.rows[0])} trial(s), the trial whose finished search seeds reached the target "
+            "most often (all first), then in the fewest steps (mean over the seeds that reached it; ties go to the "
+            "first trial)")
     if spec.confirm_seeds:
-        text += (f"; it is re-run with seeds {', '.join(map(str, spec.confirm_seeds))}, and the cell shows those "
-                 "runs (not the search seeds', whose minimum is biased low by the selection)")
-    return text + (". The cell shows the mean ± sample std of the steps over the seeds that reached the target. "
-                   "`(k/n reached)`: k of "
-                   "the n finished seeds reached it (the mean is over those k). `(n=f/e)`: f of e seeds finished. "
-                   "`not reached (in N steps)`: no trial reached the target in the N steps its runs had. `div`: "
-                   "every run diverged. `failed`: runs failed, none finished. `–`: no finished run. ‡: some runs "
-                   "failed (see Problems).")
+        text += "; it is re-run with the confirmation seeds (the search seeds' minimum is biased low by the selection)"
+    return text + (". A run that did not reach the target (or diverged) is censored at its step cap, epochs × steps "
+                   "per epoch. The cell shows the Kaplan–Meier median of the reported seeds' steps to target (the "
+                   "first step by which at least half the seeds are estimated to have reached it) and `(k/n "
+                   "reached)`: k of the n finished seeds reached it. `> N`: fewer than half reached the target "
+                   "within the N-step cap. `(n=f/e)`: f of e seeds finished. `not reached (in N steps)`: no reported "
+                   "seed (or no trial of the search) reached the target in the N steps its runs had. `div`: every "
+                   "run diverged. `failed`: runs failed, none finished. `–`: no finished run. ‡: some runs failed "
+                   "(see Problems).")
 
 
 def _markdown(spec: Spec, cells: dict[tuple[str, Any], ScalingCell], fits: dict[str, CriticalBatch],
               problems: list[str], evaluation: str, eval_steps: list[int]) -> str:
     metric, value = spec.target
     headers = [column_header(spec, c) for c in spec.columns]
-    main = [[r.label, str(spec.runs_per_cell(r)), *(cell_text(cells[(r.label, c)]) for c in spec.columns)]
-            for r in spec.rows]
+    schedules, per_cell = schedule_column(spec, cells)
+    main = [[r.label, schedules[r.label], str(spec.runs_per_cell(r)),
+             *(cell_text(cells[(r.label, c)]) for c in spec.columns)] for r in spec.rows]
     points = [[r.label, *(format_point(cells[(r.label, c)].point) or "–" for c in spec.columns)] for r in spec.rows]
     over = f"{len(spec.reported_seeds)} seed(s)" + (" (confirmation runs of the chosen trial)"
                                                     if spec.confirm_seeds else "")
     lines = [f"# {spec.display_title}", "",
              f"Table `{spec.name}`: optimizer steps until `{metric}` reaches {format_value(value)} (the target of the "
-             f"runs' configs, `target.metric`/`target.value`), mean ± std over {over}, against the batch size B.", "",
-             md_table(["Method", "Budget (runs/cell)", *headers], main), ""]
+             f"runs' configs, `target.metric`/`target.value`), Kaplan–Meier median over {over}, against the batch "
+             "size B.", "", *protocol_warnings(spec),
+             md_table(["Method", "LR schedule", "Budget (runs/cell)", *headers], main), "", *edge_legend(spec, cells)]
     for text in (evaluation, _budget_text(spec), _selection_rule(spec)):
         lines += [text, ""] if text else []
     if spec.notes:
         lines += [f"Notes: {spec.notes.strip()}", ""]
-    lines += _fit_section(spec, fits)
+    lines += [*per_cell, *_fit_section(spec, fits)]
     if any(r.grid or r.trials is not None for r in spec.rows):
         lines += ["## Selected point per cell", "", md_table(["Method", *headers], points), ""]
     lines += _scope(spec, eval_steps)
@@ -372,8 +448,8 @@ def _csv(spec: Spec, cells: dict[tuple[str, Any], ScalingCell]) -> str:
     for row in spec.rows:
         for column in spec.columns:
             cell = cells[(row.label, column)]
-            writer.writerow([row.label, column, _number(cell.mean), _number(cell.std), _number(cell.images),
-                             _number(cell.time_s), cell.n, cell.finished,
+            writer.writerow([row.label, column, _number(cell.median), _number(cell.mean), _number(cell.std),
+                             _number(cell.images), _number(cell.time_s), cell.n, cell.finished, _number(cell.cap),
                              json.dumps(cell.point) if cell.point is not None else "", cell.status])
     return buffer.getvalue()
 
@@ -383,20 +459,26 @@ def build_scaling(spec: Spec, df: pd.DataFrame) -> ScalingTable:
     cells, problems = select(spec, df)
     fits = {}
     for row in spec.rows:
-        reached = [cells[(row.label, c)] for c in spec.columns if cells[(row.label, c)].status == "ok"]
-        fits[row.label] = fit_critical_batch([float(c.column) for c in reached], [c.mean for c in reached])
+        measured = [cells[(row.label, c)] for c in spec.columns if math.isfinite(cells[(row.label, c)].median)]
+        fits[row.label] = fit_critical_batch([float(c.column) for c in measured], [c.median for c in measured])
     evaluation, eval_steps = _evaluation_text(df, spec)
     return ScalingTable(spec, cells, fits, _markdown(spec, cells, fits, problems, evaluation, eval_steps),
                         _csv(spec, cells), problems)
 
 
 # --------------------------------------------------------------------------------------------- figure
+def _beyond(cell: ScalingCell) -> bool:
+    """The cell's steps lie beyond its cap: fewer than half its seeds reached the target, none did, or all diverged."""
+    return cell.status in ("not_reached", "diverged") or (cell.status == "ok" and math.isinf(cell.median))
+
+
 def scaling_axes(spec: Spec, table: ScalingTable) -> Axes | None:
-    """The axes of ``scaling.png``: steps to target against B on log-log axes, one line per row (error bars: std
-    over seeds), the perfect-scaling line through the best cell at the smallest batch size any row reached, each
-    identified fit dashed, unreached cells as open triangles at the top edge; ``None`` when no cell reached it."""
-    reached = [c for c in table.cells.values() if c.status == "ok"]
-    if not reached:
+    """The axes of ``scaling.png``: median steps to target against B on log-log axes, one line per row (dots: the
+    seeds that reached it), the perfect-scaling line through the best cell at the smallest batch size any row
+    measured, each identified fit dashed, cells beyond their cap as open triangles at the top edge; ``None`` when no
+    cell has a finite median."""
+    measured = [c for c in table.cells.values() if math.isfinite(c.median)]
+    if not measured:
         return None
     fig = Figure(figsize=(10, 5.2), layout="constrained")
     ax = fig.subplots()
@@ -404,33 +486,34 @@ def scaling_axes(spec: Spec, table: ScalingTable) -> Axes | None:
     batches = np.geomspace(min(spec.columns), max(spec.columns), 200)
     for row in spec.rows:
         mine = [table.cells[(row.label, c)] for c in spec.columns]
-        ok = [c for c in mine if c.status == "ok"]
-        if ok:
-            mean = np.array([c.mean for c in ok])
-            std = np.nan_to_num(np.array([c.std for c in ok]))
-            x = [c.column for c in ok]
-            ax.plot(x, mean, "o-", color=colours[row.label], label=row.label, markersize=4)
-            ax.errorbar(x, mean, yerr=np.vstack([np.minimum(std, mean * 0.9), std]), fmt="none",
-                        ecolor=colours[row.label], capsize=3)
+        line = [c for c in mine if math.isfinite(c.median)]
+        if line:
+            ax.plot([c.column for c in line], [c.median for c in line], "o-", color=colours[row.label],
+                    label=row.label, markersize=4)
+        seeds = [(c.column, v) for c in mine for v in c.values]
+        if seeds:
+            ax.plot(*zip(*seeds, strict=True), ".", color=colours[row.label], alpha=0.4, markersize=4)
         fit = table.fits[row.label]
         if fit.identified:
             ax.plot(batches, fit.s_min * (1 + fit.b_noise / batches), "--", color=colours[row.label], linewidth=0.8)
-        unreached = [c.column for c in mine if c.status in ("not_reached", "diverged")]
-        if unreached:
-            ax.plot(unreached, [0.97] * len(unreached), "^", mfc="none", color=colours[row.label], markersize=8,
-                    transform=ax.get_xaxis_transform(), clip_on=False, label=None if ok else row.label)
-    first = min(c.column for c in reached)
-    anchor = min((c for c in reached if c.column == first), key=lambda c: c.mean)
-    ax.plot(batches, anchor.mean * first / batches, ":", color="grey",
+        beyond = [c.column for c in mine if _beyond(c)]
+        if beyond:
+            ax.plot(beyond, [0.97] * len(beyond), "^", mfc="none", color=colours[row.label], markersize=8,
+                    transform=ax.get_xaxis_transform(), clip_on=False, label=None if line else row.label)
+    first = min(c.column for c in measured)
+    anchor = min((c for c in measured if c.column == first), key=lambda c: c.median)
+    ax.plot(batches, anchor.median * first / batches, ":", color="grey",
             label=f"perfect scaling S ∝ 1/B (through {anchor.row} at {column_header(spec, first)})")
+    ax.add_line(Line2D([], [], linestyle="none", marker=".", color="black", alpha=0.4,
+                       label="a seed that reached the target"))
     if any(f.identified for f in table.fits.values()):
         ax.add_line(Line2D([], [], linestyle="--", linewidth=0.8, color="black",
                            label="fit S_min (1 + B_noise / B) (row colour)"))
-    if any(c.status in ("not_reached", "diverged") for c in table.cells.values()):
+    if any(_beyond(c) for c in table.cells.values()):
         ax.add_line(Line2D([], [], linestyle="none", marker="^", mfc="none", color="black",
-                           label="target not reached or diverged (top edge)"))
-    values = [c.mean for c in reached] + [c.mean + np.nan_to_num(c.std) for c in reached]
-    ax.set_ylim(min(c.mean for c in reached) / 2, max(values) * 3)
+                           label="beyond the cap: under half the seeds reached, or diverged (top edge)"))
+    values = [c.median for c in measured] + [v for c in table.cells.values() for v in c.values]
+    ax.set_ylim(min(values) / 2, max(values) * 3)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xticks(spec.columns, [format_value(c) for c in spec.columns])
@@ -444,12 +527,17 @@ def scaling_axes(spec: Spec, table: ScalingTable) -> Axes | None:
 
 
 def scaling_figure(spec: Spec, table: ScalingTable, out_dir: str | Path) -> list[Path]:
-    """Write ``scaling.png`` (:func:`scaling_axes`) into ``out_dir`` when some cell reached the target."""
-    ax = scaling_axes(spec, table)
-    if ax is None:
-        return []
+    """Write ``scaling.png`` (:func:`scaling_axes`, when some cell has a finite median) and ``tuning_curve.png``
+    (the fewest steps among the first k trials, with how many trials reached the target) into ``out_dir``."""
     metric, value = spec.target
-    seeds = len(spec.reported_seeds)
-    return _save(ax.figure, [ax], f"optimizer steps until {metric} reaches {format_value(value)}",
-                 _title(spec, f"steps to target vs batch size (mean ± std over {seeds} seed(s))"),
-                 Path(out_dir) / FIGURE, shared_legend=False)
+    target = f"{metric} reaches {format_value(value)}"
+    ax = scaling_axes(spec, table)
+    paths = [] if ax is None else _save(
+        ax.figure, [ax], f"optimizer steps until {target}",
+        _title(spec, f"steps to target vs batch size (Kaplan–Meier median over {len(spec.reported_seeds)} seed(s))"),
+        Path(out_dir) / FIGURE, shared_legend=False)
+    return paths + tuning_curve(
+        spec, table.cells, Path(out_dir), "fewest steps so far",
+        _title(spec, f"tuning curve: fewest steps until {target} among the first k trials (median over "
+                     f"{len(spec.seeds)} search seed(s))"), improve=np.fmin.accumulate,
+        count="trials reached the target (by column)")

@@ -70,7 +70,9 @@ class AutoWU(Schedule):
     500 points of [0, 1] and ``p_j = max_{i<k} P(f(x_i) < f(x_k))`` with ``x_k = 1`` ("now"), from the
     Gaussian of each difference (variance + 1e-4). The epoch is *positive* when more than half of the
     ``p_j`` exceed ``confidence``; ``patience`` positive epochs in a row end the warm-up. Subsamples are
-    drawn without replacement from a ``torch.Generator`` seeded with ``seed``, so every rank decides alike.
+    drawn without replacement from a ``torch.Generator`` seeded with ``seed``. Under DDP the test runs on rank 0
+    and its outcome is broadcast, so every rank switches at the same step with the same LR (the GP's floating
+    point on another CPU could tip a vote); the other ranks' GP is idle, and rank 0's state is the one saved.
 
     **Switch.** The decay starts at step ``s = t_e + 1`` from
     ``η₀ = mean_j min_lr · (lr(t_e) / min_lr)^{x*_j}``, ``x*_j`` = argmin of draw ``j``'s posterior mean
@@ -111,7 +113,8 @@ class AutoWU(Schedule):
 
     Host synchronisation: ``observe`` writes each loss into a device buffer; only at an epoch's last
     warm-up step is the buffer all-reduced (mean over DDP ranks, a collective every rank reaches) and
-    copied to the host (one sync per epoch, warm-up only). After the switch ``observe`` does nothing.
+    copied to the host, and rank 0's test broadcast (one sync per epoch, warm-up only). After the switch
+    ``observe`` does nothing.
 
     State (:meth:`state_dict`): switch step and LR, whether it was detected, the positive streak, the
     test records, the loss history, the current epoch's buffer, the subsampling generator, and the GP
@@ -206,7 +209,7 @@ class AutoWU(Schedule):
         losses = distributed.all_reduce_sum(self.epoch_losses.clone()) / _world_size()
         self.history = torch.cat([self.history, losses.cpu().double()])
         self.epoch_losses.fill_(math.nan)
-        positive, eta0, record = self._epoch_test(step)
+        positive, eta0, record = distributed.from_rank0(lambda: self._epoch_test(step))
         self.streak = self.streak + 1 if positive else 0
         record |= {"step": step, "epoch": (step + 1) // spe, "positive": positive, "streak": self.streak}
         self.tests.append(record)

@@ -56,7 +56,8 @@ class WarmupCosine(Schedule):
     def describe(self) -> str:
         if not self.warmup_steps:
             return f"cosine to {self.floor:g}×"
-        return f"linear warm-up {self.warmup_steps} steps + cosine to {self.floor:g}×"
+        steps = f"{self.warmup_steps} step{'s' if self.warmup_steps != 1 else ''}"
+        return f"linear warm-up {steps} + cosine to {self.floor:g}×"
 
     def lr(self, step: int) -> float:
         w, total = self.warmup_steps, self.total_steps

@@ -6,10 +6,11 @@ that number is a monitor only. Tables use the offline linear evaluation that fol
 (:mod:`tvlars.tasks.linear_eval`).
 
 Losses are computed on the **global** batch: embeddings are gathered from every process with an
-autograd-aware all-gather, so the loss equals the single-process loss on the same global batch. The gather's
-backward sums each process's gradient over ranks (×world size) and DDP's gradient averaging divides it back, so
-gradients equal the single-process ones too. (lightly's losses normalise Barlow Twins embeddings per process,
-which is not the paper code's SyncBatchNorm-normalised global batch; hence our own reduction.)
+autograd-aware all-gather (:func:`tvlars.distributed.gather`), so the loss equals the single-process loss on the
+same global batch. The gather's backward sums each process's gradient over ranks (×world size) and DDP's gradient
+averaging divides it back, so gradients equal the single-process ones too. (lightly's losses normalise Barlow
+Twins embeddings per process, which is not the paper code's SyncBatchNorm-normalised global batch; hence our own
+reduction.)
 """
 
 from __future__ import annotations
@@ -17,24 +18,16 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.distributed.nn.functional import all_gather
 from torch.utils.data import Dataset
 
 from tvlars.data import DataBundle, DatasetInfo, TransformedDataset, classification_transforms
 from tvlars.data.batch_transforms import BatchNormalize, batch_two_view_transform
 from tvlars.data.ssl_transforms import two_view_transform
+from tvlars.distributed import gather
 from tvlars.tasks.base import BatchTransforms, Sums, Task
 from tvlars.tasks.classification import topk_correct
-
-
-def gather(z: Tensor) -> Tensor:
-    """Concatenate ``z`` from all processes along dim 0, differentiably (identity in one process)."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return z
-    return torch.cat(all_gather(z), dim=0)
 
 
 def barlow_twins_loss(z1: Tensor, z2: Tensor, lambd: float) -> Tensor:
