@@ -31,13 +31,15 @@ def _dead_pid() -> int:
 @pytest.mark.slow
 def test_a_second_process_is_refused_while_the_first_runs(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    args = tiny("dataset.num_train=2048", "epochs=6", "batch_size=128", f"run_dir={run_dir}")
+    # 6 epochs of 64 steps: long enough to outlast the second process's start on a busy machine
+    args = tiny("dataset.num_train=8192", "epochs=6", "batch_size=128", f"run_dir={run_dir}")
     first = subprocess.Popen([sys.executable, "-m", "tvlars.train", *args], cwd=ROOT, env=cli_env(),
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not (run_dir / "summary.json").exists() and first.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     second = run_cli(args)
+    assert first.poll() is None, "the first run ended before the second started; make it longer"
     _, err = first.communicate(timeout=300)
     assert first.returncode == 0, err[-2000:]
     assert second.returncode == 2, second.stderr[-2000:]
