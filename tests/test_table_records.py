@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -129,6 +130,30 @@ def test_continuing_a_committed_study_copies_only_what_is_missing(tmp_path: Path
     assert (runs / "a" / "summary.json").exists() and "running" in (runs / "b" / "summary.json").read_text()
     assert records.record_names(["/x/run", "/y/run", "/x/other"]) == {
         "other": Path("/x/other"), "run": Path("/x/run"), "run~2": Path("/y/run")}
+
+
+def test_continuing_copies_each_record_whole_or_not_at_all(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk in the middle of a record's copy leaves no half record (its summary without its metrics) that the
+    planner would take for a finished run; the next --continue copies it whole."""
+    committed, runs = tmp_path / "results" / "t" / "runs", tmp_path / "runs" / "t"
+    (committed / "a").mkdir(parents=True)
+    (committed / "a" / "summary.json").write_text('{"status": "completed"}')
+    (committed / "a" / "metrics.jsonl").write_text('{"epoch": 1}\n')
+    (runs / ".a.killed.tmp").mkdir(parents=True)  # what a killed copy left
+    copyfile = shutil.copyfile
+
+    def full_at_the_metrics(source: str, target: str, **kwargs: Any) -> Any:
+        if os.fspath(source).endswith("metrics.jsonl"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), target)
+        return copyfile(source, target, **kwargs)
+
+    monkeypatch.setattr(shutil, "copyfile", full_at_the_metrics)
+    with pytest.raises(OSError, match="No space left"):
+        records.seed_from(committed, runs)
+    monkeypatch.undo()
+    assert list(runs.iterdir()) == []
+    assert records.seed_from(committed, runs) == 1
+    assert sorted(p.name for p in (runs / "a").iterdir()) == ["metrics.jsonl", "summary.json"]
 
 
 @pytest.mark.parametrize("module", ["make_tables", "reproduce"])

@@ -77,14 +77,22 @@ def copy_records(names: dict[str, Path], records: Path) -> None:
 
 def seed_from(records: Path, runs: Path) -> int:
     """Copy committed records into ``runs`` where a run directory of that name is absent (continuing a committed
-    study); returns how many were copied. Existing run directories are never touched."""
+    study); returns how many were copied. Existing run directories are never touched; each record appears whole or
+    not at all (copied beside, then renamed: a full disk or a kill leaves no half record that looks finished)."""
     if not records.is_dir():
         raise UserError(f"no committed records in {records} to continue from; run without --continue")
     runs.mkdir(parents=True, exist_ok=True)
+    for stale in runs.glob(".*.tmp"):  # a copy a killed --continue left
+        shutil.rmtree(stale)
     copied = 0
     for record in sorted(p for p in records.iterdir() if p.is_dir()):
         if not (runs / record.name).exists():
-            shutil.copytree(record, runs / record.name)
+            staging = Path(tempfile.mkdtemp(dir=runs, prefix=f".{record.name}.", suffix=".tmp"))
+            try:
+                shutil.copytree(record, staging, dirs_exist_ok=True)
+                staging.rename(runs / record.name)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
             copied += 1
     return copied
 
