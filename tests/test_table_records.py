@@ -18,6 +18,7 @@ import pytest
 
 from tests.helpers import ROOT, cli_env, foreign_lock
 from tests.test_report import SPEC, TV, write_run
+from tvlars.errors import UserError
 from tvlars.lock import LOCK_NAME
 from tvlars.report import records
 
@@ -148,7 +149,7 @@ def test_continuing_copies_each_record_whole_or_not_at_all(tmp_path: Path, monke
         return copyfile(source, target, **kwargs)
 
     monkeypatch.setattr(shutil, "copyfile", full_at_the_metrics)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(UserError, match=f"^cannot copy {committed / 'a'} into {runs} .*No space left"):
         records.seed_from(committed, runs)
     monkeypatch.undo()
     assert list(runs.iterdir()) == []

@@ -91,6 +91,9 @@ def seed_from(records: Path, runs: Path) -> int:
             try:
                 shutil.copytree(record, staging, dirs_exist_ok=True)
                 staging.rename(runs / record.name)
+            except OSError as exc:  # copytree gathers its files' errors into one shutil.Error
+                reason = exc.args[0][0][2] if isinstance(exc, shutil.Error) else exc.strerror
+                raise UserError(f"cannot copy {record} into {runs} ({reason}); free space and rerun") from None
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
             copied += 1
