@@ -25,9 +25,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from tvlars.records import read_jsonl
+from tvlars.records import read_jsonl, write_atomic
 from tvlars.report.collect import normalize
-from tvlars.report.records import write_atomic
 from tvlars.report.tables import METRIC_TEXT, SPLIT_TEXT, Table, column_header, format_value
 from tvlars.spec import Spec
 

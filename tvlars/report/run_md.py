@@ -29,9 +29,9 @@ from typing import Any
 
 import pandas as pd
 
-from tvlars.records import FINAL, read_jsonl
+from tvlars.records import FINAL, read_jsonl, write_atomic
 from tvlars.report.collect import WANDB_PREFIX, normalize
-from tvlars.report.records import size, write_atomic
+from tvlars.report.records import size
 from tvlars.report.significance import Difference, adjust, p_text, welch
 from tvlars.report.tables import column_header, format_value, md_table, seeds_text
 from tvlars.spec import EXPERIMENTS_DIR, Spec
