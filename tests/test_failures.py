@@ -305,8 +305,8 @@ def test_image_folder_decoding_on_the_device_path_under_the_joblib_launcher(tmp_
 
     write_fake_cifar10(tmp_path / "data", n_train=40, n_test=20, format="imagefolder")
     args = [o for o in tiny(f"out_dir={tmp_path / 'runs'}", "epochs=1") if not o.startswith("dataset")]
-    result = run_cli(["--multirun", *args, "dataset=cifar10", "dataset.format=imagefolder", "batch_size=8",
-                      "eval_batch_size=8", "data.on_device=true", "num_workers=1", "seed=0,1",
+    result = run_cli(["--multirun", *args, "dataset=cifar10", "dataset.format=imagefolder", "dataset.val_size=8",
+                      "batch_size=8", "eval_batch_size=8", "data.on_device=true", "num_workers=1", "seed=0,1",
                       f"data_root={tmp_path / 'data'}", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
                       f"hydra.sweep.dir={tmp_path / 'multirun'}"], timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
