@@ -6,14 +6,17 @@ Tests import it as ``from tests.helpers import ...`` (the repository root is on 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from omegaconf import DictConfig
 
 from tvlars.config import compose
+from tvlars.lock import LOCK_NAME
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,3 +49,13 @@ def run_cli(args: list[str], timeout: float = 300, module: str = "tvlars.train")
     """Run ``python -m tvlars.train ARGS`` in a subprocess from the repo root."""
     return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=cli_env(), capture_output=True,
                           text=True, timeout=timeout)
+
+
+def foreign_lock(directory: Path, host: str, pid: int, age_s: float = 0.0) -> Path:
+    """A lock file (tvlars.lock) as another process would have left in ``directory``, its heartbeat ``age_s`` old."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / LOCK_NAME
+    path.write_text(json.dumps({"host": host, "pid": pid, "token": "theirs", "started": "earlier"}))
+    then = time.time() - age_s
+    os.utime(path, (then, then))
+    return path

@@ -54,6 +54,11 @@ def test_run_id_ignores_paths_and_logging_but_not_hyperparameters() -> None:
         (["optimizer.weight_decay=-1"], "optimizer.weight_decay must be >= 0"),
         (["data.on_device=yes"], "data.on_device must be auto, true or false"),
         (["data.on_device=1"], "data.on_device must be auto, true or false"),
+        (["dataset=synthetic", "dataset.noise=nan"], r"^dataset.noise must be a finite number \(got nan\)$"),
+        (["optimizer.lr=inf"], r"^optimizer.lr must be a finite number \(got inf\)$"),
+        (["optimizer=adamw", "optimizer.betas=[0.9,-inf]"], r"^optimizer.betas\[1\] must be a finite number"),
+        (["schedule=warmup_cosine", "schedule.floor=nan"], r"^schedule.floor must be a finite number"),
+        (["target.metric=test_top1", "target.value=inf"], r"^target.value must be a finite number"),
     ],
 )
 def test_range_errors_name_the_key(overrides: list[str], needle: str) -> None:

@@ -3,7 +3,9 @@ interruptions recorded, a failing job that does not stop its sweep."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import re
 import signal
 import subprocess
@@ -121,6 +123,61 @@ def test_unreadable_summary_without_checkpoint_is_moved_aside(tiny_cfg, tmp_path
     assert str(aside) in caplog.text
 
 
+@pytest.mark.parametrize("evidence", ["config.yaml", "checkpoint"])
+def test_unreadable_summary_of_another_experiment_is_refused(evidence: str, tiny_cfg, tmp_path: Path) -> None:
+    """Without a readable summary.json, the directory's config.yaml (else its checkpoint) says whose records these
+    are; another seed's are refused, also by a run that would not read the checkpoint."""
+    run(tiny_cfg("seed=0"))
+    run_dir = tmp_path / "run"
+    (run_dir / "summary.json").write_bytes(b"\xff\xfe\x00binary")
+    if evidence == "checkpoint":
+        (run_dir / "config.yaml").unlink()
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
+    with pytest.raises(UserError, match=f"{run_dir} holds a different run"):
+        run(tiny_cfg("seed=1", "checkpoint_every=0"))
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before
+
+
+def test_a_full_disk_at_checkpoint_time_is_one_line_and_the_run_resumes_once_there_is_space(
+        tiny_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The second checkpoint finds the disk full (ENOSPC when its bytes are flushed, as NFS reports it): one line
+    names the file and the space it needs, the first checkpoint stays, and the rerun ends as an uninterrupted run."""
+    straight = run(tiny_cfg("epochs=3", f"run_dir={tmp_path / 'straight'}"))
+    fsync, checkpoints = os.fsync, []
+
+    def full_at_the_second_checkpoint(fd: int) -> None:
+        if ".checkpoint.pt." in os.readlink(f"/proc/self/fd/{fd}"):
+            checkpoints.append(fd)
+            if len(checkpoints) == 2:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        fsync(fd)
+
+    run_dir = tmp_path / "run"
+    monkeypatch.setattr(os, "fsync", full_at_the_second_checkpoint)
+    with pytest.raises(UserError) as error:
+        run(tiny_cfg("epochs=3"))
+    monkeypatch.undo()
+    message = str(error.value)
+    match = re.fullmatch(rf"no space left to write {run_dir / 'checkpoint.pt'} \(No space left on device\): it needs "
+                         r"([\d.]+) MB, [\d.]+ MB are free there; free space, then rerun the same command to resume "
+                         "from the last checkpoint", message)
+    assert match, message
+    kept = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+    assert kept["train_state"]["epoch"] == 1 and not list(run_dir.glob(".*.tmp"))
+    assert float(match.group(1)) == pytest.approx((run_dir / "checkpoint.pt").stat().st_size / 1e6, abs=0.05)
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "failed"
+    resumed = run(tiny_cfg("epochs=3"))
+    assert resumed["status"] == "completed" and resumed["final_test_top1"] == straight["final_test_top1"]
+    assert [r["epoch"] for r in read_jsonl(run_dir / "metrics.jsonl")] == [1, 2, 3]
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full (a device that is always full)")
+def test_a_full_disk_while_appending_a_log_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"^no space left to write /dev/full \(No space left on device\): it needs "
+                                        r"0\.0 MB, "):
+        RunRecords(tmp_path).append_jsonl(Path("/dev/full"), [{"epoch": 1}])
+
+
 def test_summary_records_provenance_and_warns_about_other_code(tiny_cfg, tmp_path: Path,
                                                                caplog: pytest.LogCaptureFixture) -> None:
     first = run(tiny_cfg("epochs=1"))
@@ -157,7 +214,7 @@ class RecordingLogger:
     def log(self, metrics: dict, step: int) -> None:
         type(self).steps.append(step)
 
-    def finish(self, exit_code: int = 0) -> None:
+    def finish(self, exit_code: int = 0, preempted: bool = False) -> None:
         pass
 
 
@@ -210,6 +267,19 @@ def test_a_failing_job_does_not_stop_the_multirun(launcher: str, tmp_path: Path)
         assert result.stderr.count("error: CIFAR-10 not found") == 2
 
 
+@pytest.mark.parametrize(("task", "recorded"), [("0", True), ("1", False)])
+def test_only_rank_0_of_a_slurm_job_records_a_failure(task: str, recorded: bool, tmp_path: Path) -> None:
+    """SLURM gives the rank (SLURM_PROCID); the rendezvous exports it as RANK, which must happen before the CLI reads
+    it to decide who logs and who writes the failure record."""
+    env = {**cli_env(), "SLURM_NTASKS": "2", "SLURM_PROCID": task, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}
+    env.pop("RANK", None)
+    result = subprocess.run([sys.executable, "-m", "tvlars.train", "--multirun", *tiny("optimizer.lr=-1"),
+                             f"run_dir={tmp_path / 'run'}", f"hydra.sweep.dir={tmp_path / 'multirun'}"], cwd=ROOT,
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and "error: optimizer.lr must be >= 0" in result.stderr, result.stderr[-2000:]
+    assert (tmp_path / "run" / "summary.json").exists() == recorded
+
+
 @pytest.mark.parametrize(("tty", "columns", "expected"), [(True, 120, "bar"), (True, 0, "lines"), (True, 20, "lines"),
                                                             (False, 120, "lines")])
 def test_auto_progress_draws_a_bar_only_on_a_real_terminal(tty: bool, columns: int, expected: str,
@@ -235,8 +305,8 @@ def test_image_folder_decoding_on_the_device_path_under_the_joblib_launcher(tmp_
 
     write_fake_cifar10(tmp_path / "data", n_train=40, n_test=20, format="imagefolder")
     args = [o for o in tiny(f"out_dir={tmp_path / 'runs'}", "epochs=1") if not o.startswith("dataset")]
-    result = run_cli(["--multirun", *args, "dataset=cifar10", "dataset.format=imagefolder", "batch_size=8",
-                      "eval_batch_size=8", "data.on_device=true", "num_workers=1", "seed=0,1",
+    result = run_cli(["--multirun", *args, "dataset=cifar10", "dataset.format=imagefolder", "dataset.val_size=8",
+                      "batch_size=8", "eval_batch_size=8", "data.on_device=true", "num_workers=1", "seed=0,1",
                       f"data_root={tmp_path / 'data'}", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
                       f"hydra.sweep.dir={tmp_path / 'multirun'}"], timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
+import wandb
 
+from tvlars.loggers import WandbLogger
+from tvlars.preemption import Stopped
 from tvlars.records import read_jsonl
 from tvlars.run import run
 
@@ -150,6 +156,35 @@ def test_resumed_run_continues_the_same_wandb_run(tiny_cfg, tmp_path: Path) -> N
     second = run(tiny_cfg("epochs=1", "logger=wandb", "logger.mode=offline"))
     assert second["status"] == "completed"
     assert second["logger_id"] == first["logger_id"]
+
+
+class StoppedWandb(WandbLogger):
+    """The W&B logger of a run that gets SIGTERM at step 2, before it writes any checkpoint; it notes the
+    ``logger_id`` that ``summary.json`` holds at that moment."""
+
+    summary_id: str | None = None
+
+    def log(self, metrics: dict[str, Any], step: int) -> None:
+        super().log(metrics, step)
+        if step == 2 and type(self).summary_id is None:
+            type(self).summary_id = json.loads((Path(self.run_dir or "") / "summary.json").read_text())["logger_id"]
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_a_run_stopped_before_any_checkpoint_continues_its_wandb_run_which_was_marked_preempted(
+        tiny_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    monkeypatch.setattr(wandb.Run, "mark_preempting", lambda self: calls.append(f"preempting {self.id}"))
+    cfg = tiny_cfg("epochs=1", "checkpoint_every=0", "log_every=1", "logger=wandb", "logger.mode=offline")
+    cfg.logger._target_ = f"{__name__}.StoppedWandb"
+    with pytest.raises(Stopped):
+        run(cfg)
+    first = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert first["status"] == "interrupted" and StoppedWandb.summary_id == first["logger_id"] is not None
+    assert calls == [f"preempting {first['logger_id']}"]
+    second = run(tiny_cfg("epochs=1", "checkpoint_every=0", "logger=wandb", "logger.mode=offline"))
+    assert second["status"] == "completed" and second["logger_id"] == first["logger_id"]
+    assert len(calls) == 1
 
 
 @pytest.mark.parametrize("optimizer", ["lars", "tvlars", "lamb", "lamb_official", "lambc"])

@@ -1,11 +1,13 @@
 """The command line: ``python -m tvlars.train [group=option ...] [key=value ...]`` (also ``tvlars-train``, and under
 ``torchrun``). Composition errors and anything a user can fix end in one ``error:`` line and exit code 2 before
-training starts; Ctrl-C records the run as ``interrupted`` and exits with 130. Inside a Hydra multirun (a sweep), a
-failing job is recorded as ``failed`` with its error line in ``summary.json`` and the sweep goes on.
+training starts; Ctrl-C records the run as ``interrupted`` and exits with 130, SIGTERM (and submitit's timeout
+signal) after a checkpoint with 128 + the signal's number (:mod:`tvlars.preemption`). Inside a Hydra multirun (a
+sweep), a failing job is recorded as ``failed`` with its error line in ``summary.json`` and the sweep goes on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -18,9 +20,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from tvlars import distributed
+from tvlars import distributed, preemption
 from tvlars.config import run_dir, run_id
 from tvlars.errors import UserError
+from tvlars.lock import Locked
 from tvlars.paths import CONFIG_DIR
 from tvlars.records import FINAL, RunRecords, Status
 from tvlars.run import run
@@ -68,16 +71,20 @@ def check_composition(argv: list[str]) -> None:
 
 def record_failure(cfg: DictConfig, error: str) -> None:
     """Write ``status: failed`` and ``error`` into the job's run directory (a sweep job that failed before or while
-    running), unless the directory holds a finished run, another experiment or an unreadable record."""
+    running), unless the directory holds a finished run, another experiment or an unreadable record, or another
+    process holds it."""
     try:
         rid, records = run_id(cfg), RunRecords(run_dir(cfg))
-        previous = records.read_summary()
-        if records.unreadable_summary() or (previous is not None and (
-                previous.get("run_id") != rid or previous.get("status") in FINAL)):
-            return
-        records.prepare()
-        base = previous or {"run_id": rid, "run_dir": str(records.dir), "seed": cfg.seed, "config": _container(cfg)}
-        records.write_summary({**base, "status": Status.failed.value, "error": error})
+        with records.locked():
+            previous = records.read_summary()
+            if records.unreadable_summary() or (previous is not None and (
+                    previous.get("run_id") != rid or previous.get("status") in FINAL)):
+                return
+            base = previous or {"run_id": rid, "run_dir": str(records.dir), "seed": cfg.seed,
+                                "config": _container(cfg)}
+            records.write_summary({**base, "status": Status.failed.value, "error": error})
+    except Locked:
+        return
     except Exception as exc:  # noqa: BLE001 - recording must never hide the original error
         print(f"warning: could not record the failure in the run directory ({exc})", file=sys.stderr)
 
@@ -90,6 +97,14 @@ def _container(cfg: DictConfig) -> dict:
         return OmegaConf.to_container(cfg, resolve=False, enum_to_str=True)  # type: ignore[return-value]
 
 
+def _main_rank() -> bool:
+    """Whether this process is rank 0: ``RANK`` once the SLURM/submitit rendezvous has exported it (a rendezvous that
+    fails is reported by :func:`run`), else SLURM's task id."""
+    with contextlib.suppress(UserError):
+        distributed.world_size_from_env()
+    return os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")) == "0"
+
+
 def _in_sweep() -> bool:
     try:
         return HydraConfig.get().mode == RunMode.MULTIRUN
@@ -100,12 +115,18 @@ def _in_sweep() -> bool:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def _hydra_main(cfg: DictConfig) -> float | None:
     """One run (or one job of a multirun); returns the best test top-1 for Hydra sweepers."""
-    main_rank = os.environ.get("RANK", "0") == "0"
+    main_rank = _main_rank()
     logging.basicConfig(level=logging.INFO if main_rank else logging.WARNING,
                         format="[%(asctime)s] %(message)s", datefmt="%H:%M:%S", force=True)
     sweep = _in_sweep()
     try:
         summary = run(cfg)
+    except Locked as exc:
+        if not sweep:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(2)
+        print(f"warning: skipping this job: {exc}", file=sys.stderr)  # another process runs it; the sweep goes on
+        return None
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         if not sweep:
@@ -116,6 +137,11 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     except KeyboardInterrupt:
         print("error: interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
         sys.exit(130)
+    except preemption.Stopped as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        if exc.forward is not None:
+            exc.forward(exc.signum, None)  # submitit's handler: requeues the job (and exits) on rank 0
+        sys.exit(128 + exc.signum)
     except Exception as exc:
         if not sweep:
             raise

@@ -180,8 +180,21 @@ def instantiate_node(node: DictConfig, key: str, skip: tuple[str, ...] = (), **o
         raise UserError(message if message.startswith(f"{key}.") else f"{key}: {message}") from None
 
 
+def _check_finite(node: Any, key: str = "") -> None:
+    """Every number in the config is finite: ``nan`` or ``inf`` would train silently (noise, LR, decay...)."""
+    if isinstance(node, dict):
+        for name, value in node.items():
+            _check_finite(value, f"{key}.{name}" if key else str(name))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            _check_finite(value, f"{key}[{i}]")
+    elif isinstance(node, float) and not math.isfinite(node):
+        raise UserError(f"{key} must be a finite number (got {node})")
+
+
 def validate(cfg: DictConfig, world_size: int = 1) -> None:
     """Cross-field checks, each failing with one line that names the key and the fix."""
+    _check_finite(OmegaConf.to_container(cfg, resolve=True))
     for key in ("batch_size", "epochs", "base_batch_size", "eval_batch_size", "eval_every", "log_every",
                 "log_trust_every"):
         _positive(cfg, key)

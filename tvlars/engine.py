@@ -3,7 +3,9 @@
 The engine owns the global step. Schedules are pure functions of it, and every epoch's randomness is
 re-seeded from ``(seed, rank, epoch)``, so a run resumed from a checkpoint repeats an uninterrupted run
 exactly. Host synchronisation happens only every ``log_every`` steps, at epoch ends and at the steps where an
-instrument (:mod:`tvlars.instruments`: evaluations every N steps, noise scale, sharpness) measures.
+instrument (:mod:`tvlars.instruments`: evaluations every N steps, noise scale, sharpness) measures. At the first two,
+the loop also checks whether a signal asked the run to stop (:mod:`tvlars.preemption`): it then checkpoints, in the
+middle of an epoch if need be (:class:`EpochProgress`), and raises :class:`~tvlars.preemption.Stopped`.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ import logging
 import math
 import os
 import random
+import signal
 import sys
 import time
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
@@ -25,7 +28,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from tvlars import distributed
+from tvlars import distributed, preemption
 from tvlars.data.loaders import DeviceLoader
 from tvlars.distributed import DistInfo
 from tvlars.evaluation import recalibrated, tracked_batchnorms
@@ -44,6 +47,21 @@ def seed_all(seed: int, rank: int = 0, epoch: int = 0) -> None:
     random.seed(value)
     np.random.seed(value % 2**32)
     torch.manual_seed(value)
+
+
+def random_states(device: torch.device) -> dict[str, Any]:
+    """Every random state the loop draws from: Python, NumPy, torch on the CPU and on ``device``."""
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+
+
+def set_random_states(states: dict[str, Any], device: torch.device) -> None:
+    """Restore what :func:`random_states` returned."""
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if device.type == "cuda" and states["cuda"] is not None:
+        torch.cuda.set_rng_state(states["cuda"], device)
 
 
 @dataclass
@@ -68,6 +86,17 @@ class EpochTotals:
 
     nonfinite: Tensor
     sums: Sums | None = None
+
+
+@dataclass
+class EpochProgress:
+    """How far an epoch got when a stop signal interrupted it. A checkpoint written there carries it; the resumed
+    run draws the epoch's first ``steps`` batches again without training on them (their random augmentations
+    repeat), then restores each rank's random states and sums, and goes on exactly as the interrupted run would."""
+
+    steps: int  # optimizer steps of the epoch taken
+    train_time_s: float  # its training time so far
+    ranks: list[dict[str, Any]]  # per rank, in rank order: random states and the loop's sums (Engine._rank_state)
 
 
 @dataclass
@@ -205,13 +234,16 @@ class Engine:
         self.layer_names = [n for g in optimizer.param_groups for n in g.get("names", [""] * len(g["params"]))]
         batch = getattr(train_loader, "batch_size", None) or 0
         self.progress = Progress(opts, len(train_loader), batch * dist.world_size, enabled=dist.is_main)
+        self._saved_step = 0  # the step of the last checkpoint written or resumed from
+        self._resumed: EpochProgress | None = None  # a mid-epoch checkpoint's progress, until its epoch resumes
+        self._epoch_start = 0.0  # time.perf_counter() at the start of the current epoch's training, less resumed time
 
     # ----------------------------------------------------------------------------------------- state
-    def state_dict(self, state: TrainState) -> dict[str, Any]:
+    def state_dict(self, state: TrainState, progress: EpochProgress | None = None) -> dict[str, Any]:
         return {"run_id": self.opts.run_id, "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
                 "task": self.task.state_dict(), "instruments": self.instruments.state_dict(),
-                "train_state": asdict(state)}
+                "train_state": asdict(state), "epoch_progress": asdict(progress) if progress else None}
 
     def load_state_dict(self, ckpt: dict[str, Any]) -> TrainState:
         self.model.load_state_dict(ckpt["model"])
@@ -219,7 +251,60 @@ class Engine:
         self.schedule.load_state_dict(ckpt["schedule"])
         self.task.load_state_dict(ckpt.get("task", {}))
         self.instruments.load_state_dict(ckpt.get("instruments", {}))
-        return TrainState(**ckpt["train_state"])
+        progress = ckpt.get("epoch_progress")
+        self._resumed = EpochProgress(**progress) if progress else None
+        state = TrainState(**ckpt["train_state"])
+        self._saved_step = state.step
+        return state
+
+    def _save_checkpoint(self, state: TrainState, progress: EpochProgress | None = None) -> None:
+        if self.dist.is_main and self.records is not None:
+            self.records.save_checkpoint(self.state_dict(state, progress))
+        self._saved_step = state.step
+
+    def _rank_state(self, totals: EpochTotals) -> dict[str, Any]:
+        """This rank's part of an :class:`EpochProgress`: its random states and the epoch's sums so far (host)."""
+        sums = None if totals.sums is None else {k: v.cpu() if isinstance(v, Tensor) else v
+                                                 for k, v in totals.sums.items()}
+        return {"random": random_states(self.device), "nonfinite": totals.nonfinite.cpu(), "sums": sums}
+
+    def _resume_epoch(self, progress: EpochProgress, batches: Any, totals: EpochTotals) -> None:
+        """Draw the epoch's first ``progress.steps`` batches again (not trained on), then restore this rank's random
+        states and sums. With another world size than the interrupted run's, rank 0 takes every rank's sums and the
+        random states stay as the redraw left them (the data order differs anyway)."""
+        for _ in range(progress.steps):
+            next(batches)
+        if len(progress.ranks) == self.dist.world_size:
+            mine = [progress.ranks[self.dist.rank]]
+            set_random_states(mine[0]["random"], self.device)
+        else:
+            mine = progress.ranks if self.dist.is_main else []
+        for part in mine:
+            totals.nonfinite |= part["nonfinite"].to(self.device)
+            if part["sums"] is not None:
+                totals.sums = add_sums(totals.sums, {k: v.to(self.device) if isinstance(v, Tensor) else v
+                                                 for k, v in part["sums"].items()})
+
+    def _agreed_stop(self) -> int:
+        """The signal that asked any rank to stop (0: none), agreed by every rank (one all-reduce, a host sync)."""
+        flag = torch.full((), float(preemption.requested() or 0), device=self.device)
+        return int(distributed.all_reduce_max(flag).item())
+
+    def _stop(self, state: TrainState, signum: int, progress: EpochProgress | None = None,
+              snapshots: list[dict[str, Any]] | None = None) -> NoReturn:
+        """Checkpoint (with ``progress`` and the trust ``snapshots`` not yet written, in the middle of an epoch)
+        unless the last checkpoint is of this step or checkpoints are off, then raise
+        :class:`~tvlars.preemption.Stopped`."""
+        name = signal.Signals(signum).name
+        if not self.opts.checkpoint_every:
+            raise preemption.Stopped(signum, f"stopped by {name} at step {state.step}; checkpoint_every=0 keeps no "
+                                             "checkpoint, so a rerun starts over")
+        if state.step > self._saved_step:
+            if self.dist.is_main and snapshots:
+                self._write_trust(snapshots)
+            self._save_checkpoint(state, progress)
+        where = f"at step {state.step}, checkpointed" if state.step else "before its first step"
+        raise preemption.Stopped(signum, f"stopped by {name} {where}; rerun the same command to resume from there")
 
     # ----------------------------------------------------------------------------------------- steps
     def _to_device(self, batch: Any) -> Any:
@@ -334,8 +419,10 @@ class Engine:
             raise RuntimeError(f"evaluation on an empty {split} shard")
         return reduce_means(sums, split)
 
-    def train_epoch(self, state: TrainState, epoch: int) -> tuple[dict[str, float], bool, list[dict[str, Any]]]:
-        """Train one epoch; returns (train metrics, diverged?, trust snapshots on device)."""
+    def train_epoch(self, state: TrainState, epoch: int, resumed: EpochProgress | None = None,
+                    ) -> tuple[dict[str, float], bool, list[dict[str, Any]]]:
+        """Train one epoch (``resumed``: from a mid-epoch checkpoint's progress); returns (train metrics, diverged?,
+        trust snapshots on device). A stop signal ends it at the next ``log_every`` step (:meth:`_stop`)."""
         opts = self.opts
         sampler = getattr(self.train_loader, "sampler", None)
         if hasattr(sampler, "set_epoch"):
@@ -345,13 +432,17 @@ class Engine:
         snapshots: list[dict[str, Any]] = []
         self.progress.start_epoch(epoch, state.step)
         diverged = False
-        for i, batch in enumerate(self.train_loader):
+        batches = iter(self.train_loader)
+        if resumed is not None:
+            self._resume_epoch(resumed, batches, totals)
+        for i, batch in enumerate(batches, start=resumed.steps if resumed is not None else 0):
             loss, lr, step_sums = self.loop_step(state, batch, totals)
             if state.step % opts.log_trust_every == 0 and self.dist.is_main:
                 snap = self._trust_snapshot(state.step, epoch + 1)
                 if snap:
                     snapshots.append(snap)
             self.progress.step()
+            stop = 0
             if state.step % opts.log_every == 0 or i + 1 == len(self.train_loader):
                 if distributed.all_reduce_max(totals.nonfinite.float()).item() > 0:
                     diverged = True
@@ -359,8 +450,14 @@ class Engine:
                 host_loss = loss.item()
                 self.progress.update(epoch, state.step, host_loss, lr)
                 self.logger.log({"train/loss": host_loss, "train/lr": lr}, step=state.step)
+                stop = self._agreed_stop()
             if self.instruments.after_step(self, state, step_sums):
                 break
+            if stop:
+                self.progress.end_epoch()
+                train_time = time.perf_counter() - self._epoch_start - self.instruments.paused_s
+                progress = EpochProgress(i + 1, train_time, distributed.all_gather_object(self._rank_state(totals)))
+                self._stop(state, stop, progress, snapshots)
         self.progress.end_epoch()
         if totals.sums is None:
             raise RuntimeError("the training loader yielded no batch")
@@ -394,10 +491,16 @@ class Engine:
         if state.stopped_at_target:  # resumed after stopping at the target (killed before summary.json was written)
             return Status.completed.value
         for epoch in range(state.epoch, opts.epochs):
+            stop = self._agreed_stop()  # asked between epochs, or while the last one was evaluated
+            if stop:
+                self._stop(state, stop)
             seed_all(opts.seed, self.dist.rank, epoch + 1)
-            start, first_step = time.perf_counter(), state.step
+            resumed, self._resumed = self._resumed, None
+            start = time.perf_counter() - (resumed.train_time_s if resumed is not None else 0.0)
+            first_step = state.step - (resumed.steps if resumed is not None else 0)
+            self._epoch_start = start
             self.instruments.start_epoch(start)
-            train_metrics, diverged, snapshots = self.train_epoch(state, epoch)
+            train_metrics, diverged, snapshots = self.train_epoch(state, epoch, resumed)
             train_time = time.perf_counter() - start - self.instruments.paused_s
             if diverged:
                 log.warning("non-finite training loss at step %d (epoch %d): run diverged", state.step, epoch + 1)
@@ -423,15 +526,13 @@ class Engine:
         return Status.completed.value
 
     def _end_epoch(self, state: TrainState, row: dict[str, Any], snapshots: list[dict[str, Any]]) -> None:
-        if not self.dist.is_main:
-            return
-        self.logger.log({f"epoch/{k}": v for k, v in row.items()}, step=state.step)
-        msg = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
-        log.info("epoch %d/%d %s", state.epoch, self.opts.epochs, msg)
-        if self.records is None:
-            return
-        self._write_trust(snapshots)
-        self.records.append_jsonl(self.records.metrics, [row])
+        if self.dist.is_main:
+            self.logger.log({f"epoch/{k}": v for k, v in row.items()}, step=state.step)
+            msg = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
+            log.info("epoch %d/%d %s", state.epoch, self.opts.epochs, msg)
+            if self.records is not None:
+                self._write_trust(snapshots)
+                self.records.append_jsonl(self.records.metrics, [row])
         every = self.opts.checkpoint_every
         if every and (state.epoch % every == 0 or state.epoch == self.opts.epochs):
-            self.records.save_checkpoint(self.state_dict(state))
+            self._save_checkpoint(state)

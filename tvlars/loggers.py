@@ -28,8 +28,9 @@ class NullLogger:
     def log(self, metrics: dict[str, Any], step: int) -> None:
         """Record ``metrics`` at global ``step``."""
 
-    def finish(self, exit_code: int = 0) -> None:
-        """Close the run; always called, also after a failure."""
+    def finish(self, exit_code: int = 0, preempted: bool = False) -> None:
+        """Close the run; always called, also after a failure. ``preempted``: stopped to be resumed (a signal,
+        Ctrl-C), not failed."""
 
 
 def _has_api_key() -> bool:
@@ -49,7 +50,8 @@ def wandb_mode(mode: str) -> str:
 
 
 class WandbLogger(NullLogger):
-    """Weights & Biases run stored under ``<run_dir>/wandb``; a resumed run continues the same W&B run."""
+    """Weights & Biases run stored under ``<run_dir>/wandb``; a rerun of an unfinished run continues the same W&B
+    run (its id is in ``summary.json`` from the start, and in every checkpoint)."""
 
     def __init__(self, run_dir: str, project: str = "tvlars", entity: str | None = None,
                  group: str | None = None, tags: list[str] | None = None, name: str | None = None,
@@ -81,7 +83,9 @@ class WandbLogger(NullLogger):
         if self._run is not None:
             self._run.log(metrics, step=step)
 
-    def finish(self, exit_code: int = 0) -> None:
+    def finish(self, exit_code: int = 0, preempted: bool = False) -> None:
         if self._run is not None:
+            if preempted:
+                self._run.mark_preempting()  # W&B shows it preempted, not failed; the rerun continues it
             self._run.finish(exit_code=exit_code)
             self._run = None

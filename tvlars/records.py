@@ -9,19 +9,25 @@ Layout of ``<run_dir>``::
                      the instruments' rows (tvlars.instruments, docs/instruments.md)
     checkpoint.pt    model, optimizer, schedule, step, epoch, W&B id (written atomically)
     summary.json     final record read by the table builder (written atomically, last)
+    .lock            the lock of the process writing the directory (tvlars.lock), while it runs
 
-Only rank 0 creates a :class:`RunRecords`; every write of a whole file goes through a temporary file and
-``os.replace``, so a killed run never leaves a half-written ``summary.json`` or checkpoint.
+Only rank 0 creates a :class:`RunRecords`, and writes only while it holds the directory's lock (:meth:`locked`);
+every write of a whole file goes through a temporary file and ``os.replace``, so a killed run never leaves a
+half-written ``summary.json`` or checkpoint.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import io
 import json
 import logging
 import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -29,6 +35,7 @@ from typing import Any
 import torch
 
 from tvlars.errors import UserError
+from tvlars.lock import LOCK_NAME, DirLock
 
 log = logging.getLogger("tvlars")
 
@@ -51,16 +58,49 @@ class Status(str, Enum):
 FINAL = tuple(s.value for s in Status if s.final)  # the statuses a rerun skips: compare with ``in FINAL``
 
 
+class _Counter(io.RawIOBase):
+    """A sink that counts the bytes written to it: the size a write that failed needed."""
+
+    def __init__(self) -> None:
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self.size += len(data)
+        return len(data)
+
+
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)  # a full filesystem, an exhausted quota
+
+
+def _no_space(path: Path, exc: OSError, needed: int) -> UserError:
+    """A write that found no space, as one line naming the file, the space it needs and the space left there."""
+    free = shutil.disk_usage(path.parent).free
+    return UserError(f"no space left to write {path} ({exc.strerror}): it needs {needed / 1e6:.1f} MB, "
+                     f"{free / 1e6:.1f} MB are free there; free space, then rerun the same command to resume from "
+                     "the last checkpoint")
+
+
 def _atomic_write(path: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """``write(f)`` into a temporary file beside ``path``, then ``os.replace``: ``path`` holds its old content or the
+    whole new one. A full disk leaves the old content and raises :func:`_no_space`'s line."""
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno in _NO_SPACE:
+            counter = _Counter()
+            write(counter)
+            raise _no_space(path, exc, counter.size) from None
         raise
 
 
@@ -103,21 +143,40 @@ class RunRecords:
         self.sharpness = self.dir / "sharpness.jsonl"
         self.checkpoint = self.dir / "checkpoint.pt"
         self.summary = self.dir / "summary.json"
+        self.held: DirLock | None = None  # the directory's lock, once taken: writes stop if it is taken over
+
+    def _not_writable(self, exc: OSError) -> UserError:
+        return UserError(f"run directory {self.dir} is not writable ({exc.strerror}); "
+                         "set out_dir=<writable dir> or run_dir=<writable dir>")
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the run directory's lock (the directory is created if needed), or fail with one line naming its
+        holder or the problem."""
+        lock = DirLock(self.dir, "run directory")
+        try:
+            lock.acquire()
+        except OSError as exc:
+            raise self._not_writable(exc) from None
+        self.held = lock
+        try:
+            yield
+        finally:
+            lock.release()
+            self.held = None
+
+    def _check_held(self) -> None:
+        if self.held is not None:
+            self.held.check()
 
     def prepare(self) -> None:
-        """Create the directory and prove it is writable, or fail with one line naming it; remove temporary
-        files that an interrupted atomic write left behind."""
+        """Remove temporary files that an interrupted atomic write left behind, or fail with one line."""
+        self._check_held()
         try:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            probe = self.dir / ".write-test"
-            probe.write_text("ok")
-            probe.unlink()
             for stale in self.dir.glob(".*.tmp"):
                 stale.unlink()
         except OSError as exc:
-            raise UserError(
-                f"run directory {self.dir} is not writable ({exc.strerror}); "
-                "set out_dir=<writable dir> or run_dir=<writable dir>") from None
+            raise self._not_writable(exc) from None
 
     def read_summary(self) -> dict[str, Any] | None:
         """The run's summary, or ``None`` if there is none or it is unreadable (see :meth:`unreadable_summary`)."""
@@ -132,30 +191,42 @@ class RunRecords:
         return self.summary.exists() and self.read_summary() is None
 
     def move_aside(self) -> Path:
-        """Move the whole run directory to ``<run_dir>.unreadable-<UTC time>`` (records are never deleted) and
-        return where it went."""
+        """Move the run directory's files but its lock to ``<run_dir>.unreadable-<UTC time>`` (records are never
+        deleted) and return where they went."""
+        self._check_held()
         target = self.dir.with_name(f"{self.dir.name}.unreadable-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
-        shutil.move(str(self.dir), target)
+        target.mkdir()
+        for entry in self.dir.iterdir():
+            if entry.name != LOCK_NAME:
+                shutil.move(str(entry), target / entry.name)
         log.warning("warning: %s had an unreadable summary.json and no usable checkpoint; its files were moved "
                     "to %s", self.dir, target)
         return target
 
     def write_summary(self, summary: dict[str, Any]) -> None:
+        self._check_held()
         write_json(self.summary, summary)
 
     def write_config(self, text: str) -> None:
+        self._check_held()
         write_atomic(self.config, text.encode())
 
     def append_jsonl(self, path: Path, rows: list[dict[str, Any]]) -> None:
         """Append ``rows``, first cutting a torn last line (a run killed mid-write) so every line stays whole."""
-        with path.open("ab") as f:
-            size = f.tell()
-            if size:
-                with path.open("rb") as existing:
-                    tail = existing.read()
-                if not tail.endswith(b"\n"):
-                    f.truncate(tail.rfind(b"\n") + 1)
-            f.writelines((json.dumps(row, default=str) + "\n").encode() for row in rows)
+        self._check_held()
+        data = b"".join((json.dumps(row, default=str) + "\n").encode() for row in rows)
+        try:
+            with path.open("ab") as f:
+                if f.tell():
+                    with path.open("rb") as existing:
+                        tail = existing.read()
+                    if not tail.endswith(b"\n"):
+                        f.truncate(tail.rfind(b"\n") + 1)
+                f.write(data)
+        except OSError as exc:
+            if exc.errno in _NO_SPACE:  # a torn last line stays behind: the next append cuts it, reads drop it
+                raise _no_space(path, exc, len(data)) from None
+            raise
 
     def truncate_after(self, epoch: int, step: int) -> None:
         """Drop the rows of every ``*.jsonl`` log written after the checkpoint at ``epoch``/``step`` (resume):
@@ -163,6 +234,7 @@ class RunRecords:
         def keep(row: dict[str, Any]) -> bool:
             return row["step"] <= step if "step" in row else row.get("epoch", 0) <= epoch
 
+        self._check_held()
         for path in sorted(self.dir.glob("*.jsonl")):
             rows = [r for r in read_jsonl(path) if keep(r)]
             write_atomic(path, "".join(json.dumps(r) + "\n" for r in rows).encode())
@@ -192,6 +264,7 @@ class RunRecords:
         return out
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
+        self._check_held()
         _atomic_write(self.checkpoint, lambda f: torch.save(state, f))
 
     def load_checkpoint(self) -> dict[str, Any] | None:

@@ -6,21 +6,25 @@ when the run starts (``running``) and when it ends (``completed``, ``diverged``,
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from tvlars import distributed
+from tvlars import distributed, preemption
 from tvlars.build import Built, build
 from tvlars.config import LrScaling, compose, instantiate_node, run_dir, run_id, validate
 from tvlars.distributed import DistInfo
 from tvlars.engine import TrainState
 from tvlars.errors import UserError
 from tvlars.instruments import target_summary
+from tvlars.lock import Locked
 from tvlars.loggers import NullLogger
 from tvlars.paths import CONFIG_DIR
 from tvlars.provenance import code_hash, environment
@@ -38,7 +42,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     validate(cfg, distributed.world_size_from_env())
     dist = distributed.init(cfg.device, cfg.deterministic, cfg.tf32)
     try:
-        return _run(cfg, dist)
+        with preemption.handling():
+            return _run(cfg, dist)
     finally:
         distributed.shutdown()
 
@@ -46,6 +51,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 def _run(cfg: DictConfig, dist: DistInfo) -> dict[str, Any]:
     rid, directory = run_id(cfg), run_dir(cfg)
     records = RunRecords(directory)
+    with _sole_writer(records, dist):
+        return _run_held(cfg, dist, rid, records)
+
+
+def _run_held(cfg: DictConfig, dist: DistInfo, rid: str, records: RunRecords) -> dict[str, Any]:
+    """:func:`_run` once rank 0 holds the run directory."""
+    directory = records.dir
     previous = _previous_summary(records, rid, dist)
     if previous is not None and previous.get("status") in FINAL:
         if dist.is_main:
@@ -65,10 +77,10 @@ def _run(cfg: DictConfig, dist: DistInfo) -> dict[str, Any]:
                             **environment(dist.device, dist.world_size)}
     if dist.is_main:
         records.write_config(OmegaConf.to_yaml(cfg, resolve=True))
-        records.write_summary({**base, "status": Status.running.value})
         _log_start(cfg, built, dist)
-        logger.start(base["config"], state.logger_id)
-        state.logger_id = logger.run_id
+        logger.start(base["config"], state.logger_id or (previous or {}).get("logger_id"))
+        state.logger_id = logger.run_id  # recorded now: a run stopped before its first checkpoint continues it too
+        records.write_summary({**base, "status": Status.running.value, "logger_id": state.logger_id})
     status, error = Status.failed, None
     try:
         status = Status(built.engine.fit(state))
@@ -77,6 +89,9 @@ def _run(cfg: DictConfig, dist: DistInfo) -> dict[str, Any]:
             base |= follow_up
     except KeyboardInterrupt:
         status, error = Status.interrupted, "interrupted; rerun the same command to resume from the last checkpoint"
+        raise
+    except preemption.Stopped as exc:
+        status, error = Status.interrupted, str(exc)
         raise
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}".splitlines()[0]
@@ -88,24 +103,57 @@ def _run(cfg: DictConfig, dist: DistInfo) -> dict[str, Any]:
             summary |= records.summarize()
             records.write_summary(summary)
             logger.log({f"summary/{k}": v for k, v in summary.items() if isinstance(v, int | float)}, step=state.step)
-            logger.finish(exit_code=0 if status.final else 1)
+            logger.finish(exit_code=0 if status.final else 1, preempted=status is Status.interrupted)
             log.info("%s: %s", status.value, {k: summary.get(k) for k in ("final_val_top1", "final_test_top1",
                                                                           "images_per_s", "wall_time_s")})
     return summary if dist.is_main else {}
 
 
+@contextlib.contextmanager
+def _sole_writer(records: RunRecords, dist: DistInfo) -> Iterator[None]:
+    """Rank 0 holds the run directory's lock (:mod:`tvlars.lock`) for the whole run; no rank goes on if it could
+    not take it."""
+    with contextlib.ExitStack() as held:
+        error = None
+        if dist.is_main:
+            try:
+                held.enter_context(records.locked())
+            except UserError as exc:
+                error = exc
+        refused = distributed.all_reduce_max(torch.tensor(float(error is not None), device=dist.device)).item() > 0
+        if error is not None:
+            raise error
+        if refused:
+            raise Locked(f"rank 0 could not take the lock of run directory {records.dir} (its error line says why)")
+        yield
+
+
+def _recorded_run_id(records: RunRecords) -> str | None:
+    """The run id of the records in a directory without a readable ``summary.json``: that of its ``config.yaml``,
+    else its checkpoint's; ``None`` when neither tells."""
+    try:
+        config = OmegaConf.create(yaml.safe_load(records.config.read_bytes()))
+        if isinstance(config, DictConfig):
+            return run_id(config)
+    except Exception:  # noqa: BLE001 - a missing or damaged config.yaml says nothing; the checkpoint may
+        pass
+    checkpoint = records.load_checkpoint()
+    return checkpoint.get("run_id") if checkpoint is not None else None
+
+
 def _previous_summary(records: RunRecords, rid: str, dist: DistInfo) -> dict[str, Any] | None:
-    """The summary already in the run directory, checked: another experiment's directory is refused; one whose
-    ``summary.json`` cannot be read and that has no checkpoint to resume from is moved aside (never deleted)."""
+    """The summary already in the run directory, checked: another experiment's directory is refused (known by its
+    ``summary.json``, or, without a readable one, by its ``config.yaml`` or checkpoint); one whose ``summary.json``
+    cannot be read and that has no checkpoint to resume from is moved aside (never deleted)."""
+    previous = records.read_summary()
+    recorded = previous.get("run_id") if previous is not None else _recorded_run_id(records)
+    if (previous is not None or recorded is not None) and recorded != rid:
+        raise UserError(f"{records.dir} holds a different run (run id {recorded} != {rid}); "
+                        "choose another run_dir or delete that directory")
     if records.unreadable_summary() and not records.checkpoint.exists():
         if dist.is_main:
             records.move_aside()
         distributed.barrier()
-        return None
-    previous = records.read_summary()
-    if previous is not None and previous.get("run_id") != rid:
-        raise UserError(f"{records.dir} holds a different run (run id {previous.get('run_id')} != {rid}); "
-                        "choose another run_dir or delete that directory")
     return previous
 
 
@@ -135,7 +183,7 @@ def _resume(records: RunRecords, built: Built, rid: str, dist: DistInfo,
     state = built.engine.load_state_dict(checkpoint)
     if dist.is_main:
         records.truncate_after(epoch=state.epoch, step=state.step)
-        log.info("resuming %s from epoch %d (step %d)", records.dir, state.epoch, state.step)
+        log.info("resuming %s from step %d (%d epoch(s) done)", records.dir, state.step, state.epoch)
         if previous is not None:
             _warn_if_other_code(previous, "was started", dist)
     return state

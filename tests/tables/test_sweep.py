@@ -6,9 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
+from tests.helpers import foreign_lock, run_cli
 from tests.tables.studies import write_spec
 from tvlars.errors import UserError
+from tvlars.lock import LOCK_NAME
 from tvlars.paths import EXPERIMENTS_DIR
 from tvlars.tables import reproduce
 from tvlars.tables.design import Job
@@ -57,6 +60,21 @@ def test_bad_specs_fail_before_anything_launches(edit, needle: str, tmp_path: Pa
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize(("text", "where", "what"), [
+    (GOOD.replace("seeds: [0]", "seeds: [0").encode(), ":5:5: ",
+     "expected ',' or ']', but got ':' (while parsing a flow sequence)"),
+    (b"title: \xff\n", ": ", "invalid start byte"),
+])
+def test_a_spec_that_is_not_yaml_is_one_line_with_its_position(text: bytes, where: str, what: str,
+                                                                tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(text)
+    result = run_cli(["--table", str(path), "--dry-run"], module="tvlars.tables.reproduce")
+    assert result.returncode == 2
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"error: {path}{where}") and what in line, result.stderr
+
+
 def test_unknown_table_lists_the_known_ones() -> None:
     with pytest.raises(UserError, match="known tables: .*fmnist-mini"):
         load_spec("nosuch")
@@ -81,6 +99,32 @@ def test_job_file_reproduces_the_planned_run(tmp_path: Path) -> None:
     assert write_job_files(spec, planned, tmp_path / "jobs") == len(planned)
     assert len(list((tmp_path / "jobs" / "sweep_job").glob("*.yaml"))) == len(planned)
     assert len(json.loads((tmp_path / "jobs" / "plan.json").read_text())) == len(planned)
+
+
+def test_a_second_reproduction_of_a_table_is_refused_before_it_writes_anything(tmp_path: Path) -> None:
+    """Two reproductions of one table would rewrite each other's job files under their running sweeps."""
+    runs = tmp_path / "runs"
+    foreign_lock(runs / "bad", "node-17", 4242)
+    result = run_cli(["--table", str(write_spec(tmp_path, GOOD, "bad")), "--runs", str(runs), "--results",
+                      str(tmp_path / "results")], module="tvlars.tables.reproduce")
+    assert result.returncode == 2
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"error: table bad's runs directory {runs / 'bad'} is in use by pid 4242 on node-17")
+    assert [p.name for p in (runs / "bad").iterdir()] == [LOCK_NAME] and not (tmp_path / "results").exists()
+
+
+def test_slurm_jobs_get_a_time_limit_cpus_and_requeues_the_launcher_accepts() -> None:
+    """Without them submitit's defaults apply: a 60-minute limit, no requeue, no CPUs per task."""
+    args = reproduce.parse_args(["--launcher", "submitit_slurm", "--gpus-per-node", "4", "--partition", "gpu",
+                                 "--qos", "high"])
+    result = run_cli([*reproduce.launcher_defaults(args, 1), "hydra/launcher=submitit_slurm", "--cfg", "hydra", "-p",
+                      "hydra.launcher"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    launcher = yaml.safe_load(result.stdout)
+    assert {key: launcher[key] for key in ("timeout_min", "max_num_timeout", "cpus_per_task", "gpus_per_node",
+                                           "tasks_per_node", "partition", "qos", "account")} == {
+        "timeout_min": 240, "max_num_timeout": 10, "cpus_per_task": 8, "gpus_per_node": 4, "tasks_per_node": 4,
+        "partition": "gpu", "qos": "high", "account": None}
 
 
 def _reproduce(table: str, launcher: str, runs: Path) -> None:

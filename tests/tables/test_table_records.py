@@ -5,15 +5,20 @@ tvlars.tables.reproduce)."""
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.helpers import ROOT, cli_env
+from tests.helpers import ROOT, cli_env, foreign_lock
 from tests.tables.test_accuracy import SPEC, TV, write_run
+from tvlars.errors import UserError
+from tvlars.lock import LOCK_NAME
 from tvlars.tables import archive, build, reproduce
 
 
@@ -123,6 +128,30 @@ def test_continuing_a_committed_study_copies_only_what_is_missing(tmp_path: Path
         "other": Path("/x/other"), "run": Path("/x/run"), "run~2": Path("/y/run")}
 
 
+def test_continuing_copies_each_record_whole_or_not_at_all(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk in the middle of a record's copy leaves no half record (its summary without its metrics) that the
+    planner would take for a finished run; the next --continue copies it whole."""
+    committed, runs = tmp_path / "results" / "t" / "runs", tmp_path / "runs" / "t"
+    (committed / "a").mkdir(parents=True)
+    (committed / "a" / "summary.json").write_text('{"status": "completed"}')
+    (committed / "a" / "metrics.jsonl").write_text('{"epoch": 1}\n')
+    (runs / ".a.killed.tmp").mkdir(parents=True)  # what a killed copy left
+    copyfile = shutil.copyfile
+
+    def full_at_the_metrics(source: str, target: str, **kwargs: Any) -> Any:
+        if os.fspath(source).endswith("metrics.jsonl"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), target)
+        return copyfile(source, target, **kwargs)
+
+    monkeypatch.setattr(shutil, "copyfile", full_at_the_metrics)
+    with pytest.raises(UserError, match=f"^cannot copy {committed / 'a'} into {runs} .*No space left"):
+        archive.seed_from(committed, runs)
+    monkeypatch.undo()
+    assert list(runs.iterdir()) == []
+    assert archive.seed_from(committed, runs) == 1
+    assert sorted(p.name for p in (runs / "a").iterdir()) == ["metrics.jsonl", "summary.json"]
+
+
 @pytest.mark.parametrize("module", ["build", "reproduce"])
 def test_commands_import_the_checkout_they_run_from(module: str, tmp_path: Path) -> None:
     """`python -m tvlars.<command>` from a checkout uses that checkout, whatever else is on the path."""
@@ -156,3 +185,56 @@ def test_committed_tables_rebuild_from_their_records(table: str, tmp_path: Path)
     assert build.main(["--table", table, "--source", str(committed / "runs"),
                                         "--out", str(tmp_path)]) == 0
     assert _outputs(tmp_path) == _outputs(committed)
+
+
+@pytest.fixture
+def one_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A study directory with a spec mini.yaml and one finished run of it in runs/mini."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mini.yaml").write_text(SPEC + "select_on: test\n")
+    write_run(tmp_path / "runs" / "mini", "TVLARS", 512, {"optimizer.lr": 1, "optimizer.lam": 1e-3}, 0, 90.0,
+              optimizer={**TV, "lam": 1e-3})
+    return tmp_path
+
+
+def test_a_table_another_process_writes_is_refused_in_one_line(one_run: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    results = Path("results") / "mini"
+    foreign_lock(results, "node-17", 4242)
+    assert build.main(["--table", "mini.yaml"]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"error: table mini's results directory {results} is in use by pid 4242 on node-17")
+    assert [p.name for p in results.iterdir()] == [LOCK_NAME]
+
+
+def test_a_build_killed_between_the_records_swap_renames_is_repaired_by_the_next(one_run: Path) -> None:
+    """The next build puts the committed records back first, so it still refuses to drop them."""
+    main = build.main
+    assert main(["--table", "mini.yaml"]) == 0
+    results = one_run / "results" / "mini"
+    committed = sorted(p.name for p in (results / "runs").iterdir())
+    (results / "runs").rename(results / ".runs-old-999")  # killed here: the new records not yet in place
+    (results / ".runs-new-abc" / "half").mkdir(parents=True)
+    newer = one_run / "newer"
+    write_run(newer, "TVLARS", 512, {"optimizer.lr": 2, "optimizer.lam": 1e-3}, 0, 91.0, optimizer={**TV, "lam": 1e-3})
+    assert main(["--table", "mini.yaml", "--source", str(newer)]) == 2  # would drop the committed record
+    assert sorted(p.name for p in results.iterdir() if p.is_dir()) == ["runs"]
+    assert sorted(p.name for p in (results / "runs").iterdir()) == committed
+
+
+def test_a_full_disk_while_writing_a_table_is_one_line(one_run: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    real_fdopen = os.fdopen
+
+    def full(fd: int, mode: str = "r") -> Any:
+        if ".table.md." in os.readlink(f"/proc/self/fd/{fd}"):
+            os.close(fd)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_fdopen(fd, mode)
+
+    monkeypatch.setattr(os, "fdopen", full)
+    assert build.main(["--table", "mini.yaml"]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"error: no space left to write {Path('results') / 'mini' / 'table.md'} "
+                           "(No space left on device): it needs 0.0 MB")
+    assert not list((one_run / "results" / "mini").glob(".*.tmp"))

@@ -11,20 +11,23 @@ lr_window``: ``lr_window.md``, ``lr_window.csv``, ``lr_window_rows.csv``), the f
 of an older build that this one does not draw are removed), from a local source a copy
 of the table's run records in ``<out>/runs/`` (no checkpoints, backbones, W&B files), and ``RUN.md``, how the results
 were produced, from those records and the spec (tvlars.tables.run_md). Prints the runs found by
-status, the problems and the table. Exit code 0 whenever the table was written; 2 with one ``error:`` line for an
-unknown table, an unreadable source, a source without any run of the table or without any finished one (unless
---allow-empty), or records of an older build that this one would drop (unless --replace-records).
+status, the problems and the table. It holds ``--out`` (tvlars.lock) while it writes there. Exit code 0 whenever the
+table was written; 2 with one ``error:`` line for an unknown table, an unreadable source, a source without any run
+of the table or without any finished one (unless --allow-empty), records of an older build that this one would
+drop (unless --replace-records), an output directory another process holds, or one that cannot be written (full).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
 import pandas as pd
 
 from tvlars.errors import UserError
+from tvlars.lock import DirLock
 from tvlars.records import FINAL, Status, write_atomic
 from tvlars.tables import archive, run_md
 from tvlars.tables.collect import WANDB_PREFIX, collect
@@ -68,36 +71,44 @@ def main(argv: list[str] | None = None) -> int:
                         help="let <out>/runs lose records that this build does not use")
     args = parser.parse_args(argv)
     try:
-        spec = load_spec(args.table)
-        if args.profile == "smoke":
-            spec = smoke_spec(spec, data_root="")
-        out = Path(args.out or Path("results") / spec.name)
-        source = args.source or str(default_source(spec.name, out))
-        df = collect(source)
-        mine = df[(df["table"] == spec.name) | (df["status"] == "corrupt")]
-        ours = mine[mine["table"] == spec.name]
-        if ours.empty and not args.allow_empty:
-            raise UserError(f"{source} holds no run of table {spec.name}, so every cell would be '–'; run "
-                            f"`make reproduce-table TABLE={spec.name}`, pass --source <runs dir>, or --allow-empty")
-        if not ours["status"].isin(FINAL).any() and not args.allow_empty:
-            failed = ours[ours["status"] == Status.failed.value]
-            first = f" (first error: {failed['error'].iloc[0]})" if not failed.empty else ""
-            raise UserError(f"none of the {len(ours)} run(s) of table {spec.name} in {source} finished{first}, so "
-                            "no cell would have a number; fix the cause and rerun, or pass --allow-empty")
-        local = not source.startswith(WANDB_PREFIX)
-        in_place = local and Path(source).resolve() == (out / "runs").resolve()
-        names = archive.record_names(mine["run_dir"]) if local else {}
-        if not in_place:
-            archive.check_replace(out / "runs", names, args.replace_records)
-        kind = KINDS[spec.kind]
-        table = kind.build(spec, df)
-        out.mkdir(parents=True, exist_ok=True)
+        with contextlib.ExitStack() as held:
+            return make(args, held)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
-        print(f"error: cannot create the output directory ({exc}); pass --out <writable dir>", file=sys.stderr)
+        print(f"error: cannot write {exc.filename or 'the output directory'} ({exc.strerror}); free space or pass "
+              "--out <writable dir>", file=sys.stderr)
         return 2
+
+
+def make(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
+    """Build the table of ``args`` into its output directory, which ``held`` holds (tvlars.lock) meanwhile."""
+    spec = load_spec(args.table)
+    if args.profile == "smoke":
+        spec = smoke_spec(spec, data_root="")
+    out = Path(args.out or Path("results") / spec.name)
+    source = args.source or str(default_source(spec.name, out))
+    df = collect(source)
+    mine = df[(df["table"] == spec.name) | (df["status"] == "corrupt")]
+    ours = mine[mine["table"] == spec.name]
+    if ours.empty and not args.allow_empty:
+        raise UserError(f"{source} holds no run of table {spec.name}, so every cell would be '–'; run "
+                        f"`make reproduce-table TABLE={spec.name}`, pass --source <runs dir>, or --allow-empty")
+    if not ours["status"].isin(FINAL).any() and not args.allow_empty:
+        failed = ours[ours["status"] == Status.failed.value]
+        first = f" (first error: {failed['error'].iloc[0]})" if not failed.empty else ""
+        raise UserError(f"none of the {len(ours)} run(s) of table {spec.name} in {source} finished{first}, so "
+                        "no cell would have a number; fix the cause and rerun, or pass --allow-empty")
+    held.enter_context(DirLock(out, f"table {spec.name}'s results directory"))
+    archive.recover(out / "runs")
+    local = not source.startswith(WANDB_PREFIX)
+    in_place = local and Path(source).resolve() == (out / "runs").resolve()
+    names = archive.record_names(mine["run_dir"]) if local else {}
+    if not in_place:
+        archive.check_replace(out / "runs", names, args.replace_records)
+    kind = KINDS[spec.kind]
+    table = kind.build(spec, df)
     written = []
     for name, text in table.files.items():
         write_atomic(out / name, text.encode())

@@ -2,7 +2,8 @@
 a comparison with the committed table.
 
     python -m tvlars.tables.reproduce --table fmnist-mini [--launcher basic|joblib|submitit_local|submitit_slurm]
-        [--profile full|smoke] [--continue] [--dry-run] [hydra launcher overrides, e.g. hydra.launcher.n_jobs=2]
+        [--profile full|smoke] [--continue] [--dry-run] [SLURM: --gpus-per-node --time-min --requeues
+        --cpus-per-task --partition --account --qos] [hydra launcher overrides, e.g. hydra.launcher.n_jobs=2]
 
 Runs go to ``runs/<table>/``. Finished runs are skipped (run directories are derived from the config hash), so
 rerunning resumes a killed sweep; ``--continue`` first copies the committed records of ``results/<table>/runs``
@@ -15,6 +16,7 @@ that was there before. ``--profile smoke`` shrinks any table to minutes on fake 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
@@ -25,6 +27,7 @@ import torch
 from tvlars.data import DATASETS, write_fake
 from tvlars.data.loaders import usable_cpus
 from tvlars.errors import UserError
+from tvlars.lock import DirLock
 from tvlars.records import write_atomic
 from tvlars.tables import archive, build
 from tvlars.tables.collect import collect
@@ -44,12 +47,18 @@ def fake_data(root: Path) -> None:
 
 
 def launcher_defaults(args: argparse.Namespace, jobs: int) -> list[str]:
-    """Sensible launcher settings: ``jobs`` parallel jobs for joblib; one DDP process per GPU on SLURM."""
+    """Sensible launcher settings: ``jobs`` parallel jobs for joblib; on SLURM one DDP process per GPU, the job's
+    time limit, CPUs, partition, account and QOS, and how often a job that reaches its time limit is requeued (it
+    checkpoints on submitit's timeout signal and resumes, tvlars.preemption)."""
     if args.launcher == "joblib":
         return [f"hydra.launcher.n_jobs={jobs}"]
     if args.launcher == "submitit_slurm":
         g = args.gpus_per_node
-        return [f"hydra.launcher.gpus_per_node={g}", f"hydra.launcher.tasks_per_node={g}"]
+        return [f"hydra.launcher.gpus_per_node={g}", f"hydra.launcher.tasks_per_node={g}",
+                f"hydra.launcher.timeout_min={args.time_min}", f"hydra.launcher.cpus_per_task={args.cpus_per_task}",
+                f"hydra.launcher.max_num_timeout={args.requeues}",
+                *(f"hydra.launcher.{key}={value}" for key in ("partition", "account", "qos")
+                  if (value := getattr(args, key)) is not None)]
     return []
 
 
@@ -107,7 +116,8 @@ def confirmation_plan(spec: Spec, out_dir: Path) -> tuple[list[PlannedJob], int]
     return plan(spec, out_dir, spec.confirm_jobs(ready)), waiting
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line of ``python -m tvlars.tables.reproduce``."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--table", default="fmnist-mini")
     parser.add_argument("--launcher", default="basic")
@@ -119,13 +129,33 @@ def main(argv: list[str] | None = None) -> int:
                         "on a GPU at most this many, fewer where their estimated memory does not fit)")
     parser.add_argument("--gpus-per-node", type=int, default=1,
                         help="SLURM: GPUs (= DDP processes) per run for --launcher submitit_slurm")
+    parser.add_argument("--time-min", type=int, default=240,
+                        help="SLURM: each job's time limit in minutes; a job that reaches it checkpoints and is "
+                             "requeued (default 240)")
+    parser.add_argument("--requeues", type=int, default=10,
+                        help="SLURM: how many times a job that reached its time limit is requeued (default 10)")
+    parser.add_argument("--cpus-per-task", type=int, default=8,
+                        help="SLURM: CPUs per DDP process, for its DataLoader workers (default 8)")
+    for key in ("partition", "account", "qos"):
+        parser.add_argument(f"--{key}", help=f"SLURM: the {key} to submit to (default: the cluster's)")
     parser.add_argument("--continue", dest="resume", action="store_true",
                         help="continue the committed study: copy results/<table>/runs into runs/<table> first")
     parser.add_argument("--replace-records", action="store_true",
                         help="let results/<table>/runs lose committed records that this reproduction lacks")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and stop")
     parser.add_argument("launcher_args", nargs="*", help="extra Hydra overrides for the launcher")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    with contextlib.ExitStack() as held:
+        return reproduce(args, held)
+
+
+def reproduce(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
+    """Plan, sweep and tabulate ``args.table``; unless it is a dry run, ``held`` holds the table's runs directory
+    (its job files, plan and comparison are one reproduction's: a second one is refused, tvlars.lock)."""
     try:
         spec = load_spec(args.table)
         out_dir, results = Path(args.runs) / spec.name, Path(args.results) / spec.name
@@ -135,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
             spec = smoke_spec(spec, str(data_root.resolve()))
             out_dir = Path(args.runs) / "smoke" / spec.name
             results = out_dir / "results"
+        if not args.dry_run:
+            held.enter_context(DirLock(out_dir, f"table {spec.name}'s runs directory"))
         if args.resume and not args.dry_run:
             print(f"continuing the committed study: {archive.seed_from(results / 'runs', out_dir)} record(s) "
                   f"copied from {results / 'runs'} into {out_dir}")
@@ -142,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
         confirm, waiting = confirmation_plan(spec, out_dir) if spec.confirm_seeds else ([], 0)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: cannot write {exc.filename} ({exc.strerror}); pass --runs <writable dir>", file=sys.stderr)
         return 2
     device = "GPU" if args.launcher == "submitit_slurm" or torch.cuda.is_available() else "CPU"
     print(describe(spec, planned, measured_throughput(planned), device), flush=True)
@@ -158,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         confirm, waiting = confirmation_plan(spec, out_dir)
         sweep(spec, confirm, out_dir / "jobs-confirm", out_dir, args)
     code = build.main(["--table", str(spec.path), "--profile", args.profile, "--source", str(out_dir),
-                             "--out", str(results), *(["--replace-records"] if args.replace_records else [])])
+                       "--out", str(results), *(["--replace-records"] if args.replace_records else [])])
     if code == 0 and committed is not None:
         report = kind.compare(committed, kind.build(spec, collect(out_dir)))
         write_atomic(out_dir / "comparison.md", report.encode())

@@ -262,6 +262,16 @@ def _protocol(name: str, raw: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _yaml_error(path: Path, exc: yaml.YAMLError) -> str:
+    """A YAML parser's multi-line message as ``<path>:<line>:<column>: <problem> (<context>)``; an error without a
+    position in the text (bytes that are not UTF-8 text) as ``<path>: <message>``."""
+    mark, problem = getattr(exc, "problem_mark", None), getattr(exc, "problem", None)
+    if mark is None or problem is None:
+        return f"{path}: " + " ".join(str(exc).split())
+    context = getattr(exc, "context", None)
+    return f"{path}:{mark.line + 1}:{mark.column + 1}: {problem}" + (f" ({context})" if context else "")
+
+
 def _numbers(value: Any) -> set[float]:
     """Every number in a spec value: numbers themselves, and the numbers written in its strings (:data:`_NUMBER`),
     through lists and mappings (keys included)."""
@@ -293,9 +303,12 @@ def _discussion(name: str, raw: dict[str, Any]) -> str:
 
 def _read(path: Path) -> dict[str, Any]:
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        with path.open("rb") as f:
+            raw = yaml.safe_load(f) or {}
     except yaml.YAMLError as exc:
-        raise spec_error(path.stem, f"is not valid YAML ({exc})") from None
+        raise UserError(_yaml_error(path, exc)) from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot be read ({exc.strerror})") from None
     if not isinstance(raw, dict):
         raise spec_error(path.stem, "must be a mapping of keys")
     return raw
