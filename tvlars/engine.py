@@ -283,7 +283,7 @@ class Engine:
             totals.nonfinite |= part["nonfinite"].to(self.device)
             if part["sums"] is not None:
                 totals.sums = add_sums(totals.sums, {k: v.to(self.device) if isinstance(v, Tensor) else v
-                                                 for k, v in part["sums"].items()})
+                                                     for k, v in part["sums"].items()})
 
     def _agreed_stop(self) -> int:
         """The signal that asked any rank to stop (0: none), agreed by every rank (one all-reduce, a host sync)."""

@@ -44,8 +44,8 @@ def figure_title(spec: Spec, text: str) -> str:
     return f"{spec.name}{' [smoke]' if spec.profile == 'smoke' else ''}: {text}"
 
 
-def draw_series(ax: Axes, x: np.ndarray, y: np.ndarray, low: np.ndarray | None, high: np.ndarray | None, colour: str,
-            label: str) -> None:
+def draw_series(ax: Axes, x: np.ndarray, y: np.ndarray, low: np.ndarray | None, high: np.ndarray | None,
+                colour: str, label: str) -> None:
     """A line with its band, or, for :data:`FEW_POINTS` points or fewer, markers with error bars."""
     if len(x) <= FEW_POINTS:
         yerr = None if low is None else np.vstack([y - low, high - y])

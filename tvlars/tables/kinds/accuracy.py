@@ -574,8 +574,8 @@ def accuracy_vs_epoch(spec: Spec, table: Table, out_dir: Path) -> list[Path]:
         sensible_x(ax, last)
     seeds = len(spec.reported_seeds)
     return save(fig, axes, " / ".join(CURVE_KEYS[k] for k in CURVE_KEYS if k in keys),
-                 figure_title(spec, f"reported runs per cell, mean over {seeds} seed(s)"
-                              + (" with min–max band" if seeds > 1 else "")), out_dir / "accuracy_vs_epoch.png")
+                figure_title(spec, f"reported runs per cell, mean over {seeds} seed(s)"
+                             + (" with min–max band" if seeds > 1 else "")), out_dir / "accuracy_vs_epoch.png")
 
 
 def _trust_quantiles(run_dir: str) -> pd.DataFrame | None:
@@ -694,7 +694,7 @@ class Accuracy(TableKind):
     figure_files = FIGURES
 
     def check(self, name: str, raw: Mapping[str, Any], rows: list[Row], select_on: str) -> dict[str, Any]:
-        metric = raw.get("metric", METRICS[0])
+        metric = raw.get("metric", self.metric)
         if metric not in METRICS:
             raise spec_error(name, f"metric must be one of {METRICS} (got {metric!r})")
         if select_on == "val" and metric.startswith("best_"):

@@ -48,7 +48,7 @@ class TableKind(ABC):
 
     name: str  # a spec's ``kind:``
     metric: str  # the spec's ``metric`` when it gives none
-    csv: str  # the file of :attr:`files` a reproduction is compared with, cell by cell
+    csv: str  # the file of its tables that a reproduction is compared with, cell by cell
     keys: tuple[str, ...] = ()  # spec keys that only this kind takes
     compare_fields: Mapping[str, str] = TABLE_FIELDS  # the CSV's headers of a cell's column, mean, std, seed count
     figure_files: tuple[str, ...] = ()  # every figure it may draw (a rebuild removes those its records no longer give)

@@ -419,9 +419,9 @@ def _accuracy_figure(spec: Spec, table: Table, out_dir: Path) -> list[Path]:
                                   "best"))
     axes[0].add_line(Line2D([], [], linestyle="none", marker="x", color="grey", label="diverged seed(s) (bottom)"))
     return save(fig, axes, "top-1 (%)", figure_title(spec, f"accuracy against {key} at "
-                                                      f"{column_header(spec, spec.columns[0])} (mean over "
-                                                      f"{len(spec.seeds)} seed(s), min–max band)"),
-                 out_dir / FIGURES[0])
+                                                           f"{column_header(spec, spec.columns[0])} (mean over "
+                                                           f"{len(spec.seeds)} seed(s), min–max band)"),
+                out_dir / FIGURES[0])
 
 
 def _sharpness_figure(spec: Spec, table: Table, out_dir: Path) -> list[Path]:
@@ -455,8 +455,8 @@ def _sharpness_figure(spec: Spec, table: Table, out_dir: Path) -> list[Path]:
     ax.set_xlim(left=0)
     ax.legend(fontsize="small")
     return save(fig, [ax], "λ_max(P^½ H P^½) / threshold",
-                 figure_title(spec, f"preconditioned sharpness over its threshold, each row at its best {key}"),
-                 out_dir / FIGURES[1], shared_legend=False)
+                figure_title(spec, f"preconditioned sharpness over its threshold, each row at its best {key}"),
+                out_dir / FIGURES[1], shared_legend=False)
 
 
 class LrWindow(TableKind):
@@ -506,7 +506,7 @@ class LrWindow(TableKind):
                     isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in values):
                 raise spec_error(name, f"{where}: the values of {sweep} must be at least 2 distinct numbers > 0 (a log "
                                        f"axis; got {values})")
-        return {"metric": METRIC, "sweep": sweep, "window_tolerance": float(tolerance)}
+        return {"metric": self.metric, "sweep": sweep, "window_tolerance": float(tolerance)}
 
     def cell(self, spec: Spec, row: Row, column: Any, runs: pd.DataFrame) -> tuple[RowWindow, list[str]]:
         return _cell(spec, row, column, runs)

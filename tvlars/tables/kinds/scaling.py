@@ -499,8 +499,8 @@ class Scaling(TableKind):
         if raw["columns"]["key"] != "batch_size":
             raise spec_error(name, f"kind scaling plots steps to target against the batch size, so columns.key must "
                                    f"be batch_size (got {raw['columns']['key']!r})")
-        if raw.get("metric", METRIC) != METRIC:
-            raise spec_error(name, f"the metric of kind scaling is {METRIC} (got {raw['metric']!r}); drop metric")
+        if raw.get("metric", self.metric) != self.metric:
+            raise spec_error(name, f"the metric of kind scaling is {self.metric} (got {raw['metric']!r}); drop metric")
         for key in ("compare", "claims", "chance"):
             if raw.get(key) is not None:
                 raise spec_error(name, f"{key} applies to accuracy tables, not to kind scaling; remove it (or set it "
@@ -518,7 +518,7 @@ class Scaling(TableKind):
         if not target[0].startswith(f"{select_on}_"):
             raise spec_error(name, f"target.metric={target[0]} is not measured on the selection split (select_on: "
                                    f"{select_on}); use target.metric={select_on}_{target[0].split('_', 1)[-1]}")
-        return {"metric": METRIC, "target": target}
+        return {"metric": self.metric, "target": target}
 
     def smoke(self, base: tuple[str, ...]) -> dict[str, Any]:
         return {"target": target_of(base)}
