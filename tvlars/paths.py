@@ -3,8 +3,8 @@
 A checkout keeps them at its top, beside the package (``configs/``, ``experiments/``): run from its root (``python
 -m``), on ``PYTHONPATH`` or installed editable (``pip install -e .``, which ``make`` uses), tvlars reads them there,
 so a spec added to ``experiments/`` runs with ``make reproduce-table TABLE=<name>``. A wheel ships them inside the
-package (``tvlars/configs``, ``tvlars/experiments``: pyproject's ``package-dir`` maps them there), and an installed
-copy reads them from itself, whatever directory it runs in. There is one copy of each in the repository.
+package (``tvlars/configs``, ``tvlars/experiments``: ``setup.py``'s ``package_dir`` maps them there), and an
+installed copy reads them from itself, whatever directory it runs in. There is one copy of each in the repository.
 """
 
 from __future__ import annotations
