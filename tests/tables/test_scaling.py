@@ -377,18 +377,15 @@ def test_scaling_sweep_end_to_end(profile: str, tmp_path: Path, capsys: pytest.C
     from tests.helpers import TINY
 
     base = [o for o in TINY if not o.startswith(("batch_size", "epochs"))] + [
-        "epochs=2", "checkpoint_every=0", "target.metric=test_top1", "target.value=30", "target.stop=true",
-        "eval_every_steps=2"]
+        "epochs=2", "checkpoint_every=0", "dataset.val_size=64", "target.metric=val_top1", "target.value=30",
+        "target.stop=true", "eval_every_steps=2"]
     def row(label: str, optimizer: str, low: float, high: float) -> dict[str, Any]:
         return {"label": label, "overrides": [f"optimizer={optimizer}"],
                 "search": {"trials": 2, "space": {"optimizer.lr": {"log": [low, high]}}}}
 
     path = tmp_path / "scal.yaml"
-    path.write_text(json.dumps({"kind": "scaling", "title": "tiny scaling", "seeds": [0], "confirm_seeds": [0, 1],
-                                # a few steps, on synthetic data without a validation split: the protocol's
-                                # minimums off, chosen and reported on test, the search seed confirmed again
-                                "select_on": "test", "reuse_search_seeds": True, "min_steps": 0, "min_warmup_steps": 0,
-                                "columns": {"key": "batch_size", "values": [32, 64, 128]}, "base": base,
+    path.write_text(json.dumps({"kind": "scaling", "title": "tiny scaling", "seeds": [0], "confirm_seeds": [1, 2],
+                                "min_steps": 0, "columns": {"key": "batch_size", "values": [32, 64, 128]}, "base": base,
                                 "smoke": ["target.value=5"],
                                 "rows": [row("SGD", "sgd", 0.05, 0.5), row("AdamW", "adamw", 0.001, 0.01)]}))
     args = ["--table", str(path), "--launcher", "basic", "--profile", profile, "--runs", str(tmp_path / "runs"),
@@ -399,15 +396,15 @@ def test_scaling_sweep_end_to_end(profile: str, tmp_path: Path, capsys: pytest.C
     assert {"scaling.md", "scaling.csv", "runs"} <= {p.name for p in results.iterdir()}
     assert not (results / "table.md").exists()
     md = (results / "scaling.md").read_text()
-    assert f"optimizer steps until `test_top1` reaches {5 if profile == 'smoke' else 30} " in md
+    assert f"optimizer steps until `val_top1` reaches {5 if profile == 'smoke' else 30} " in md
     cells = list(csv.DictReader(io.StringIO((results / "scaling.csv").read_text())))
     summaries = [json.loads(p.read_text()) for p in runs.glob("*/summary.json")]
     if profile == "smoke":  # 2 rows × 2 batch sizes × the first trial × seed 0; a target of 5 % is always reached
         assert len(summaries) == 4 and all(s["steps_to_target"] for s in summaries)
         assert {c["status"] for c in cells} == {"ok"} and (results / "scaling.png").is_file()
-    else:  # 2 rows × 3 batch sizes × 2 trials × seed 0, then seed 1 at each cell's chosen trial
+    else:  # 2 rows × 3 batch sizes × 2 trials × seed 0, then seeds 1 and 2 at each cell's chosen trial
         chosen = [c for c in cells if c["chosen_point"]]
-        assert len(summaries) == 2 * 3 * 2 + len(chosen)
+        assert len(summaries) == 2 * 3 * 2 + 2 * len(chosen)
         assert all(c["n_seeds"] == "2" for c in chosen)
     assert len(list((results / "runs").iterdir())) == len(summaries)
     capsys.readouterr()
