@@ -195,14 +195,13 @@ def test_twenty_configurations_in_one_process_share_the_fused_graphs(eager_backe
     assert graphs() - start <= 8  # LARS (with/without a norm clamp) and LAMB (with/without decay), two groups each
 
 
-def test_the_recompile_limit_falls_back_to_the_eager_step_with_one_warning(eager_backend: None,
-                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_recompile_limit_falls_back_to_the_eager_step_with_one_warning(eager_backend: None) -> None:
     """The adapting and the non-adapting group are two variants: with a limit of one, the second group's step
     hits it, and the optimizer warns once and goes on eagerly, as the eager step would."""
     torch._dynamo.reset()
-    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 1)
     factory = functools.partial(LARS, lr=0.5)
-    with pytest.warns(UserWarning, match="recompile_limit") as caught:
+    # Dynamo's own patch restores its config (monkeypatch's undo leaves the config module without the key)
+    with torch._dynamo.config.patch(recompile_limit=1), pytest.warns(UserWarning, match="recompile_limit") as caught:
         fused = _steps(factory, fused=True, steps=5)
     assert len([w for w in caught if "recompile_limit" in str(w.message)]) == 1
     for p, q in zip(fused, _steps(factory, fused=False, steps=5), strict=True):
