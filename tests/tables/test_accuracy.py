@@ -381,6 +381,39 @@ def test_figures(spec, runs: Path, tmp_path: Path) -> None:
     assert ACCURACY.draw(spec, ACCURACY.build(spec, empty), empty, tmp_path / "none") == []
 
 
+def test_a_narrow_figure_keeps_its_title_legend_and_labels_inside(tmp_path: Path) -> None:
+    """One panel, eight long row labels, a long title and y label: the legend takes fewer columns, title and label
+    wrap, the figure grows by the legend's height (the panel keeps its height), and everything lies inside it."""
+    from tvlars.tables.figures import panels, save
+
+    fig, [ax] = panels(1)
+    for i in range(8):
+        ax.plot([0, 1], [i, i + 1], label=f"optimizer number {i} + warm-up, cosine to 0.001x")
+    title = "a-table-with-a-long-name: tuning curve, best of the first k points (mean over 1 search seed)"
+    height = fig.get_figheight()
+    save(fig, [ax], "best so far: final-epoch validation top-1 (%) of the row", title, tmp_path / "f.png")
+    renderer = fig.canvas.get_renderer()
+    inside = fig.bbox.padded(1)
+    [legend] = fig.legends
+    assert legend._ncols < 4 and "\n" in fig.get_suptitle() and "\n" in ax.get_ylabel()
+    for artist in (legend, fig._suptitle, ax.yaxis.label):
+        box = artist.get_window_extent(renderer)
+        assert inside.x0 <= box.x0 and box.x1 <= inside.x1 and inside.y0 <= box.y0 and box.y1 <= inside.y1
+    assert fig.get_figheight() > height + legend.get_window_extent(renderer).height / fig.dpi - 0.05
+    assert (tmp_path / "f.png").stat().st_size > 1000
+
+
+def test_accuracy_curves_draw_validation_where_the_runs_have_it(tmp_path: Path) -> None:
+    from tvlars.tables.kinds.accuracy import _accuracy_curve
+
+    rows = [{"epoch": 1, "val_top1": 50.0}, {"epoch": 2, "val_top1": 60.0, "test_top1": 58.0}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    key, curve = _accuracy_curve(str(tmp_path))
+    assert key == "val_top1" and curve.to_dict() == {1: 50.0, 2: 60.0}
+    (tmp_path / "metrics.jsonl").write_text(json.dumps({"epoch": 3, "test_top1": 70.0}) + "\n")
+    assert _accuracy_curve(str(tmp_path))[0] == "test_top1"
+
+
 def test_phi_is_drawn_as_the_runs_recorded_it(spec, runs: Path, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """φ comes from the records (``phi`` in trust.jsonl: here 1/step, TVLARS rows only), one curve per grid point,

@@ -2,7 +2,8 @@
 titles, a row's colour, lines with their bands, the written file, and the tuning curve.
 
 Each figure is written only when the records hold data for it, and its function returns the paths written.
-Conventions: one y-scale per figure unless a figure says otherwise; bands over seeds show their min–max; a series of
+Conventions: one y-scale per figure unless a figure says otherwise; titles and labels wrap and legends take fewer
+columns to fit the figure, which grows by the legend's height; bands over seeds show their min–max; a series of
 one or two points is drawn as markers with error bars; smoke-profile titles say "smoke". The output is
 deterministic: the same records give the same PNG bytes.
 """
@@ -11,13 +12,16 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.text import Text
 from matplotlib.ticker import MaxNLocator
 
 from tvlars.records import write_atomic
@@ -70,22 +74,47 @@ def row_colours(spec: Spec) -> dict[str, Any]:
 def save(fig: Figure, axes: list[Axes], ylabel: str, title: str, path: Path, shared_legend: bool = True,
          legend_columns: int = 4) -> list[Path]:
     """Label, mark empty panels, add one legend for the figure (every row once, in up to ``legend_columns``
-    columns) unless panels have their own, and write the PNG."""
+    columns, fewer where the figure is too narrow for them) unless panels have their own, and write the PNG. Titles
+    and y labels too long for the figure are wrapped, and the figure grows by the legend's and the wrapped title's
+    height, so that a long legend never squeezes the panels."""
     legend: dict[str, Any] = {}
     for ax in axes:
         handles, labels = ax.get_legend_handles_labels()
         legend |= {label: handle for handle, label in zip(handles, labels, strict=True) if label not in legend}
         if not handles:
             ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center", va="center", color="grey")
-    axes[0].set_ylabel(ylabel)
-    if shared_legend:
-        fig.legend(legend.values(), legend.keys(), loc="outside lower center", ncols=min(len(legend), legend_columns),
-                   fontsize="small")
-    fig.suptitle(title)
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    panel_height = axes[0].get_window_extent(renderer).height
+    _wrap(axes[0].set_ylabel(ylabel), lambda box: box.height <= 0.8 * panel_height, renderer)
+    grow = 0.0
+    if shared_legend and legend:
+        for ncols in range(min(len(legend), legend_columns), 0, -1):
+            box = fig.legend(legend.values(), legend.keys(), loc="outside lower center", ncols=ncols,
+                             fontsize="small")
+            if ncols == 1 or box.get_window_extent(renderer).width <= fig.bbox.width:
+                break
+            box.remove()
+        grow += box.get_window_extent(renderer).height
+    heading = fig.suptitle(title)
+    one_line = heading.get_window_extent(renderer).height
+    _wrap(heading, lambda box: box.width <= fig.bbox.width, renderer)
+    grow += heading.get_window_extent(renderer).height - one_line
+    fig.set_figheight(fig.get_figheight() + grow / fig.dpi)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=120, metadata={"Software": None})  # no version: bytes follow the data
     write_atomic(path, buffer.getvalue())
     return [path]
+
+
+MIN_WRAP = 24  # characters: a title or label is not wrapped narrower than this
+
+
+def _wrap(text: Text, fits: Callable[[Any], bool], renderer: Any) -> None:
+    """Wrap ``text`` onto more lines, each a few characters shorter at a time, until ``fits(its extent)``."""
+    words, width = text.get_text(), len(text.get_text())
+    while width > MIN_WRAP and not fits(text.get_window_extent(renderer)):
+        width -= 4
+        text.set_text(textwrap.fill(words, width, break_long_words=False))
 
 
 EDGE_MARKERS = {"smallest": "<", "largest": ">"}  # matplotlib markers of render.EDGE_MARKS (◂ ▸)

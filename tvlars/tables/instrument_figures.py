@@ -169,9 +169,9 @@ def preconditioned_figure(runs: Runs, out_dir: str | Path, title: str = "") -> l
     curves = _curves(runs, "sharpness.jsonl", preconditioned_ratio)
     if not curves:
         return []
-    fig, axes = _by_batch_size(runs, curves, mark=lambda ax, size: ax.axhline(1.0, color="black", linestyle="--",
-                                                                              linewidth=0.8))
-    return save(fig, axes, "λ_max(P^½ H P^½) / threshold (dashed: edge of stability)",
+    fig, axes = _by_batch_size(runs, curves, mark=lambda ax, size: ax.axhline(
+        1.0, color="black", linestyle="--", linewidth=0.8, label="edge of stability"))
+    return save(fig, axes, "λ_max(P^½ H P^½) / threshold",
                 title or "preconditioned sharpness over its threshold", _out(out_dir) / "preconditioned_sharpness.png")
 
 

@@ -61,8 +61,11 @@ METRICS = ("final_test_top1", "best_test_top1")  # what an accuracy table may re
 CHANCE_MARGIN = 5.0  # points above chance level within which a cell counts as "at chance"
 _SMALL_SCALE = re.compile(r"mini|smoke", re.IGNORECASE)
 FIGURES = ("accuracy_vs_epoch.png", "trust_ratio.png", "phi.png", "tuning_curve.png")
-# metrics.jsonl key -> y label; SSL pre-training rows have only the online probe (the linear eval runs after).
-CURVE_KEYS = {"test_top1": "test top-1 (%)", "test_probe_top1": "online-probe test top-1 (%)"}
+# metrics.jsonl key -> y label of accuracy_vs_epoch.png, which draws the first key a run's metrics hold: validation
+# where the run has a validation split (under the protocol test is evaluated once, at the end), else test, else the
+# online probe's test (SSL pre-training rows; their linear eval runs after)
+CURVE_KEYS = {"val_top1": "validation top-1 (%)", "test_top1": "test top-1 (%)",
+              "test_probe_top1": "online-probe test top-1 (%)"}
 
 
 @dataclass
@@ -548,8 +551,8 @@ def _accuracy_curve(run_dir: str) -> tuple[str, pd.Series] | None:
 
 
 def accuracy_vs_epoch(spec: Spec, table: Table, out_dir: Path) -> list[Path]:
-    """``accuracy_vs_epoch.png``: per column, each row's reported runs, test top-1 per epoch: the mean over seeds
-    with a min–max band; one y-scale for the figure."""
+    """``accuracy_vs_epoch.png``: per column, each row's reported runs, validation (else test) top-1 per epoch
+    (:data:`CURVE_KEYS`): the mean over seeds with a min–max band; one y-scale for the figure."""
     fig, axes = panels(len(spec.columns))
     colours, keys, last = row_colours(spec), set(), 0
     for ax, column in zip(axes, spec.columns, strict=True):
