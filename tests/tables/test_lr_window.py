@@ -172,6 +172,8 @@ def test_windows_intervals_and_values_from_records(spec, runs: Path) -> None:
     assert "| 8 | div | div | div | 3/3 |  |" in md and "| 16 | failed | failed | failed | 0/3 |  |" in md
     assert ("- A (0.60 decades) is wider than B (0.30 decades): within seed noise, the leave-one-seed-out widths "
             "overlap (0.30 – 0.60 against 0.30 – 0.30).") in md
+    assert ". Provisional: the sweep of B (12 of 15 runs finished) is incomplete." in md  # lr 16: 1 failed, 2 missing
+    assert "**Incomplete sweeps**, runs finished of expected: B (12 of 15). Their windows" in md
     assert "within 2 points of the row's best stable mean" in md and "×2 (0.30 decades)" in md
     assert "B @ B=4096: lr=16 seed 0 failed: RuntimeError: boom" in md
     assert "B @ B=4096: 1 completed run(s) have no final_val_top1" in md
@@ -200,6 +202,23 @@ def test_censored_windows_and_comparisons_beyond_seed_noise(tmp_path: Path) -> N
     assert ("- A (≥ 0.60 decades) is wider than B (0.00 decades): beyond seed noise, every leave-one-seed-out width "
             "of A (0.60 – 0.60) exceeds every one of B (0.00 – 0.00). The window of A reaches the edge of its sweep: "
             "its width is a lower bound.") in md
+
+
+def test_a_sweep_in_progress_says_which_rows_are_incomplete(tmp_path: Path) -> None:
+    """Committed part-way (the study resumes later): a row without a finished run has no window yet (not "no
+    stable value"), a row with some has a provisional one, and the comparison says so."""
+    from tvlars.tables.collect import collect
+    from tvlars.tables.kinds.lr_window import LR_WINDOW
+
+    root = tmp_path / "runs"
+    for lr in (1, 2, 4):
+        for seed in (0, 1, 2):
+            write_run(root, "A", lr, seed, 80 + lr)
+    md = LR_WINDOW.build(load_spec(write_spec(tmp_path, SPEC, "win")), collect(root)).markdown
+    assert "| A | [2, 4] | 0.30 |" in md and "| B | – (no finished run) | – | – | – | – |" in md
+    assert "**Incomplete sweeps**, runs finished of expected: A (9 of 15), B (0 of 15)." in md
+    assert "- A vs B: B has no finished run yet, no window to compare." in md
+    assert "no stable value" not in md
 
 
 def test_make_tables_writes_the_lr_window_outputs_and_figures(spec, runs: Path, tmp_path: Path,

@@ -165,6 +165,17 @@ class RowWindow:
     def at(self, value: float) -> SweptValue:
         return next(v for v in self.values if v.value == value)
 
+    @property
+    def finished(self) -> tuple[int, int]:
+        """Runs that finished (completed with a validation score, or diverged) and runs expected, over the sweep."""
+        return sum(len(v.val) + v.diverged for v in self.values), sum(v.expected for v in self.values)
+
+    @property
+    def incomplete(self) -> bool:
+        """Whether runs of the sweep are missing, running or failed: its window may still change."""
+        done, expected = self.finished
+        return done < expected
+
 
 def _cell(spec: Spec, row: Row, column: Any, runs: pd.DataFrame) -> tuple[RowWindow, list[str]]:
     """Gather one row's runs per swept value and find its windows."""
@@ -218,9 +229,10 @@ def _width_text(window: Window) -> str:
     return f"≥ {text}" if low or high else text
 
 
-def _window_text(window: Window | None) -> str:
+def _window_text(cell: RowWindow) -> str:
+    window = cell.window
     if window is None:
-        return "none (no stable value)"
+        return "none (no stable value)" if cell.finished[0] else "– (no finished run)"
     low, high = window.censored
     text = f"[{'≤ ' if low else ''}{format_value(window.low)}, {'≥ ' if high else ''}{format_value(window.high)}]"
     return text + (f", gap at {', '.join(map(format_value, window.gaps))}" if window.gaps else "")
@@ -231,7 +243,7 @@ def _interval_text(cell: RowWindow) -> str:
         return "– (one seed)"
     interval = cell.interval
     if interval is None:
-        return "– (a subset has no stable value)"
+        return "– (a subset has no stable value)" if cell.finished[0] else "–"
     return f"{interval[0]:.2f} – {interval[1]:.2f}"
 
 
@@ -248,8 +260,9 @@ def _short(key: str) -> str:
 def _versus(method: RowWindow, baseline: RowWindow) -> str:
     """One line: the method's window width against a baseline's, beyond seed noise or not."""
     if method.window is None or baseline.window is None:
-        missing = method.row if method.window is None else baseline.row
-        return f"- {method.row} vs {baseline.row}: {missing} has no stable value, no window to compare."
+        missing = method if method.window is None else baseline
+        why = "has no stable value" if missing.finished[0] else "has no finished run yet"
+        return f"- {method.row} vs {baseline.row}: {missing.row} {why}, no window to compare."
     a, b = method.window.width, baseline.window.width
     order = "wider than" if a > b else "narrower than" if a < b else "as wide as"
     text = f"- {method.row} ({_width_text(method.window)} decades) is {order} {baseline.row} " \
@@ -272,6 +285,10 @@ def _versus(method: RowWindow, baseline: RowWindow) -> str:
     elif censored:
         text += (f". The windows of {' and of '.join(censored)} reach the edges of their sweeps: their widths are "
                  "lower bounds")
+    unfinished = [f"{c.row} ({c.finished[0]} of {c.finished[1]} runs finished)" for c in (method, baseline)
+                  if c.incomplete]
+    if unfinished:
+        text += f". Provisional: the sweep of {' and of '.join(unfinished)} is incomplete"
     return text + "."
 
 
@@ -302,6 +319,16 @@ def _rule(spec: Spec, cells: dict[tuple[str, Any], RowWindow]) -> str:
             f"Resolution: neighbouring swept values differ by {spacing}.")
 
 
+def _incomplete(cells: Iterable[RowWindow]) -> list[str]:
+    """A paragraph naming the rows whose sweep is not finished (none when every sweep is)."""
+    rows = [f"{c.row} ({c.finished[0]} of {c.finished[1]})" for c in cells if c.incomplete]
+    if not rows:
+        return []
+    return [f"**Incomplete sweeps**, runs finished of expected: {', '.join(rows)}. Their windows are found over the "
+            "finished runs only and may change as the rest finish (*Problems* lists what is missing); a study "
+            "continues with `make reproduce-table TABLE=<name> ARGS=--continue`.", ""]
+
+
 def _row_section(spec: Spec, cell: RowWindow) -> list[str]:
     key = _short(spec.sweep or "")
     members = set(cell.window.members) if cell.window is not None else set()
@@ -322,14 +349,14 @@ def _markdown(spec: Spec, cells: dict[tuple[str, Any], RowWindow], problems: lis
         window = cell.window
         best = "–" if window is None else format_value(window.best)
         score = "–" if window is None else _mean_std(cell.at(window.best).val)
-        main.append([row.label, _window_text(window), "–" if window is None else _width_text(window),
+        main.append([row.label, _window_text(cell), "–" if window is None else _width_text(window),
                      _interval_text(cell), best, score])
     lines = [f"# {spec.display_title}", "",
              f"Table `{spec.name}`: final validation and test top-1 (%) against `{spec.sweep}` at "
              f"{column_header(spec, column)}, mean ± sample std over {seeds} seed(s) per value; nothing is selected, "
              "every swept value is reported.", "", "## Windows", "",
              md_table(["Method", f"window of {key}", "width (decades)", "leave-one-seed-out widths", f"best {key}",
-                       "its validation top-1 (%)"], main), "", _rule(spec, cells), ""]
+                       "its validation top-1 (%)"], main), "", *_incomplete(cells.values()), _rule(spec, cells), ""]
     if spec.notes:
         lines += [f"Notes: {spec.notes.strip()}", ""]
     lines += _comparison(spec, cells)
