@@ -111,10 +111,11 @@ MIN_WRAP = 24  # characters: a title or label is not wrapped narrower than this
 
 def _wrap(text: Text, fits: Callable[[Any], bool], renderer: Any) -> None:
     """Wrap ``text`` onto more lines, each a few characters shorter at a time, until ``fits(its extent)``."""
-    words, width = text.get_text(), len(text.get_text())
+    original = text.get_text()
+    width = len(original)
     while width > MIN_WRAP and not fits(text.get_window_extent(renderer)):
         width -= 4
-        text.set_text(textwrap.fill(words, width, break_long_words=False))
+        text.set_text(textwrap.fill(original, width, break_long_words=False))
 
 
 EDGE_MARKERS = {"smallest": "<", "largest": ">"}  # matplotlib markers of render.EDGE_MARKS (◂ ▸)

@@ -176,6 +176,11 @@ class RowWindow:
         done, expected = self.finished
         return done < expected
 
+    @property
+    def progress(self) -> str:
+        """``k of n``: runs finished of runs expected."""
+        return "{} of {}".format(*self.finished)
+
 
 def _cell(spec: Spec, row: Row, column: Any, runs: pd.DataFrame) -> tuple[RowWindow, list[str]]:
     """Gather one row's runs per swept value and find its windows."""
@@ -285,7 +290,7 @@ def _versus(method: RowWindow, baseline: RowWindow) -> str:
     elif censored:
         text += (f". The windows of {' and of '.join(censored)} reach the edges of their sweeps: their widths are "
                  "lower bounds")
-    unfinished = [f"{c.row} ({c.finished[0]} of {c.finished[1]} runs finished)" for c in (method, baseline)
+    unfinished = [f"{c.row} ({c.progress} runs finished)" for c in (method, baseline)
                   if c.incomplete]
     if unfinished:
         text += f". Provisional: the sweep of {' and of '.join(unfinished)} is incomplete"
@@ -321,7 +326,7 @@ def _rule(spec: Spec, cells: dict[tuple[str, Any], RowWindow]) -> str:
 
 def _incomplete(cells: Iterable[RowWindow]) -> list[str]:
     """A paragraph naming the rows whose sweep is not finished (none when every sweep is)."""
-    rows = [f"{c.row} ({c.finished[0]} of {c.finished[1]})" for c in cells if c.incomplete]
+    rows = [f"{c.row} ({c.progress})" for c in cells if c.incomplete]
     if not rows:
         return []
     return [f"**Incomplete sweeps**, runs finished of expected: {', '.join(rows)}. Their windows are found over the "
