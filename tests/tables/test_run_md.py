@@ -120,6 +120,20 @@ def test_instrument_summary_by_hand(study: Path) -> None:
     assert _section(text, "Records") == "Read from `wandb:x/y`; no record is copied here.\n"
 
 
+def test_run_time_splits_into_training_steps_and_the_rest(study: Path) -> None:
+    """Over the runs whose metrics.jsonl times its epochs: Σ epoch_time_s against Σ wall_time_s of those runs."""
+    spec = load_spec(study / "inst.yaml")
+    assert "Split over" not in _section(render(spec, collect(study / "runs"), None, "x"), "Run time")  # no times
+    runs = collect(study / "runs").set_index(["row", "seed"])["run_dir"]
+    for (row, seed), per_epoch in {("M", 0): 16.0, ("M", 1): 24.0}.items():  # 3 epochs of 60 s and 120 s wall
+        metrics = Path(runs[(row, seed)]) / "metrics.jsonl"
+        rows = [json.loads(line) | {"epoch_time_s": per_epoch} for line in metrics.read_text().splitlines()]
+        metrics.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    time = _section(render(spec, collect(study / "runs"), None, "x"), "Run time")
+    assert ("Split over the 2 runs whose `metrics.jsonl` times their epochs (3.0 min): training steps "
+            "(Σ `epoch_time_s`) 2.0 min (67 %), the rest of the epochs 1.0 min (33 %)") in time
+
+
 def test_runs_without_instruments_or_provenance(study: Path) -> None:
     """Older records (no provenance fields, no instrument files) say what is missing and state nothing else."""
     for path in (study / "runs" / "inst").rglob("*.jsonl"):

@@ -4,8 +4,9 @@ only (:func:`write`), so that it rebuilds byte for byte and states nothing that 
 Sections: the commands; the study's design (the spec) and its runs by status; optimizer steps and data (the splits
 of the runs' configs, the steps per epoch of their summaries and the training-set size these imply); machine and
 software (the summaries' device, world size, versions, code hash and git commit, each with its number of runs); the
-summed run time (Σ ``wall_time_s``) per row and column; the records' count and size; the instruments' summary; the
-spec's ``discussion`` (the reading of the results, checked at load to quote no measured number).
+summed run time (Σ ``wall_time_s``) per row and column, and how much of it is training steps (Σ ``epoch_time_s``);
+the records' count and size; the instruments' summary; the spec's ``discussion`` (the reading of the results,
+checked at load to quote no measured number).
 
 **Instrument summary** (runs with ``sharpness.jsonl`` or ``noise_scale.jsonl``; only for the kinds whose instrument
 figures are drawn, not kind lr_window's). The windows follow each run's planned length T = epochs × steps per
@@ -231,7 +232,30 @@ def _time(spec: Spec, runs: pd.DataFrame) -> list[str]:
     if not placed.all():
         lines += [f"{int((~placed).sum())} timed run(s) outside the spec's rows and columns count in the sum only.",
                   ""]
-    return lines
+    return lines + _outside_epochs(timed)
+
+
+def _training_time(run_dir: str) -> float | None:
+    """Σ ``epoch_time_s`` of a local run's ``metrics.jsonl`` (its training steps only), ``None`` without one."""
+    if str(run_dir).startswith(WANDB_PREFIX):
+        return None
+    times = [float(r["epoch_time_s"]) for r in read_jsonl(Path(run_dir) / "metrics.jsonl")
+             if isinstance(r.get("epoch_time_s"), int | float)]
+    return sum(times) if times else None
+
+
+def _outside_epochs(timed: pd.DataFrame) -> list[str]:
+    """How the summed run time splits into training steps and the rest, over the runs with per-epoch times."""
+    training = timed["run_dir"].map(_training_time)
+    known = training.notna()
+    if not known.any():
+        return []
+    wall, steps = float(timed.loc[known, "wall_time_s"].sum()), float(training[known].sum())
+    return [f"Split over the {int(known.sum())} runs whose `metrics.jsonl` times their epochs ({_minutes(wall)}): "
+            f"training steps (Σ `epoch_time_s`) {_minutes(steps)} ({100 * steps / wall:.0f} %), the rest of the "
+            f"epochs {_minutes(wall - steps)} ({100 * (wall - steps) / wall:.0f} %): evaluation (and precise BN, "
+            "where on) and the instruments (sharpness, noise scale, trust ratios). Start-up and checkpoints are in "
+            "neither.", ""]
 
 
 def _records(records: Path | None, source: str) -> list[str]:
