@@ -235,9 +235,14 @@ def _time(spec: Spec, runs: pd.DataFrame) -> list[str]:
     return lines + _outside_epochs(timed)
 
 
+def _local(run_dir: str) -> bool:
+    """Whether a run's records are a local directory (not collected from W&B)."""
+    return not str(run_dir).startswith(WANDB_PREFIX)
+
+
 def _training_time(run_dir: str) -> float | None:
     """Σ ``epoch_time_s`` of a local run's ``metrics.jsonl`` (its training steps only), ``None`` without one."""
-    if str(run_dir).startswith(WANDB_PREFIX):
+    if not _local(run_dir):
         return None
     times = [float(r["epoch_time_s"]) for r in read_jsonl(Path(run_dir) / "metrics.jsonl")
              if isinstance(r.get("epoch_time_s"), int | float)]
@@ -254,8 +259,8 @@ def _outside_epochs(timed: pd.DataFrame) -> list[str]:
     return [f"Split over the {int(known.sum())} runs whose `metrics.jsonl` times their epochs ({_minutes(wall)}): "
             f"training steps (Σ `epoch_time_s`) {_minutes(steps)} ({100 * steps / wall:.0f} %), the rest of the "
             f"epochs {_minutes(wall - steps)} ({100 * (wall - steps) / wall:.0f} %): evaluation (and precise BN, "
-            "where on) and the instruments (sharpness, noise scale, trust ratios). Start-up and checkpoints are in "
-            "neither.", ""]
+            "where on) and the sharpness and noise-scale measurements. Trust-ratio snapshots count as training "
+            "steps; start-up and checkpoints are in neither.", ""]
 
 
 def _records(records: Path | None, source: str) -> list[str]:
@@ -333,7 +338,7 @@ def _difference(d: Difference) -> str:
 
 def instrument_section(spec: Spec, runs: pd.DataFrame) -> list[str]:
     """The instruments' summary per row × column (module docstring), with the method-vs-baseline tests."""
-    local = runs["run_dir"].map(lambda d: not str(d).startswith(WANDB_PREFIX)).astype(bool)
+    local = runs["run_dir"].map(_local).astype(bool)
     finished = runs[runs["status"].isin(FINAL) & local]
     columns = _columns(spec, finished)
     present = [q for q in QUANTITIES if any((Path(d) / q.file).is_file() for d in finished["run_dir"])]
