@@ -253,6 +253,37 @@ def test_the_sharpness_figure_draws_each_row_at_its_best_lr(spec, runs: Path, tm
     assert [p.name for p in LR_WINDOW.draw(spec, LR_WINDOW.build(spec, df), df, tmp_path / "figs")] == ["lr_window.png"]
 
 
+def _figure_axes(spec: Any, runs: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[Any]:
+    """The accuracy figure's panels as drawn, caught before they are saved (the first of the figures drawn)."""
+    from tvlars.tables.collect import collect
+    from tvlars.tables.kinds import lr_window
+
+    drawn: list[list[Any]] = []
+    monkeypatch.setattr(lr_window, "save", lambda fig, axes, *args, **kwargs: drawn.append(axes) or [])
+    df = collect(runs)
+    lr_window.LR_WINDOW.draw(spec, lr_window.LR_WINDOW.build(spec, df), df, tmp_path)
+    return drawn[0]
+
+
+@pytest.mark.parametrize("study", ["fixture", "committed"])
+def test_the_window_bars_and_crosses_never_cross_the_curves(study: str, spec, runs: Path,
+                                                            monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Every panel's curves and seed bands lie below the lowest window bar and above the highest diverged cross;
+    the committed study has five rows, whose fifth bar crossed LAMB's curves when the room was a fixed margin."""
+    if study == "committed":
+        spec, runs = load_spec("fmnist-lr-window"), Path(__file__).parents[2] / "results" / "fmnist-lr-window" / "runs"
+    axes = _figure_axes(spec, runs, monkeypatch, tmp_path)
+    low, high = axes[0].get_ylim()
+    bars = [line.get_ydata()[0] for line in axes[0].lines if line.get_marker() == "|" and len(line.get_xdata())]
+    crosses = [line.get_ydata()[0] for ax in axes for line in ax.lines if line.get_marker() == "x"
+               and len(line.get_xdata())]
+    data = [y for ax in axes for line in ax.lines if line.get_marker() == "o" for y in line.get_ydata()]
+    data += [y for ax in axes for band in ax.collections for path in band.get_paths() for y in path.vertices[:, 1]]
+    fractions = [(y - low) / (high - low) for y in data]
+    assert len(bars) == len(spec.rows) and (study == "committed" or crosses)
+    assert max(fractions) < min(bars) and min(fractions) > max(crosses, default=0.0)
+
+
 def test_comparison_with_the_committed_lr_window_table(spec, runs: Path) -> None:
     from tvlars.tables.collect import collect
     from tvlars.tables.kinds.lr_window import LR_WINDOW

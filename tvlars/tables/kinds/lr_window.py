@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
@@ -408,6 +409,9 @@ def _rows_csv(spec: Spec, cells: dict[tuple[str, Any], RowWindow]) -> str:
 
 
 # --------------------------------------------------------------------------------------------- figures
+# Axes fractions of the accuracy figure: the lowest level of crosses, the highest window bar, and the most one row's
+# level takes (rows share at most MARKS of the height at each end, so that many rows still leave room for the data).
+CROSSES, BARS, LEVEL, MARKS = 0.03, 0.97, 0.04, 0.3
 def _accuracy_figure(spec: Spec, table: Table, out_dir: Path) -> list[Path]:
     """``lr_window.png``: validation and test top-1 against the swept value (log x), one line per row (mean over
     completed seeds, min–max band), diverged seeds as crosses along the bottom and, on the validation panel, each
@@ -417,7 +421,7 @@ def _accuracy_figure(spec: Spec, table: Table, out_dir: Path) -> list[Path]:
         return []
     fig = Figure(figsize=(11, 4.6), layout="constrained")
     axes = list(fig.subplots(1, 2, sharey=True))
-    colours = row_colours(spec)
+    colours, level_height = row_colours(spec), min(LEVEL, MARKS / len(cells))
     for index, cell in enumerate(cells):
         colour = colours[cell.row]
         for ax, metric in zip(axes, ("val", "test"), strict=True):
@@ -428,14 +432,14 @@ def _accuracy_figure(spec: Spec, table: Table, out_dir: Path) -> list[Path]:
                 if any(len(getattr(v, metric)) > 1 for v in ok):
                     ax.fill_between(x, [min(getattr(v, metric)) for v in ok], [max(getattr(v, metric)) for v in ok],
                                     color=colour, alpha=0.2, linewidth=0)
-            level = 0.03 + 0.04 * index
+            level = CROSSES + level_height * index
             for v in (v for v in cell.values if v.diverged):
                 ax.plot([v.value], [level], "x", color=colour, transform=ax.get_xaxis_transform(), clip_on=False)
                 if v.diverged > 1:
                     ax.annotate(str(v.diverged), (v.value, level), xycoords=("data", "axes fraction"),
                                 xytext=(4, -3), textcoords="offset points", fontsize="x-small", color=colour)
         if cell.window is not None:
-            top = 0.97 - 0.04 * index
+            top = BARS - level_height * index
             axes[0].plot([cell.window.low, cell.window.high], [top, top], "|-", color=colour, linewidth=5, alpha=0.5,
                          markersize=9, transform=axes[0].get_xaxis_transform(), clip_on=False)
     key = _short(spec.sweep or "")
@@ -444,8 +448,7 @@ def _accuracy_figure(spec: Spec, table: Table, out_dir: Path) -> list[Path]:
         ax.set_xlabel(f"{key} (log scale)")
         ax.set_title(f"final {name} top-1")
         ax.grid(alpha=0.3, which="both")
-    for ax in axes:
-        ax.margins(y=0.25)  # room for the windows along the top and the crosses along the bottom
+    _leave_room(axes, len(cells) * level_height, any(v.diverged for c in cells for v in c.values))
     axes[0].add_line(Line2D([], [], color="grey", linewidth=5, alpha=0.5, marker="|", markersize=9,
                             label=f"window (top): within {format_value(spec.window_tolerance)} points of the row's "
                                   "best"))
@@ -454,6 +457,17 @@ def _accuracy_figure(spec: Spec, table: Table, out_dir: Path) -> list[Path]:
                                                            f"{column_header(spec, spec.columns[0])} (mean over "
                                                            f"{len(spec.seeds)} seed(s), min–max band)"),
                 out_dir / FIGURES[0])
+
+
+def _leave_room(axes: list[Axes], marks: float, crosses: bool) -> None:
+    """Set the shared y limits so that every panel's curves and bands lie below the window bars and, where seeds
+    diverged, above the crosses, each taking ``marks`` of the height (fixed margins let a bar cross a curve)."""
+    low, high = min(ax.dataLim.y0 for ax in axes), max(ax.dataLim.y1 for ax in axes)
+    if not math.isfinite(low) or not math.isfinite(high):
+        return
+    bottom = CROSSES + marks if crosses else CROSSES  # one level's gap between the data and the marks
+    span = max(high - low, 1.0) / (BARS - marks - bottom)
+    axes[0].set_ylim(low - bottom * span, low - bottom * span + span)
 
 
 def _sharpness_figure(spec: Spec, table: Table, out_dir: Path) -> list[Path]:
