@@ -182,10 +182,13 @@ class Progress:
 class InstrumentHooks:
     """Where the engine lets measurements in (:class:`tvlars.instruments.Instruments`); this base takes none.
 
-    ``paused_s``: seconds of the current epoch spent in measurements and evaluations, left out of its training time.
+    ``paused_s``: seconds of the current epoch spent in measurements and evaluations, left out of its training time;
+    ``measured_s``: the part of them spent in measurements (sharpness, noise scale), recorded per epoch as
+    ``measure_time_s`` when ``measures``.
     """
 
-    paused_s = 0.0
+    paused_s = measured_s = 0.0
+    measures = False
 
     def start_epoch(self, start: float) -> None:
         """An epoch's training starts at ``time.perf_counter() == start``."""
@@ -511,6 +514,8 @@ class Engine:
             row: dict[str, Any] = {"epoch": epoch + 1, "step": state.step, "lr": self.schedule.lr(state.step - 1),
                                    **train_metrics, "epoch_time_s": train_time,
                                    "train_images_per_s": images / train_time}
+            if self.instruments.measures:
+                row["measure_time_s"] = self.instruments.measured_s
             final = state.stopped_at_target or epoch + 1 == opts.epochs
             if final or (epoch + 1) % opts.eval_every == 0:
                 row |= self.instruments.evaluate(self, state, final)

@@ -53,6 +53,17 @@ def test_records_hold_finite_values_at_the_expected_steps(tiny_cfg, tmp_path: Pa
         assert math.isfinite(row["lambda_max"]) and row["lambda_max"] != 0
         assert row["lr"] == 0.1 and row["stability_threshold"] == pytest.approx(3.8 / (2.8 * 0.1))  # Nesterov
     assert summary["steps_to_target"] is not None
+    epochs = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    assert len(epochs) == 2 and all(0 < r["measure_time_s"] for r in epochs)  # each epoch measured both
+
+
+def test_measurement_time_is_recorded_only_with_a_measurement_on(tiny_cfg, tmp_path: Path) -> None:
+    """``measure_time_s`` holds the sharpness and noise-scale time, not the evaluations'; off without them."""
+    run(tiny_cfg("epochs=1", "eval_every_steps=2", f"run_dir={tmp_path / 'evals'}"))
+    assert all("measure_time_s" not in r for r in read_jsonl(tmp_path / "evals" / "metrics.jsonl"))
+    run(tiny_cfg("epochs=1", "log_sharpness_every=2", f"run_dir={tmp_path / 'sharp'}"))
+    (row,) = read_jsonl(tmp_path / "sharp" / "metrics.jsonl")
+    assert 0 < row["measure_time_s"]
 
 
 @pytest.mark.parametrize(("target", "steps"), [

@@ -132,6 +132,13 @@ def test_run_time_splits_into_training_steps_and_the_rest(study: Path) -> None:
     time = _section(render(spec, collect(study / "runs"), None, "x"), "Run time")
     assert ("Split over the 2 runs whose `metrics.jsonl` times their epochs (3.0 min): training steps "
             "(Σ `epoch_time_s`) 2.0 min (67 %), the rest of the epochs 1.0 min (33 %)") in time
+    assert "time their measurements" not in time  # records from before measure_time_s
+    metrics = Path(runs[("M", 1)]) / "metrics.jsonl"  # 3 epochs of 120 s wall, 6 s each in the sharpness
+    rows = [json.loads(line) | {"measure_time_s": 6.0} for line in metrics.read_text().splitlines()]
+    metrics.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    time = _section(render(spec, collect(study / "runs"), None, "x"), "Run time")
+    assert ("The 1 runs that time their measurements spent 0.3 min on them (Σ `measure_time_s`), 15 % of their "
+            "2.0 min.") in time
 
 
 def test_runs_without_instruments_or_provenance(study: Path) -> None:

@@ -42,7 +42,7 @@ class Instruments(InstrumentHooks):
                  sharpness: Sharpness | None = None, device: torch.device | None = None) -> None:
         self.evals, self.noise_scale, self.sharpness = evals, noise_scale, sharpness
         self.device = device or torch.device("cpu")  # where checkpointed state goes back to
-        self.paused_s = 0.0
+        self.paused_s = self.measured_s = 0.0
         self._epoch_start = 0.0
 
     @classmethod
@@ -62,20 +62,28 @@ class Instruments(InstrumentHooks):
                             "have; measure sharpness on one GPU or set log_sharpness_every=0")
         return cls(evals, noise, sharpness, next(model.parameters()).device)
 
+    @property
+    def measures(self) -> bool:
+        """Whether a measurement (noise scale, sharpness) is on: its time is then recorded per epoch."""
+        return self.noise_scale is not None or self.sharpness is not None
+
     @contextlib.contextmanager
-    def _paused(self, engine: Engine) -> Iterator[float]:
-        """Leave the block out of training time (yields its start) and out of training (:func:`untouched`)."""
+    def _paused(self, engine: Engine, measurement: bool = True) -> Iterator[float]:
+        """Leave the block out of training time (yields its start) and out of training (:func:`untouched`); a
+        ``measurement`` (not an evaluation) also counts in ``measured_s``."""
         distributed.synchronize(engine.device)  # queued training work counts as training
         start = time.perf_counter()
         try:
             with untouched(engine.model, engine.device):
                 yield start
         finally:
-            self.paused_s += time.perf_counter() - start
+            spent = time.perf_counter() - start
+            self.paused_s += spent
+            self.measured_s += spent if measurement else 0.0
 
     # ------------------------------------------------------------------------------------------ engine hooks
     def start_epoch(self, start: float) -> None:
-        self._epoch_start, self.paused_s = start, 0.0
+        self._epoch_start, self.paused_s, self.measured_s = start, 0.0, 0.0
 
     def before_step(self, engine: Engine, state: TrainState, batch: Any) -> None:
         step = state.step + 1
@@ -90,10 +98,11 @@ class Instruments(InstrumentHooks):
         evaluation = self.evals is not None and self.evals.due(state.step)
         if not (sharpness or evaluation):
             return False
-        with self._paused(engine) as start:
-            if sharpness:
+        if sharpness:
+            with self._paused(engine):
                 self.sharpness.record(engine, state.step)
-            if evaluation:
+        if evaluation:
+            with self._paused(engine, measurement=False) as start:
                 self.evals.evaluate(engine, state, state.train_time_s + start - self._epoch_start - self.paused_s)
         return state.stopped_at_target
 

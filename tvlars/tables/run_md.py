@@ -240,27 +240,34 @@ def _local(run_dir: str) -> bool:
     return not str(run_dir).startswith(WANDB_PREFIX)
 
 
-def _training_time(run_dir: str) -> float | None:
-    """Σ ``epoch_time_s`` of a local run's ``metrics.jsonl`` (its training steps only), ``None`` without one."""
+def _epoch_times(run_dir: str, key: str) -> float | None:
+    """Σ ``key`` (``epoch_time_s``: training steps; ``measure_time_s``: measurements) over a local run's
+    ``metrics.jsonl``, ``None`` where no row records it."""
     if not _local(run_dir):
         return None
-    times = [float(r["epoch_time_s"]) for r in read_jsonl(Path(run_dir) / "metrics.jsonl")
-             if isinstance(r.get("epoch_time_s"), int | float)]
+    times = [float(r[key]) for r in read_jsonl(Path(run_dir) / "metrics.jsonl") if isinstance(r.get(key), int | float)]
     return sum(times) if times else None
 
 
 def _outside_epochs(timed: pd.DataFrame) -> list[str]:
     """How the summed run time splits into training steps and the rest, over the runs with per-epoch times."""
-    training = timed["run_dir"].map(_training_time)
+    training = timed["run_dir"].map(lambda d: _epoch_times(d, "epoch_time_s"))
     known = training.notna()
     if not known.any():
         return []
     wall, steps = float(timed.loc[known, "wall_time_s"].sum()), float(training[known].sum())
-    return [f"Split over the {int(known.sum())} runs whose `metrics.jsonl` times their epochs ({_minutes(wall)}): "
+    text = (f"Split over the {int(known.sum())} runs whose `metrics.jsonl` times their epochs ({_minutes(wall)}): "
             f"training steps (Σ `epoch_time_s`) {_minutes(steps)} ({100 * steps / wall:.0f} %), the rest of the "
             f"epochs {_minutes(wall - steps)} ({100 * (wall - steps) / wall:.0f} %): evaluation (and precise BN, "
             "where on) and the sharpness and noise-scale measurements. Trust-ratio snapshots count as training "
-            "steps; start-up and checkpoints are in neither.", ""]
+            "steps; start-up and checkpoints are in neither.")
+    measured = timed["run_dir"].map(lambda d: _epoch_times(d, "measure_time_s"))
+    timing = measured.notna()
+    if timing.any():
+        wall, spent = float(timed.loc[timing, "wall_time_s"].sum()), float(measured[timing].sum())
+        text += (f" The {int(timing.sum())} runs that time their measurements spent {_minutes(spent)} on them "
+                 f"(Σ `measure_time_s`), {100 * spent / wall:.0f} % of their {_minutes(wall)}.")
+    return [text, ""]
 
 
 def _records(records: Path | None, source: str) -> list[str]:
