@@ -226,6 +226,8 @@ def test_comparison_with_the_committed_table(tmp_path: Path) -> None:
     assert verdict(three, "ok", 90.0, math.nan, 1)[0] == "different"  # the same test, sides swapped
     assert verdict(three, "ok", 81.0, math.nan, 1)[1].endswith("one seed against 3: prediction p = 0.478")
     assert verdict(None, "ok", 81.0, 1.0, 3)[0] == "new"
+    written = {"mean": "90.3550", "std": "0.6024", "n_seeds": "4", "status": "ok"}  # the same records, rebuilt
+    assert verdict(written, "ok", 90.35499999999999, 0.6024, 4) == ("same", "")  # not "90.36 → 90.35"
     assert json.loads(json.dumps(report))  # plain text, no absolute paths
     assert str(tmp_path) not in report
 

@@ -21,7 +21,7 @@ from scipy import stats
 
 from tvlars.tables.collect import normalize
 from tvlars.tables.design import Spec
-from tvlars.tables.render import column_header, md_table, page
+from tvlars.tables.render import column_header, md_table, number, page
 from tvlars.tables.statistics import ALPHA
 
 VERDICTS = {"same": "same value", "noise": "within seed noise", "different": "different",
@@ -44,6 +44,7 @@ def verdict(old: dict[str, str] | None, status: str, mean: float, std: float, n:
     old_mean, old_std, old_n = _stats(old)
     if old["status"] != status or status != "ok":
         return ("same", "") if old["status"] == status else ("different", f"{old['status']} → {status}")
+    mean = float(number(mean) or math.nan)  # as the CSV wrote the committed one: 90.35499… and 90.3550 are the same
     if f"{old_mean:.2f}" == f"{mean:.2f}":
         return "same", ""
     shift = f"{old_mean:.2f} → {mean:.2f}"
