@@ -173,6 +173,12 @@ def test_training_loop_runs_autowu_and_checkpoints_its_state(tiny_cfg, tmp_path:
     assert set(state) >= {"switch_step", "switch_lr", "detected", "streak", "generator", "gp", "gp_optimizer"}
     rows = read_jsonl(tmp_path / "run" / "metrics.jsonl")
     assert rows[0]["lr"] == pytest.approx(1e-5 * (1e5 ** (1 / 8)) ** 3)  # lr of step 3, W = 8
+    # summary.json records the switch, so a table can tell a detected warm-up from one its cap ended
+    assert {k: summary[k] for k in ("autowu_detected", "autowu_switch_step", "autowu_switch_lr")} == \
+        {"autowu_detected": state["detected"], "autowu_switch_step": state["switch_step"],
+         "autowu_switch_lr": state["switch_lr"]}
+    assert not state["detected"] and state["switch_step"] == 8  # too few epochs to detect: the cap, W = 8
+    assert "autowu_detected" not in run(tiny_cfg("optimizer=lamb", f"run_dir={tmp_path / 'plain'}"))
 
 
 def test_training_loop_resume_mid_warmup_equals_an_uninterrupted_run(tiny_cfg, tmp_path: Path,

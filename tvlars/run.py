@@ -98,7 +98,8 @@ def _run_held(cfg: DictConfig, dist: DistInfo, rid: str, records: RunRecords) ->
         raise
     finally:
         summary = {**base, "status": status.value, "error": error, "wall_time_s": state.wall_time_s,
-                   "steps": state.step, "logger_id": state.logger_id, **target_summary(state)}
+                   "steps": state.step, "logger_id": state.logger_id, **target_summary(state),
+                   **built.engine.schedule.summary()}
         if dist.is_main:
             summary |= records.summarize()
             records.write_summary(summary)

@@ -279,6 +279,12 @@ class AutoWU(Schedule):
         return probs, argmins
 
     # ------------------------------------------------------------------------------------------ state
+    def summary(self) -> dict[str, Any]:
+        """Whether the GP test ended the warm-up (else the cap did, or will), the step the decay starts at and
+        its LR η₀."""
+        return {"autowu_detected": self.detected, "autowu_switch_step": self.switch_step,
+                "autowu_switch_lr": self.switch_lr}
+
     def state_dict(self) -> dict[str, Any]:
         return {"switch_step": self.switch_step, "switch_lr": self.switch_lr, "detected": self.detected,
                 "streak": self.streak, "tests": [dict(t) for t in self.tests], "history": self.history.clone(),

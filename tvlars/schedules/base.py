@@ -34,6 +34,10 @@ class Schedule:
     def observe(self, step: int, loss: Tensor) -> None:
         """Called after every optimizer step with that step's (detached) training loss."""
 
+    def summary(self) -> dict[str, Any]:
+        """What the run's ``summary.json`` records of the schedule (an adaptive schedule's decisions); none here."""
+        return {}
+
     def state_dict(self) -> dict[str, Any]:
         return {}
 
