@@ -412,6 +412,8 @@ def _rows_csv(spec: Spec, cells: dict[tuple[str, Any], RowWindow]) -> str:
 # Axes fractions of the accuracy figure: the lowest level of crosses, the highest window bar, and the most one row's
 # level takes (rows share at most MARKS of the height at each end, so that many rows still leave room for the data).
 CROSSES, BARS, LEVEL, MARKS = 0.03, 0.97, 0.04, 0.3
+
+
 def _accuracy_figure(spec: Spec, table: Table, out_dir: Path) -> list[Path]:
     """``lr_window.png``: validation and test top-1 against the swept value (log x), one line per row (mean over
     completed seeds, min–max band), diverged seeds as crosses along the bottom and, on the validation panel, each
