@@ -240,18 +240,21 @@ def _local(run_dir: str) -> bool:
     return not str(run_dir).startswith(WANDB_PREFIX)
 
 
-def _epoch_times(run_dir: str, key: str) -> float | None:
-    """Σ ``key`` (``epoch_time_s``: training steps; ``measure_time_s``: measurements) over a local run's
-    ``metrics.jsonl``, ``None`` where no row records it."""
-    if not _local(run_dir):
-        return None
-    times = [float(r[key]) for r in read_jsonl(Path(run_dir) / "metrics.jsonl") if isinstance(r.get(key), int | float)]
-    return sum(times) if times else None
+EPOCH_TIMES = ("epoch_time_s", "measure_time_s")  # training steps; the sharpness and noise-scale measurements
+
+
+def _epoch_times(run_dir: str) -> dict[str, float]:
+    """Σ of each of :data:`EPOCH_TIMES` over a local run's ``metrics.jsonl`` (read once), NaN where no row records
+    it."""
+    rows = read_jsonl(Path(run_dir) / "metrics.jsonl") if _local(run_dir) else []
+    sums = {key: [float(r[key]) for r in rows if isinstance(r.get(key), int | float)] for key in EPOCH_TIMES}
+    return {key: sum(times) if times else math.nan for key, times in sums.items()}
 
 
 def _outside_epochs(timed: pd.DataFrame) -> list[str]:
     """How the summed run time splits into training steps and the rest, over the runs with per-epoch times."""
-    training = timed["run_dir"].map(lambda d: _epoch_times(d, "epoch_time_s"))
+    times = pd.DataFrame([_epoch_times(d) for d in timed["run_dir"]], index=timed.index, columns=list(EPOCH_TIMES))
+    training, measured = times["epoch_time_s"], times["measure_time_s"]
     known = training.notna()
     if not known.any():
         return []
@@ -261,7 +264,6 @@ def _outside_epochs(timed: pd.DataFrame) -> list[str]:
             f"epochs {_minutes(wall - steps)} ({100 * (wall - steps) / wall:.0f} %): evaluation (and precise BN, "
             "where on) and the sharpness and noise-scale measurements. Trust-ratio snapshots count as training "
             "steps; start-up and checkpoints are in neither.")
-    measured = timed["run_dir"].map(lambda d: _epoch_times(d, "measure_time_s"))
     timing = measured.notna()
     if timing.any():
         wall, spent = float(timed.loc[timing, "wall_time_s"].sum()), float(measured[timing].sum())
